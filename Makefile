@@ -1,0 +1,46 @@
+# The front door: every routine task is a target. `make help` lists them.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run test test-unit test-integration lint fmt clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when the dependency list changes.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## Create or update the virtualenv in .venv/
+
+run: $(STAMP) ## Run the whole pipeline on the embedded broker and Redis (Ctrl-C stops it)
+	$(BIN)/pulse run
+
+test: $(STAMP) ## Run every test (unit and integration against real Tansu and redis-server)
+	$(BIN)/python -m pytest -q
+
+test-unit: $(STAMP) ## Run the pure-core unit tests only
+	$(BIN)/python -m pytest -q tests/unit
+
+test-integration: $(STAMP) ## Run the integration tests only
+	$(BIN)/python -m pytest -q tests/integration
+
+lint: $(STAMP) ## Ruff and mypy
+	$(BIN)/ruff check streams services tests
+	$(BIN)/ruff format --check streams services tests
+	$(BIN)/mypy
+
+fmt: $(STAMP) ## Format and fix imports
+	$(BIN)/ruff check --fix streams services tests
+	$(BIN)/ruff format streams services tests
+
+clean: ## Remove the virtualenv and local state
+	rm -rf $(VENV) .pulse .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Pulse HTTP services (state API); see the state API issue."""

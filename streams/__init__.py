@@ -1,0 +1,1 @@
+"""Pulse stream processing: the pure lifecycle core and the Faust worker around it."""

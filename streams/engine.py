@@ -1,0 +1,215 @@
+"""The pure core: apply one event, or let event time pass, and get the new state and outputs.
+
+    apply_event(state, event, policy, partition, offset) -> Result
+    sweep(state, now, policy) -> Result
+
+No I/O, no clock: the live worker, the tests and an offline replay all call these two.
+
+Decisions are evaluated at *checkpoints*: the moments at which some rule's answer can change
+(a silence threshold, the end of the new-user period, a grace period, a UTC day boundary when
+windows slide). A sweep evaluates every checkpoint up to `now` in order, so the outputs, their
+event times and their idempotency keys do not depend on how often sweeps run.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from msgspec.structs import replace
+
+from streams.churn import risk_score, warning_figures
+from streams.contract import Event, InvalidEvent, Reason
+from streams.eventtime import DAY_MS, day_of
+from streams.facts import Facts, facts_at
+from streams.lifecycle import Stage, decide_stage
+from streams.outputs import Output, churn_warning, lifecycle_changed, tier_changed
+from streams.policy import Policy, days_ms
+from streams.state import UserState, fingerprint
+from streams.tiers import decide_tier
+from streams.windows import add_to_buckets, prune
+
+NEVER = 2**62
+
+
+class Status:
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # same event_id seen before for this user
+    REDELIVERED = "redelivered"  # same source offset applied before (at-least-once replay)
+    SWEPT = "swept"
+    IDLE = "idle"  # nothing was due
+
+
+class Result(msgspec.Struct, frozen=True):
+    state: UserState
+    outputs: tuple[Output, ...]
+    status: str
+
+    @property
+    def changed(self) -> bool:
+        return self.status in (Status.APPLIED, Status.SWEPT, Status.DUPLICATE)
+
+
+class TooLate(InvalidEvent):
+    def __init__(self, ts: int, cutoff: int, user_id: str) -> None:
+        super().__init__(
+            Reason.TOO_LATE,
+            f"event time {ts} is older than this user's clock minus the allowed lateness ({cutoff})",
+            user_id,
+        )
+
+
+def _figures(f: Facts) -> dict[str, object]:
+    return warning_figures(f)
+
+
+def _evaluate(state: UserState, at: int, policy: Policy) -> tuple[UserState, list[Output]]:
+    """Decide stage, warning and tier as of `at` (>= state.evaluated_at)."""
+    f = facts_at(state, at, policy)
+    prev = state.stage or None
+    stage, reason = decide_stage(prev, f, state.returned_at, policy)
+    risk = risk_score(f, policy)
+    outs: list[Output] = []
+    changes: dict[str, object] = {}
+    if stage != prev:
+        outs.append(lifecycle_changed(state.user_id, at, prev, stage, reason, _figures(f)))
+        changes.update(stage=stage, stage_since=at, stage_reason=reason)
+        if stage == Stage.AT_RISK:
+            outs.append(
+                churn_warning(
+                    state.user_id, at, reason, risk, prev or "", state.tier, _figures(f)
+                )
+            )
+            changes.update(episode_start=at, last_warning_at=at, last_warning_reason=reason)
+        elif prev == Stage.AT_RISK:
+            changes.update(episode_start=None)
+        if stage == Stage.REACTIVATED and prev in (Stage.DORMANT, Stage.CHURNED):
+            changes.update(returned_at=at)
+    tier = decide_tier(
+        state.tier, state.downgrade_pending_since, f.spend_window_cents, at, policy
+    )
+    if tier.direction is not None:
+        outs.append(
+            tier_changed(
+                state.user_id, at, state.tier or None, tier.tier, tier.direction, tier.reason,
+                f.spend_window_cents / 100, tier.threshold,
+            )
+        )
+        changes.update(tier=tier.tier, tier_since=at)
+    changes.update(
+        downgrade_pending_since=tier.pending_since,
+        risk=risk,
+        evaluated_at=max(at, state.evaluated_at),
+        buckets=prune(state.buckets, day_of(at), policy.horizon_days),
+    )
+    new = replace(state, **changes)
+    return replace(new, next_check=next_checkpoint(new, policy)), outs
+
+
+def next_checkpoint(state: UserState, policy: Policy) -> int:
+    """The next event time after `state.evaluated_at` at which a decision could change."""
+    t0 = state.evaluated_at
+    last = state.last_active if state.last_active is not None else state.first_seen
+    f = facts_at(state, t0, policy)
+    cands = [
+        last + f.threshold_ms,
+        last + days_ms(policy.dormant_after_days),
+        last + days_ms(policy.churned_after_days),
+    ]
+    if state.stage == Stage.NEW:
+        cands.append(state.first_seen + days_ms(policy.new_user_days))
+    if state.returned_at is not None:
+        cands.append(state.returned_at + days_ms(policy.reactivated_days))
+    if state.downgrade_pending_since is not None:
+        cands.append(state.downgrade_pending_since + days_ms(policy.downgrade_grace_days))
+    # Windows slide at every UTC midnight while any bucket remains.
+    if state.buckets:
+        cands.append((day_of(t0) + 1) * DAY_MS)
+    later = [c for c in cands if c > t0]
+    return min(later) if later else NEVER
+
+
+def sweep(state: UserState, now: int, policy: Policy) -> Result:
+    """Let event time pass up to `now`: evaluate every checkpoint that fell due, in order."""
+    outs: list[Output] = []
+    swept = False
+    while state.next_check <= now:
+        state, o = _evaluate(state, state.next_check, policy)
+        outs.extend(o)
+        swept = True
+    if not swept:
+        return Result(state, (), Status.IDLE)
+    return Result(replace(state, version=state.version + 1), tuple(outs), Status.SWEPT)
+
+
+def _type_index(etype: str, policy: Policy) -> int:
+    try:
+        return policy.event_types.index(etype)
+    except ValueError:
+        return len(policy.event_types)
+
+
+def _fresh(event: Event) -> UserState:
+    return UserState(
+        user_id=event.user_id,
+        first_seen=event.ts,
+        last_seen=event.ts,
+        last_active=None,
+        evaluated_at=event.ts,
+        next_check=NEVER,
+    )
+
+
+def apply_event(
+    state: UserState | None,
+    event: Event,
+    policy: Policy,
+    partition: int = -1,
+    offset: int = -1,
+) -> Result:
+    """Fold one validated event into the user's state.
+
+    `partition`/`offset` locate the record in the source topic; a record at or before the last
+    applied offset of the same partition is an at-least-once redelivery and changes nothing.
+    Raises TooLate when the event is older than the user's clock minus the allowed lateness.
+    """
+    outs: list[Output] = []
+    if state is None:
+        state = _fresh(event)
+    else:
+        if partition == state.partition and 0 <= offset <= state.last_offset:
+            return Result(state, (), Status.REDELIVERED)
+        fp = fingerprint(event.event_id)
+        if fp in state.recent_ids:
+            moved = replace(state, partition=partition, last_offset=max(offset, state.last_offset))
+            return Result(moved, (), Status.DUPLICATE)
+        cutoff = state.evaluated_at - policy.lateness_ms
+        if event.ts < cutoff:
+            raise TooLate(event.ts, cutoff, event.user_id)
+        # Decisions that fell due before this event happened are made first.
+        swept = sweep(state, event.ts, policy)
+        state, outs = swept.state, list(swept.outputs)
+
+    active = event.type not in policy.passive_types
+    spend = event.amount_cents if event.type in policy.spend_types else 0
+    n_types = len(policy.event_types) + 1
+    ids = (*state.recent_ids, fingerprint(event.event_id))[-policy.dedup_capacity :]
+    last_active = state.last_active
+    if active:
+        last_active = event.ts if last_active is None else max(last_active, event.ts)
+    state = replace(
+        state,
+        buckets=add_to_buckets(
+            state.buckets, day_of(event.ts), _type_index(event.type, policy), n_types, spend,
+            active,
+        ),
+        recent_ids=ids,
+        first_seen=min(state.first_seen, event.ts),
+        last_seen=max(state.last_seen, event.ts),
+        last_active=last_active,
+        total_events=state.total_events + 1,
+        total_spend_cents=state.total_spend_cents + spend,
+        partition=partition,
+        last_offset=max(offset, state.last_offset) if partition == state.partition else offset,
+    )
+    state, o = _evaluate(state, max(event.ts, state.evaluated_at), policy)
+    outs.extend(o)
+    return Result(replace(state, version=state.version + 1), tuple(outs), Status.APPLIED)

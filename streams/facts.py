@@ -1,0 +1,50 @@
+"""The figures the lifecycle, churn and tier rules look at, derived from a state at a moment."""
+
+from __future__ import annotations
+
+import msgspec
+
+from streams.eventtime import DAY_MS, day_of
+from streams.policy import Policy, days_ms
+from streams.state import UserState
+from streams.windows import active_days_in, spend_in, typical_gap_days
+
+
+class Facts(msgspec.Struct, frozen=True):
+    at: int
+    age_ms: int
+    silence_ms: int
+    typical_gap_days: float | None
+    threshold_ms: int  # silence beyond this is not normal for this user
+    active_days_7d: int
+    active_days_30d: int
+    spend_window_cents: int
+
+    @property
+    def silence_days(self) -> float:
+        return self.silence_ms / DAY_MS
+
+
+def silence_threshold_ms(gap_days: float | None, policy: Policy) -> int:
+    """How long a silence is normal for a user with this typical gap (floor and ceiling applied)."""
+    if gap_days is None:
+        return days_ms(policy.at_risk_default_days)
+    days = gap_days * policy.at_risk_gap_multiplier
+    return days_ms(min(max(days, policy.at_risk_floor_days), policy.at_risk_ceiling_days))
+
+
+def facts_at(state: UserState, at: int, policy: Policy) -> Facts:
+    """Facts about `state` as of event time `at`."""
+    today = day_of(at)
+    gap = typical_gap_days(state.buckets, today, policy.min_gaps_for_typical)
+    last = state.last_active if state.last_active is not None else state.first_seen
+    return Facts(
+        at=at,
+        age_ms=at - state.first_seen,
+        silence_ms=max(0, at - last),
+        typical_gap_days=gap,
+        threshold_ms=silence_threshold_ms(gap, policy),
+        active_days_7d=active_days_in(state.buckets, today, 7),
+        active_days_30d=active_days_in(state.buckets, today, 30),
+        spend_window_cents=spend_in(state.buckets, today, policy.tier_window_days),
+    )

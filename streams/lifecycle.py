@@ -1,0 +1,53 @@
+"""The lifecycle stage machine: new -> active -> at_risk -> dormant -> churned, and reactivated.
+
+`decide_stage` is total and pure: given the previous stage and the facts at a moment it says
+which stage the user is in and why. The engine calls it at every moment the answer can change.
+"""
+
+from __future__ import annotations
+
+from streams.churn import WarningReason, is_dropping, is_silent
+from streams.facts import Facts
+from streams.policy import Policy, days_ms
+
+
+class Stage:
+    NEW = "new"
+    ACTIVE = "active"
+    AT_RISK = "at_risk"
+    DORMANT = "dormant"
+    CHURNED = "churned"
+    REACTIVATED = "reactivated"
+    ALL = (NEW, ACTIVE, AT_RISK, DORMANT, CHURNED, REACTIVATED)
+
+
+def decide_stage(
+    prev: str | None, f: Facts, returned_at: int | None, policy: Policy
+) -> tuple[str, str]:
+    """(stage, reason) for a user whose previous stage was `prev`, as of `f.at`."""
+    if f.silence_ms >= days_ms(policy.churned_after_days):
+        return Stage.CHURNED, "silence_churned"
+    if f.silence_ms >= days_ms(policy.dormant_after_days):
+        return Stage.DORMANT, "silence_dormant"
+    if prev in (Stage.DORMANT, Stage.CHURNED):
+        return Stage.REACTIVATED, "returned"
+    in_episode = prev == Stage.AT_RISK
+    if is_silent(f):
+        return Stage.AT_RISK, WarningReason.SILENCE
+    if is_dropping(f, policy, in_episode=in_episode):
+        return Stage.AT_RISK, WarningReason.ACTIVITY_DROP
+    if prev in (None, Stage.NEW) and f.age_ms < days_ms(policy.new_user_days):
+        return Stage.NEW, "first_seen"
+    if (
+        prev in (Stage.REACTIVATED, Stage.AT_RISK)
+        and returned_at is not None
+        and f.at - returned_at < days_ms(policy.reactivated_days)
+    ):
+        return Stage.REACTIVATED, "returned"
+    if in_episode:
+        return Stage.ACTIVE, "recovered"
+    if prev == Stage.NEW:
+        return Stage.ACTIVE, "new_period_over"
+    if prev == Stage.REACTIVATED:
+        return Stage.ACTIVE, "reactivation_settled"
+    return Stage.ACTIVE, "active"

@@ -1,0 +1,101 @@
+"""Output events (lifecycle changes, churn warnings, tier changes) and their wire format.
+
+Every output has a deterministic idempotency key derived from its cause (user, kind, the
+transition and the event time it applies to), never from wall-clock time, so a replay or a
+redelivery produces the same key and a sender can drop the repeat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgspec
+
+from streams.eventtime import format_ts
+
+SCHEMA_VERSION = 1
+
+
+class Kind:
+    LIFECYCLE = "lifecycle_changed"
+    WARNING = "churn_warning"
+    TIER = "tier_changed"
+    ALL = (LIFECYCLE, WARNING, TIER)
+
+
+class Output(msgspec.Struct, frozen=True):
+    """One decision of the core. `ts` is the event time at which the decision became true."""
+
+    kind: str
+    user_id: str
+    ts: int
+    idempotency_key: str
+    payload: dict[str, Any]
+
+
+def idempotency_key(kind: str, user_id: str, *cause: object) -> str:
+    """sha256 over kind, user and cause; 32 hex characters."""
+    text = "\x1f".join([kind, user_id, *(str(c) for c in cause)])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def lifecycle_changed(
+    user_id: str, at: int, from_stage: str | None, to_stage: str, reason: str,
+    figures: dict[str, Any],
+) -> Output:
+    key = idempotency_key(Kind.LIFECYCLE, user_id, from_stage or "", to_stage, at)
+    payload = {"from_stage": from_stage, "to_stage": to_stage, "reason": reason, "figures": figures}
+    return Output(Kind.LIFECYCLE, user_id, at, key, payload)
+
+
+def churn_warning(
+    user_id: str, at: int, reason: str, risk: float, stage_before: str, tier: str,
+    figures: dict[str, Any],
+) -> Output:
+    # One warning per at-risk episode: the episode starts at `at`, so it is the key's cause.
+    key = idempotency_key(Kind.WARNING, user_id, at)
+    payload = {
+        "reason": reason,
+        "risk_score": risk,
+        "stage_before": stage_before,
+        "tier": tier,
+        "figures": figures,
+    }
+    return Output(Kind.WARNING, user_id, at, key, payload)
+
+
+def tier_changed(
+    user_id: str, at: int, from_tier: str | None, to_tier: str, direction: str, reason: str,
+    spend_window: float, threshold: float,
+) -> Output:
+    key = idempotency_key(Kind.TIER, user_id, from_tier or "", to_tier, at)
+    payload = {
+        "from_tier": from_tier,
+        "to_tier": to_tier,
+        "direction": direction,
+        "reason": reason,
+        "figures": {"spend_window": spend_window, "threshold": threshold},
+    }
+    return Output(Kind.TIER, user_id, at, key, payload)
+
+
+def to_wire(out: Output, emitted_at_ms: int) -> dict[str, Any]:
+    """The JSON document published for an output (see streams/schemas/*.schema.json)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": out.kind,
+        "idempotency_key": out.idempotency_key,
+        "user_id": out.user_id,
+        "event_time": format_ts(out.ts),
+        "event_time_ms": out.ts,
+        "emitted_at": format_ts(emitted_at_ms),
+        **out.payload,
+    }
+
+
+_json = msgspec.json.Encoder()
+
+
+def encode_output(out: Output, emitted_at_ms: int) -> bytes:
+    return _json.encode(to_wire(out, emitted_at_ms))

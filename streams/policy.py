@@ -1,0 +1,146 @@
+"""The lifecycle policy: windows, thresholds, tiers. One validated file, sensible defaults.
+
+The policy is plain data handed to the core; the core never reads files. `load_policy` is the
+only place that touches the file system. Files are TOML (or JSON) with the field names below.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from streams.eventtime import DAY_MS, HOUR_MS
+
+PositiveDays = Annotated[float, Field(gt=0)]
+
+
+class Tier(BaseModel):
+    """A value tier: users whose rolling 90-day spend reaches `min_spend` qualify."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str = Field(min_length=1, max_length=32)
+    min_spend: float = Field(ge=0)
+
+
+class Policy(BaseModel):
+    """Every decision threshold Pulse uses. Durations are in days unless the name says hours."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Rolling windows (days) reported for every user; the largest bounds the state kept.
+    windows_days: tuple[int, ...] = (1, 7, 30, 90)
+    # Event types counted separately; any other type is counted as "other".
+    event_types: tuple[str, ...] = (
+        "signup",
+        "session_start",
+        "page_view",
+        "purchase",
+        "points_earned",
+        "custom",
+    )
+    # Types that the user did not do themselves: they do not count as activity.
+    passive_types: tuple[str, ...] = ("points_earned",)
+    # Types whose `amount` is money spent (other amounts, e.g. points, are not spend).
+    spend_types: tuple[str, ...] = ("purchase",)
+
+    # Event-time input limits.
+    allowed_lateness_hours: float = Field(default=48, ge=0)
+    max_future_skew_seconds: float = Field(default=300, ge=0)
+    min_valid_ts_ms: int = 946_684_800_000  # 2000-01-01T00:00:00Z
+    dedup_capacity: int = Field(default=64, ge=1, le=4096)
+
+    # Lifecycle stages.
+    new_user_days: PositiveDays = 7
+    at_risk_gap_multiplier: float = Field(default=3.0, gt=0)
+    at_risk_floor_days: PositiveDays = 3
+    at_risk_ceiling_days: PositiveDays = 14
+    at_risk_default_days: PositiveDays = 7
+    min_gaps_for_typical: int = Field(default=2, ge=1)
+    drop_ratio: float = Field(default=0.3, gt=0, lt=1)
+    drop_recover_ratio: float = Field(default=0.6, gt=0, le=1)
+    drop_min_active_days_30d: int = Field(default=8, ge=1, le=30)
+    dormant_after_days: PositiveDays = 30
+    churned_after_days: PositiveDays = 60
+    reactivated_days: PositiveDays = 14
+
+    # Tiers by rolling 90-day spend; upgrade at once, downgrade after the grace period.
+    tiers: tuple[Tier, ...] = (
+        Tier(name="bronze", min_spend=0),
+        Tier(name="silver", min_spend=100),
+        Tier(name="gold", min_spend=500),
+        Tier(name="platinum", min_spend=2000),
+    )
+    tier_window_days: int = Field(default=90, ge=1)
+    downgrade_grace_days: float = Field(default=14, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        if not self.windows_days or any(w < 1 for w in self.windows_days):
+            raise ValueError("windows_days must be a non-empty list of positive day counts")
+        if list(self.windows_days) != sorted(set(self.windows_days)):
+            raise ValueError("windows_days must be strictly increasing")
+        if 7 not in self.windows_days or 30 not in self.windows_days:
+            raise ValueError("windows_days must include 7 and 30 (the activity-drop rule uses them)")
+        if self.tier_window_days > self.horizon_days:
+            raise ValueError("tier_window_days must not exceed the largest window")
+        if not self.tiers or self.tiers[0].min_spend != 0:
+            raise ValueError("the first tier must have min_spend 0 (every user has a tier)")
+        spends = [t.min_spend for t in self.tiers]
+        if spends != sorted(set(spends)):
+            raise ValueError("tiers must be ordered by strictly increasing min_spend")
+        if len({t.name for t in self.tiers}) != len(self.tiers):
+            raise ValueError("tier names must be unique")
+        if not self.at_risk_floor_days <= self.at_risk_ceiling_days:
+            raise ValueError("at_risk_floor_days must not exceed at_risk_ceiling_days")
+        if not self.at_risk_ceiling_days < self.dormant_after_days < self.churned_after_days:
+            raise ValueError(
+                "need at_risk_ceiling_days < dormant_after_days < churned_after_days"
+            )
+        if self.drop_recover_ratio < self.drop_ratio:
+            raise ValueError("drop_recover_ratio must be at least drop_ratio (hysteresis)")
+        return self
+
+    # Derived values in milliseconds, used by the core.
+    @property
+    def horizon_days(self) -> int:
+        return max(self.windows_days)
+
+    @property
+    def lateness_ms(self) -> int:
+        return int(self.allowed_lateness_hours * HOUR_MS)
+
+    @property
+    def tier_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tiers)
+
+
+def days_ms(days: float) -> int:
+    """Days as integer milliseconds."""
+    return int(days * DAY_MS)
+
+
+class PolicyError(ValueError):
+    """The policy file is missing, unreadable or invalid; the message says which field."""
+
+
+def load_policy(path: str | Path | None) -> Policy:
+    """Read and validate a policy file (TOML or JSON); None gives the defaults."""
+    if path is None or str(path) == "":
+        return Policy()
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy file {p}: {exc.strerror}") from exc
+    try:
+        data = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise PolicyError(f"policy file {p} is not valid {p.suffix or 'TOML'}: {exc}") from exc
+    try:
+        return Policy.model_validate(data)
+    except ValueError as exc:
+        raise PolicyError(f"policy file {p} is invalid: {exc}") from exc

@@ -1,0 +1,65 @@
+"""The per-user state kept in the Faust table, and its compact binary encoding."""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+
+from streams.windows import DayBucket
+
+STATE_FORMAT = 1
+
+
+class UserState(msgspec.Struct, frozen=True, array_like=True):
+    """Everything Pulse remembers about one user; bounded in size by the policy.
+
+    Times are epoch millis. `evaluated_at` is the user's event-time clock: the latest event time
+    or sweep time applied; decisions up to it have been made and emitted.
+    """
+
+    user_id: str
+    first_seen: int
+    last_seen: int
+    last_active: int | None
+    evaluated_at: int
+    buckets: tuple[DayBucket, ...] = ()
+    recent_ids: tuple[int, ...] = ()
+    # Source position of the last applied event: redelivered records are recognised by it.
+    partition: int = -1
+    last_offset: int = -1
+    total_events: int = 0
+    total_spend_cents: int = 0
+    stage: str = ""
+    stage_since: int = 0
+    stage_reason: str = ""
+    returned_at: int | None = None
+    episode_start: int | None = None
+    last_warning_at: int | None = None
+    last_warning_reason: str | None = None
+    risk: float = 0.0
+    tier: str = ""
+    tier_since: int = 0
+    downgrade_pending_since: int | None = None
+    version: int = 0
+    next_check: int = 0
+    format: int = STATE_FORMAT
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(UserState)
+
+
+def encode_state(state: UserState) -> bytes:
+    """Compact msgpack (array-like structs: no field names on the wire)."""
+    return _encoder.encode(state)
+
+
+def decode_state(data: bytes) -> UserState:
+    """Inverse of encode_state. Raises msgspec.DecodeError on foreign bytes."""
+    return _decoder.decode(data)
+
+
+def fingerprint(event_id: str) -> int:
+    """A 63-bit digest of an event id, for bounded duplicate detection."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest()) >> 1

@@ -1,0 +1,96 @@
+"""Rolling activity from compact per-day buckets.
+
+A user's history is at most `horizon` day buckets (only days with events are stored), so memory
+per user is bounded whatever the event rate. Every figure here is a pure function of the
+buckets, so it does not depend on the order events arrived in.
+"""
+
+from __future__ import annotations
+
+from statistics import median
+
+import msgspec
+
+
+class DayBucket(msgspec.Struct, frozen=True, array_like=True):
+    """Everything kept about one UTC day of one user."""
+
+    day: int
+    counts: tuple[int, ...]  # per policy event type, plus one trailing "other"
+    spend_cents: int = 0
+    active: bool = False  # at least one non-passive event that day
+
+
+class Window(msgspec.Struct, frozen=True):
+    """Sums over the last `days` UTC days ending today."""
+
+    days: int
+    events: int
+    counts: tuple[int, ...]
+    spend_cents: int
+    active_days: int
+
+
+def add_to_buckets(
+    buckets: tuple[DayBucket, ...],
+    day: int,
+    type_index: int,
+    n_types: int,
+    spend_cents: int,
+    active: bool,
+) -> tuple[DayBucket, ...]:
+    """Buckets with one more event on `day` (kept sorted by day)."""
+    out = list(buckets)
+    for i, b in enumerate(out):
+        if b.day == day:
+            counts = list(b.counts)
+            counts[type_index] += 1
+            out[i] = DayBucket(day, tuple(counts), b.spend_cents + spend_cents, b.active or active)
+            return tuple(out)
+    counts = [0] * n_types
+    counts[type_index] = 1
+    out.append(DayBucket(day, tuple(counts), spend_cents, active))
+    out.sort(key=lambda b: b.day)
+    return tuple(out)
+
+
+def prune(buckets: tuple[DayBucket, ...], today: int, horizon_days: int) -> tuple[DayBucket, ...]:
+    """Drop buckets that have left the largest window."""
+    first = today - horizon_days + 1
+    if not buckets or buckets[0].day >= first:
+        return buckets
+    return tuple(b for b in buckets if b.day >= first)
+
+
+def window(buckets: tuple[DayBucket, ...], today: int, days: int, n_types: int) -> Window:
+    """Sums over days today-days+1 .. today (days after today are not counted)."""
+    first = today - days + 1
+    counts = [0] * n_types
+    spend = active = 0
+    for b in buckets:
+        if first <= b.day <= today:
+            for i, c in enumerate(b.counts):
+                counts[i] += c
+            spend += b.spend_cents
+            active += b.active
+    return Window(days, sum(counts), tuple(counts), spend, active)
+
+
+def active_days_in(buckets: tuple[DayBucket, ...], today: int, days: int) -> int:
+    """How many of the last `days` days had activity."""
+    first = today - days + 1
+    return sum(1 for b in buckets if b.active and first <= b.day <= today)
+
+
+def spend_in(buckets: tuple[DayBucket, ...], today: int, days: int) -> int:
+    """Spend (cents) over the last `days` days."""
+    first = today - days + 1
+    return sum(b.spend_cents for b in buckets if first <= b.day <= today)
+
+
+def typical_gap_days(buckets: tuple[DayBucket, ...], today: int, min_gaps: int) -> float | None:
+    """Median gap in days between consecutive active days up to today; None if too few gaps."""
+    days = [b.day for b in buckets if b.active and b.day <= today]
+    if len(days) < min_gaps + 1:
+        return None
+    return float(median(b - a for a, b in zip(days, days[1:], strict=False)))
