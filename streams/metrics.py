@@ -1,0 +1,62 @@
+"""The worker's Prometheus metrics (its own prometheus-client registry, not Faust's sensor)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry()
+
+EVENTS_CONSUMED = Counter(
+    "pulse_events_consumed", "Records consumed from the events topic", registry=REGISTRY
+)
+EVENTS_APPLIED = Counter(
+    "pulse_events_applied", "Events folded into user state", registry=REGISTRY
+)
+EVENTS_SKIPPED = Counter(
+    "pulse_events_skipped",
+    "Events recognised as already applied (kind: duplicate event_id, or redelivered offset)",
+    ["kind"],
+    registry=REGISTRY,
+)
+DLQ = Counter("pulse_dlq", "Records sent to the dead-letter topic", ["reason"], registry=REGISTRY)
+OUTPUTS = Counter("pulse_outputs", "Output events emitted", ["kind"], registry=REGISTRY)
+TICKS_SENT = Counter("pulse_ticks_sent", "Tick records produced by this worker", registry=REGISTRY)
+TICKS_HELD = Counter(
+    "pulse_ticks_held",
+    "Ticks not sent because the partition's events were not yet read up to the high watermark",
+    registry=REGISTRY,
+)
+SWEEPS = Counter("pulse_sweeps", "Tick records applied (one sweep of a partition)", registry=REGISTRY)
+SWEPT_USERS = Counter(
+    "pulse_swept_users", "Users whose checkpoints fell due in a sweep", registry=REGISTRY
+)
+LAST_CONSUMED = Gauge(
+    "pulse_last_event_consumed_timestamp_seconds",
+    "Wall time of the last record consumed (liveness)",
+    registry=REGISTRY,
+)
+CONSUME_TO_EMIT = Histogram(
+    "pulse_consume_to_emit_seconds",
+    "From consuming a record to its outputs being acknowledged by the broker",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+EVENT_TIME_TO_EMIT = Histogram(
+    "pulse_event_time_to_emit_seconds",
+    "From an output's event time to its emission (virtual clock)",
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 21600, 86400),
+    registry=REGISTRY,
+)
+USERS_BY_STAGE = Gauge(
+    "pulse_users_by_stage", "Users per lifecycle stage in this worker's partitions", ["stage"],
+    registry=REGISTRY,
+)
+USERS_BY_TIER = Gauge(
+    "pulse_users_by_tier", "Users per tier in this worker's partitions", ["tier"],
+    registry=REGISTRY,
+)
+
+
+def serve(host: str, port: int) -> None:
+    """Expose /metrics on host:port (a daemon thread)."""
+    start_http_server(port, addr=host, registry=REGISTRY)

@@ -1,0 +1,78 @@
+"""The one adapter for where Tansu (the embedded broker) differs from Apache Kafka.
+
+Tansu answers ListOffsets(LATEST) with the first offset of the last record batch + 1 instead of
+the log end offset, while the high watermark in Fetch responses is right. Faust takes end
+offsets as the changelog high water when it recovers a table, so after kill -9 a worker would
+recover a table that misses the last batch (memory store) or refuse to start (rocksdb store).
+
+`corrected_highwaters` asks the broker for the high watermark through a Fetch at the reported
+offset and keeps the larger of the two. On Apache Kafka both agree, so the adapter is exact
+there too; it costs one Fetch per non-empty partition at recovery time. Enabled by
+PULSE_TANSU_COMPAT (default on for the embedded stack).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+
+async def corrected_highwaters(
+    bootstrap: str | list[str], reported: Mapping[Any, int], timeout_s: float = 10.0
+) -> dict[Any, int]:
+    """End offsets for `reported`'s partitions, raised to the Fetch high watermark.
+
+    Keys may be aiokafka TopicPartitions or Faust TPs (anything with .topic and .partition);
+    the result uses the same keys.
+    """
+    result = dict(reported)
+    todo = {TopicPartition(tp.topic, tp.partition): tp for tp, end in reported.items() if end > 0}
+    if not todo:
+        return result
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+    )
+    await consumer.start()
+    try:
+        consumer.assign(list(todo))
+        for atp, tp in todo.items():
+            consumer.seek(atp, reported[tp] - 1)
+        pending = set(todo)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while pending and loop.time() < deadline:
+            await consumer.getmany(*pending, timeout_ms=200, max_records=1)
+            for atp in list(pending):
+                hw = consumer.highwater(atp)
+                if hw is not None:
+                    result[todo[atp]] = max(reported[todo[atp]], hw)
+                    pending.discard(atp)
+        if pending:
+            raise RuntimeError(f"no high watermark from the broker for {sorted(map(str, pending))}")
+    finally:
+        await consumer.stop()
+    return result
+
+
+class TansuConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
+    async def _highwaters(self, partitions: list[Any]) -> Mapping[Any, int]:
+        reported = await super()._highwaters(partitions)
+        if self.consumer.in_transaction:
+            return reported
+        servers = faust_aiokafka.server_list(self.transport.url, self.transport.default_port)
+        return await corrected_highwaters(servers, reported)
+
+
+class TansuConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+    def _new_consumer_thread(self) -> TansuConsumerThread:
+        return TansuConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class TansuTransport(faust_aiokafka.Transport):  # type: ignore[misc]
+    """The aiokafka transport with Tansu-safe end offsets."""
+
+    Consumer = TansuConsumer
