@@ -39,7 +39,8 @@ def risk_score(f: Facts, policy: Policy) -> float:
     """Risk in [0, 1]: combines how far the silence has gone toward dormancy and the drop.
 
     1 - (1 - s)(1 - d), where s = silence / dormant_after (capped at 1) and d = 1 - rate7/rate30
-    (0 when the rate did not fall, or with too little history to have a rate). Either signal alone can raise the score; both compound.
+    (0 when the rate did not fall, or with too little history to have a rate).
+    Either signal alone can raise the score; both compound.
     """
     s = min(1.0, f.silence_days / policy.dormant_after_days)
     rate7, rate30 = _rates(f)

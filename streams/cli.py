@@ -47,8 +47,14 @@ def _demo(args: argparse.Namespace) -> int:
     settings = WorkerSettings()
     origin = settings.clock_origin_ms or int(time.time() * 1000)
     counts = asyncio.run(
-        run_demo(settings.bootstrap, settings.events_topic, origin_ms=origin,
-                 rate=settings.clock_rate, users=args.users, seed=args.seed)
+        run_demo(
+            settings.bootstrap,
+            settings.events_topic,
+            origin_ms=origin,
+            rate=settings.clock_rate,
+            users=args.users,
+            seed=args.seed,
+        )
     )
     print(counts)
     return 0
@@ -71,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run broker, Redis, worker and demo on loopback")
     run.add_argument("--users", type=int, default=200, help="demo users (default 200)")
     run.add_argument(
-        "--rate", type=float, default=14_400,
+        "--rate",
+        type=float,
+        default=14_400,
         help="event-time speed-up of the demo clock (default 14400: a day every 6 s)",
     )
     run.add_argument("--partitions", type=int, default=4)

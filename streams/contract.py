@@ -17,7 +17,7 @@ from streams.eventtime import TimestampError, parse_ts
 MAX_ID_CHARS = 128
 MAX_TYPE_CHARS = 64
 MAX_AMOUNT = Decimal("1000000000")
-_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_.:-]*$")
+_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9_.:-]*")
 
 
 class Reason:
@@ -98,7 +98,9 @@ def _amount_cents(value: object, user_id: str) -> int:
     try:
         amount = Decimal(value) if not isinstance(value, Decimal) else value
     except InvalidOperation:
-        raise InvalidEvent(Reason.INVALID_VALUE, "'amount' is not a decimal number", user_id)
+        raise InvalidEvent(
+            Reason.INVALID_VALUE, "'amount' is not a decimal number", user_id
+        ) from None
     if not amount.is_finite():
         raise InvalidEvent(Reason.INVALID_VALUE, "'amount' must be finite", user_id)
     if amount < 0 or amount > MAX_AMOUNT:
@@ -130,15 +132,21 @@ def parse_event(
     try:
         doc = _decoder.decode(raw)
     except msgspec.DecodeError as exc:
-        raise InvalidEvent(Reason.INVALID_JSON, f"not valid JSON: {exc}")
+        raise InvalidEvent(Reason.INVALID_JSON, f"not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(
+            Reason.INVALID_JSON, f"not valid UTF-8: {exc.reason} at byte {exc.start}"
+        ) from None
     except RecursionError:
-        raise InvalidEvent(Reason.INVALID_JSON, "JSON nested too deeply")
+        raise InvalidEvent(Reason.INVALID_JSON, "JSON nested too deeply") from None
     if not isinstance(doc, dict):
-        raise InvalidEvent(Reason.NOT_AN_OBJECT, f"event must be a JSON object, not {_json_type(doc)}")
+        raise InvalidEvent(
+            Reason.NOT_AN_OBJECT, f"event must be a JSON object, not {_json_type(doc)}"
+        )
     user_id = _require_str(doc, "user_id", MAX_ID_CHARS, None)
     event_id = _require_str(doc, "event_id", MAX_ID_CHARS, user_id)
     etype = _require_str(doc, "type", MAX_TYPE_CHARS, user_id)
-    if not _TYPE_RE.match(etype):
+    if not _TYPE_RE.fullmatch(etype):
         raise InvalidEvent(
             Reason.INVALID_VALUE,
             "'type' must be lower-case letters, digits and _ . : - (e.g. 'page_view')",
@@ -152,7 +160,7 @@ def parse_event(
     try:
         ts = parse_ts(raw_ts)
     except TimestampError as exc:
-        raise InvalidEvent(Reason.WRONG_TYPE, str(exc), user_id)
+        raise InvalidEvent(Reason.WRONG_TYPE, str(exc), user_id) from None
     if ts < min_ts_ms or ts > now_ms + max_future_skew_ms:
         raise InvalidEvent(
             Reason.TIMESTAMP_OUT_OF_RANGE,

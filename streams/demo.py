@@ -264,7 +264,14 @@ class _User:
 
     # -- the plan ------------------------------------------------------------------------
     def build(self) -> list[Planned]:
-        getattr(self, self.persona)()
+        behaviours: dict[str, Callable[[], None]] = {
+            LOYAL: self.loyal,
+            DECLINING: self.declining,
+            CHURNING: self.churning,
+            BIG_SPENDER: self.big_spender,
+            NEWCOMER: self.newcomer,
+        }
+        behaviours[self.persona]()
         out: list[Planned] = []
         for at, doc in self.docs:
             out.append(Planned(at, self.user_id, _encode(doc), self.persona, VALID))
@@ -392,12 +399,18 @@ async def run_demo(
     await producer.start()
     reported = time.monotonic()
     i = 0
+
+    def stopped() -> bool:
+        return stop is not None and stop.is_set()
+
     try:
-        while i < len(plan) and not (stop is not None and stop.is_set()):
+        while i < len(plan) and not stopped():
             now = virtual_now(_wall_ms(), origin_ms, rate)
             batch: list[Planned] = []
             pending = []
-            while i < len(plan) and plan[i].at <= now and len(batch) < 5_000:
+            # Send everything due, then wait for the acks before counting it (and before
+            # sleeping), so a broker error surfaces here instead of being lost.
+            while i < len(plan) and plan[i].at <= now and len(batch) < 5_000 and not stopped():
                 rec = plan[i]
                 pending.append(await producer.send(topic, rec.payload, key=rec.user_id.encode()))
                 batch.append(rec)

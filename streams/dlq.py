@@ -1,4 +1,4 @@
-"""Dead-letter records for `user-events.dlq`: the reason, the source position, the original bytes."""
+"""Dead-letter records for `user-events.dlq`: reason, source position and the original bytes."""
 
 from __future__ import annotations
 

@@ -90,9 +90,21 @@ def start_tansu(port: int | None = None, log_dir: Path | None = None) -> Server:
     log_path = (log_dir or Path(tempfile.gettempdir())) / f"tansu-{port}.log"
     log = open(log_path, "wb")  # noqa: SIM115 - the child process owns it
     proc = subprocess.Popen(
-        [str(tansu_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/", "--cluster-id", "pulse"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            str(tansu_bin()),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+            "--cluster-id",
+            "pulse",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     _wait_port(port, proc, "tansu")
     return Server("tansu", port, proc, log_path=log_path)
@@ -103,9 +115,22 @@ def start_redis(port: int | None = None) -> Server:
     port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix="pulse-redis-"))
     proc = subprocess.Popen(
-        [str(redis_bin()), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            str(redis_bin()),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     _wait_port(port, proc, "redis-server")
     return Server("redis", port, proc, workdir=workdir)

@@ -52,7 +52,7 @@ class TooLate(InvalidEvent):
     def __init__(self, ts: int, cutoff: int, user_id: str) -> None:
         super().__init__(
             Reason.TOO_LATE,
-            f"event time {ts} is older than this user's clock minus the allowed lateness ({cutoff})",
+            f"event time {ts} is older than the user's clock minus the allowed lateness ({cutoff})",
             user_id,
         )
 
@@ -65,7 +65,14 @@ def _evaluate(state: UserState, at: int, policy: Policy) -> tuple[UserState, lis
     """Decide stage, warning and tier as of `at` (>= state.evaluated_at)."""
     f = facts_at(state, at, policy)
     prev = state.stage or None
-    stage, reason = decide_stage(prev, f, state.returned_at, policy)
+    stage, reason = decide_stage(
+        prev,
+        f,
+        state.returned_at,
+        policy,
+        episode_start=state.episode_start,
+        episode_reason=state.last_warning_reason,
+    )
     risk = risk_score(f, policy)
     outs: list[Output] = []
     changes: dict[str, object] = {}
@@ -74,23 +81,25 @@ def _evaluate(state: UserState, at: int, policy: Policy) -> tuple[UserState, lis
         changes.update(stage=stage, stage_since=at, stage_reason=reason)
         if stage == Stage.AT_RISK:
             outs.append(
-                churn_warning(
-                    state.user_id, at, reason, risk, prev or "", state.tier, _figures(f)
-                )
+                churn_warning(state.user_id, at, reason, risk, prev or "", state.tier, _figures(f))
             )
             changes.update(episode_start=at, last_warning_at=at, last_warning_reason=reason)
         elif prev == Stage.AT_RISK:
             changes.update(episode_start=None)
         if stage == Stage.REACTIVATED and prev in (Stage.DORMANT, Stage.CHURNED):
             changes.update(returned_at=at)
-    tier = decide_tier(
-        state.tier, state.downgrade_pending_since, f.spend_window_cents, at, policy
-    )
+    tier = decide_tier(state.tier, state.downgrade_pending_since, f.spend_window_cents, at, policy)
     if tier.direction is not None:
         outs.append(
             tier_changed(
-                state.user_id, at, state.tier or None, tier.tier, tier.direction, tier.reason,
-                f.spend_window_cents / 100, tier.threshold,
+                state.user_id,
+                at,
+                state.tier or None,
+                tier.tier,
+                tier.direction,
+                tier.reason,
+                f.spend_window_cents / 100,
+                tier.threshold,
             )
         )
         changes.update(tier=tier.tier, tier_since=at)
@@ -140,6 +149,11 @@ def sweep(state: UserState, now: int, policy: Policy) -> Result:
     return Result(replace(state, version=state.version + 1), tuple(outs), Status.SWEPT)
 
 
+def _advance(state: UserState, partition: int, offset: int) -> int:
+    """The last applied offset after applying `offset`: offsets compare only within a partition."""
+    return max(offset, state.last_offset) if partition == state.partition else offset
+
+
 def _type_index(etype: str, policy: Policy) -> int:
     try:
         return policy.event_types.index(etype)
@@ -179,7 +193,9 @@ def apply_event(
             return Result(state, (), Status.REDELIVERED)
         fp = fingerprint(event.event_id)
         if fp in state.recent_ids:
-            moved = replace(state, partition=partition, last_offset=max(offset, state.last_offset))
+            moved = replace(
+                state, partition=partition, last_offset=_advance(state, partition, offset)
+            )
             return Result(moved, (), Status.DUPLICATE)
         cutoff = state.evaluated_at - policy.lateness_ms
         if event.ts < cutoff:
@@ -198,7 +214,11 @@ def apply_event(
     state = replace(
         state,
         buckets=add_to_buckets(
-            state.buckets, day_of(event.ts), _type_index(event.type, policy), n_types, spend,
+            state.buckets,
+            day_of(event.ts),
+            _type_index(event.type, policy),
+            n_types,
+            spend,
             active,
         ),
         recent_ids=ids,
@@ -208,7 +228,7 @@ def apply_event(
         total_events=state.total_events + 1,
         total_spend_cents=state.total_spend_cents + spend,
         partition=partition,
-        last_offset=max(offset, state.last_offset) if partition == state.partition else offset,
+        last_offset=_advance(state, partition, offset),
     )
     state, o = _evaluate(state, max(event.ts, state.evaluated_at), policy)
     outs.extend(o)

@@ -19,6 +19,7 @@ class Facts(msgspec.Struct, frozen=True):
     active_days_7d: int
     active_days_30d: int
     spend_window_cents: int
+    last_active: int | None = None
 
     @property
     def silence_days(self) -> float:
@@ -47,4 +48,5 @@ def facts_at(state: UserState, at: int, policy: Policy) -> Facts:
         active_days_7d=active_days_in(state.buckets, today, 7),
         active_days_30d=active_days_in(state.buckets, today, 30),
         spend_window_cents=spend_in(state.buckets, today, policy.tier_window_days),
+        last_active=state.last_active,
     )

@@ -22,9 +22,20 @@ class Stage:
 
 
 def decide_stage(
-    prev: str | None, f: Facts, returned_at: int | None, policy: Policy
+    prev: str | None,
+    f: Facts,
+    returned_at: int | None,
+    policy: Policy,
+    *,
+    episode_start: int | None = None,
+    episode_reason: str | None = None,
 ) -> tuple[str, str]:
-    """(stage, reason) for a user whose previous stage was `prev`, as of `f.at`."""
+    """(stage, reason) for a user whose previous stage was `prev`, as of `f.at`.
+
+    `episode_start`/`episode_reason` describe the current at-risk episode when `prev` is
+    at_risk: an episode ends only through activity after it started, never because a sliding
+    window changed the user's typical gap while they stayed silent.
+    """
     if f.silence_ms >= days_ms(policy.churned_after_days):
         return Stage.CHURNED, "silence_churned"
     if f.silence_ms >= days_ms(policy.dormant_after_days):
@@ -32,9 +43,16 @@ def decide_stage(
     if prev in (Stage.DORMANT, Stage.CHURNED):
         return Stage.REACTIVATED, "returned"
     in_episode = prev == Stage.AT_RISK
+    if (
+        in_episode
+        and episode_start is not None
+        and (f.last_active is None or f.last_active <= episode_start)
+    ):
+        return Stage.AT_RISK, episode_reason or WarningReason.SILENCE
     if is_silent(f):
         return Stage.AT_RISK, WarningReason.SILENCE
-    if is_dropping(f, policy, in_episode=in_episode):
+    drop_episode = in_episode and episode_reason == WarningReason.ACTIVITY_DROP
+    if is_dropping(f, policy, in_episode=drop_episode):
         return Stage.AT_RISK, WarningReason.ACTIVITY_DROP
     if prev in (None, Stage.NEW) and f.age_ms < days_ms(policy.new_user_days):
         return Stage.NEW, "first_seen"

@@ -9,9 +9,7 @@ REGISTRY = CollectorRegistry()
 EVENTS_CONSUMED = Counter(
     "pulse_events_consumed", "Records consumed from the events topic", registry=REGISTRY
 )
-EVENTS_APPLIED = Counter(
-    "pulse_events_applied", "Events folded into user state", registry=REGISTRY
-)
+EVENTS_APPLIED = Counter("pulse_events_applied", "Events folded into user state", registry=REGISTRY)
 EVENTS_SKIPPED = Counter(
     "pulse_events_skipped",
     "Events recognised as already applied (kind: duplicate event_id, or redelivered offset)",
@@ -26,7 +24,9 @@ TICKS_HELD = Counter(
     "Ticks not sent because the partition's events were not yet read up to the high watermark",
     registry=REGISTRY,
 )
-SWEEPS = Counter("pulse_sweeps", "Tick records applied (one sweep of a partition)", registry=REGISTRY)
+SWEEPS = Counter(
+    "pulse_sweeps", "Tick records applied (one sweep of a partition)", registry=REGISTRY
+)
 SWEPT_USERS = Counter(
     "pulse_swept_users", "Users whose checkpoints fell due in a sweep", registry=REGISTRY
 )
@@ -48,11 +48,15 @@ EVENT_TIME_TO_EMIT = Histogram(
     registry=REGISTRY,
 )
 USERS_BY_STAGE = Gauge(
-    "pulse_users_by_stage", "Users per lifecycle stage in this worker's partitions", ["stage"],
+    "pulse_users_by_stage",
+    "Users per lifecycle stage in this worker's partitions",
+    ["stage"],
     registry=REGISTRY,
 )
 USERS_BY_TIER = Gauge(
-    "pulse_users_by_tier", "Users per tier in this worker's partitions", ["tier"],
+    "pulse_users_by_tier",
+    "Users per tier in this worker's partitions",
+    ["tier"],
     registry=REGISTRY,
 )
 

@@ -41,7 +41,11 @@ def idempotency_key(kind: str, user_id: str, *cause: object) -> str:
 
 
 def lifecycle_changed(
-    user_id: str, at: int, from_stage: str | None, to_stage: str, reason: str,
+    user_id: str,
+    at: int,
+    from_stage: str | None,
+    to_stage: str,
+    reason: str,
     figures: dict[str, Any],
 ) -> Output:
     key = idempotency_key(Kind.LIFECYCLE, user_id, from_stage or "", to_stage, at)
@@ -50,7 +54,12 @@ def lifecycle_changed(
 
 
 def churn_warning(
-    user_id: str, at: int, reason: str, risk: float, stage_before: str, tier: str,
+    user_id: str,
+    at: int,
+    reason: str,
+    risk: float,
+    stage_before: str,
+    tier: str,
     figures: dict[str, Any],
 ) -> Output:
     # One warning per at-risk episode: the episode starts at `at`, so it is the key's cause.
@@ -66,8 +75,14 @@ def churn_warning(
 
 
 def tier_changed(
-    user_id: str, at: int, from_tier: str | None, to_tier: str, direction: str, reason: str,
-    spend_window: float, threshold: float,
+    user_id: str,
+    at: int,
+    from_tier: str | None,
+    to_tier: str,
+    direction: str,
+    reason: str,
+    spend_window: float,
+    threshold: float,
 ) -> Output:
     key = idempotency_key(Kind.TIER, user_id, from_tier or "", to_tier, at)
     payload = {

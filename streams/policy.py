@@ -84,7 +84,9 @@ class Policy(BaseModel):
         if list(self.windows_days) != sorted(set(self.windows_days)):
             raise ValueError("windows_days must be strictly increasing")
         if 7 not in self.windows_days or 30 not in self.windows_days:
-            raise ValueError("windows_days must include 7 and 30 (the activity-drop rule uses them)")
+            raise ValueError(
+                "windows_days must include 7 and 30 (the activity-drop rule uses them)"
+            )
         if self.tier_window_days > self.horizon_days:
             raise ValueError("tier_window_days must not exceed the largest window")
         if not self.tiers or self.tiers[0].min_spend != 0:
@@ -97,9 +99,7 @@ class Policy(BaseModel):
         if not self.at_risk_floor_days <= self.at_risk_ceiling_days:
             raise ValueError("at_risk_floor_days must not exceed at_risk_ceiling_days")
         if not self.at_risk_ceiling_days < self.dormant_after_days < self.churned_after_days:
-            raise ValueError(
-                "need at_risk_ceiling_days < dormant_after_days < churned_after_days"
-            )
+            raise ValueError("need at_risk_ceiling_days < dormant_after_days < churned_after_days")
         if self.drop_recover_ratio < self.drop_ratio:
             raise ValueError("drop_recover_ratio must be at least drop_ratio (hysteresis)")
         return self

@@ -63,16 +63,17 @@ class TansuConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignor
         reported = await super()._highwaters(partitions)
         if self.consumer.in_transaction:
             return reported
-        servers = faust_aiokafka.server_list(self.transport.url, self.transport.default_port)
+        transport: Any = self.transport
+        servers = faust_aiokafka.server_list(transport.url, transport.default_port)
         return await corrected_highwaters(servers, reported)
 
 
-class TansuConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+class TansuConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> TansuConsumerThread:
         return TansuConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
-class TansuTransport(faust_aiokafka.Transport):  # type: ignore[misc]
+class TansuTransport(faust_aiokafka.Transport):
     """The aiokafka transport with Tansu-safe end offsets."""
 
     Consumer = TansuConsumer

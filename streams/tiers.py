@@ -1,4 +1,4 @@
-"""Value tiers by rolling spend, with hysteresis: upgrade at once, downgrade after a grace period."""
+"""Value tiers by rolling spend, with hysteresis: upgrade at once, downgrade after a grace."""
 
 from __future__ import annotations
 
@@ -54,7 +54,10 @@ def decide_tier(
     since = pending_since if pending_since is not None else at
     if at - since >= days_ms(policy.downgrade_grace_days) or cur < 0:
         return TierDecision(
-            target, None, "downgrade", "spend_below_threshold_past_grace",
+            target,
+            None,
+            "downgrade",
+            "spend_below_threshold_past_grace",
             _threshold(current, policy) if cur >= 0 else 0.0,
         )
     return TierDecision(current, since, None)

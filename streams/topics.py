@@ -28,10 +28,7 @@ async def ensure_topics(settings: WorkerSettings) -> list[str]:
         if missing:
             try:
                 await admin.create_topics(
-                    [
-                        NewTopic(t, settings.partitions, settings.replication_factor)
-                        for t in missing
-                    ]
+                    [NewTopic(t, settings.partitions, settings.replication_factor) for t in missing]
                 )
             except TopicAlreadyExistsError:
                 pass  # another process won the race; the topic is there either way

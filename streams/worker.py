@@ -48,7 +48,7 @@ def encode_tick(now_ms: int) -> bytes:
     return _tick_encoder.encode(Tick(now_ms))
 
 
-class PulseApp(faust.App):  # type: ignore[misc]
+class PulseApp(faust.App):
     """faust.App whose Kafka transport can carry the Tansu adapter."""
 
     tansu_compat: bool = False
@@ -66,19 +66,26 @@ class Processor:
         self.app = app
         self.settings = settings
         self.policy = policy
-        schema = faust.Schema(
-            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        # bytes in, bytes out: Faust derives the changelog's serializers from these types
+        # (anything else falls back to JSON); the state has its own msgpack encoding.
+        self.table = app.Table(
+            "user-state", key_type=bytes, value_type=bytes, partitions=settings.partitions
         )
-        self.table = app.Table("user-state", schema=schema, partitions=settings.partitions)
         # Topics take the serializers directly: an agent re-derives its channel's schema from
         # these attributes and would fall back to JSON if only `schema=` were given.
-        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
-               "value_serializer": "raw", "partitions": settings.partitions}
+        raw: dict[str, Any] = {
+            "key_type": bytes,
+            "value_type": bytes,
+            "key_serializer": "raw",
+            "value_serializer": "raw",
+            "partitions": settings.partitions,
+        }
         self.source = app.topic(settings.events_topic, settings.ticks_topic, **raw)
         self.ticks = app.topic(settings.ticks_topic, **raw)
         self.dlq = app.topic(settings.dlq_topic, **raw)
-        self.outputs = {kind: app.topic(name, **raw) for kind, name in
-                        settings.output_topics.items()}
+        self.outputs = {
+            kind: app.topic(name, **raw) for kind, name in settings.output_topics.items()
+        }
         # partition -> {user key: next checkpoint}; rebuilt from the table after a rebalance.
         self.due: dict[int, dict[bytes, int]] = {}
         # partition -> offset of the last events record handled here.
@@ -105,7 +112,10 @@ class Processor:
         user_id: str | None = None
         try:
             ev = parse_event(
-                value, msg.key, now_ms=self.now(), min_ts_ms=self.policy.min_valid_ts_ms,
+                value,
+                msg.key,
+                now_ms=self.now(),
+                min_ts_ms=self.policy.min_valid_ts_ms,
                 max_future_skew_ms=int(self.policy.max_future_skew_seconds * 1000),
                 max_bytes=self.settings.max_event_bytes,
             )
@@ -163,7 +173,9 @@ class Processor:
         pending = []
         for out in outputs:
             topic = self.outputs[out.kind]
-            pending.append(await topic.send(key=out.user_id.encode(), value=encode_output(out, now)))
+            pending.append(
+                await topic.send(key=out.user_id.encode(), value=encode_output(out, now))
+            )
         await asyncio.gather(*pending)
         for out in outputs:
             metrics.OUTPUTS.labels(out.kind).inc()
@@ -171,9 +183,16 @@ class Processor:
 
     async def _dead_letter(self, msg: Any, reason: str, detail: str, user_id: str | None) -> None:
         doc = dead_letter(
-            reason=reason, detail=detail, user_id=user_id, topic=msg.topic,
-            partition=msg.partition, offset=msg.offset, timestamp_ms=msg.timestamp and
-            int(msg.timestamp * 1000), key=msg.key, value=msg.value, received_at_ms=self.now(),
+            reason=reason,
+            detail=detail,
+            user_id=user_id,
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            timestamp_ms=msg.timestamp and int(msg.timestamp * 1000),
+            key=msg.key,
+            value=msg.value,
+            received_at_ms=self.now(),
         )
         fut = await self.dlq.send(key=msg.key, value=encode_dead_letter(doc))
         await fut
@@ -192,7 +211,8 @@ class Processor:
 
     def active_partitions(self) -> list[int]:
         return sorted(
-            tp.partition for tp in self.app.assignor.assigned_actives()
+            tp.partition
+            for tp in self.app.assignor.assigned_actives()
             if tp.topic == self.settings.events_topic
         )
 
@@ -211,7 +231,8 @@ class Processor:
         else:
             # Nothing handled since the assignment: start from the group's committed offset
             # (Faust keeps it privately; the fetch position would count prefetched records).
-            committed = self.app.consumer._committed_offset.get(tp)
+            consumer: Any = self.app.consumer
+            committed = consumer._committed_offset.get(tp)
             done = committed if committed is not None else 0
         return highwater - done <= self.settings.tick_max_lag
 
@@ -266,11 +287,12 @@ def build_app(settings: WorkerSettings, policy: Policy) -> tuple[PulseApp, Proce
         async for event in stream.events():
             await proc.on_record(event)
 
-    @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _forget_index(app: Any, revoked: Any, **kwargs: Any) -> None:
         proc.due.clear()
 
     if settings.sweep_interval_seconds > 0:
+
         @app.timer(settings.sweep_interval_seconds)  # type: ignore[untyped-decorator]
         async def _tick() -> None:
             await proc.send_ticks()

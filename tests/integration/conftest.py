@@ -69,8 +69,11 @@ class Stack:
     def start_worker(self) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"], env=self.env, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "streams.cli", "worker"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.procs.append(proc)
         return proc
@@ -234,7 +237,7 @@ async def _new_stack(broker: Server, tmp_path: Path, overrides: dict[str, str]) 
         **{f"PULSE_{k.upper()}": v for k, v in overrides.items()},
     }
     settings = WorkerSettings(
-        **{k[len("PULSE_"):].lower(): v for k, v in env.items() if k.startswith("PULSE_")}
+        **{k[len("PULSE_") :].lower(): v for k, v in env.items() if k.startswith("PULSE_")}
     )
     await ensure_topics(settings)
     s = Stack(settings, env, tmp_path)

@@ -26,13 +26,15 @@ def _for(user: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 async def test_new_user_and_big_spender_get_lifecycle_and_tier_events(stack: Stack) -> None:
     t = day_base(1)
-    await stack.produce([
-        ev("a1", "ann", "signup", t),
-        ev("a2", "ann", "session_start", t + 60_000),
-        ev("b1", "ben", "purchase", t, 300),
-        ev("b2", "ben", "purchase", t + 1000, 300),
-        ev("b3", "ben", "purchase", t + 2000, 1500.50),
-    ])
+    await stack.produce(
+        [
+            ev("a1", "ann", "signup", t),
+            ev("a2", "ann", "session_start", t + 60_000),
+            ev("b1", "ben", "purchase", t, 300),
+            ev("b2", "ben", "purchase", t + 1000, 300),
+            ev("b3", "ben", "purchase", t + 2000, 1500.50),
+        ]
+    )
     tiers = await stack.outputs(
         stack.settings.tiers_topic, lambda d: len(_for("ben", d)) >= 3 and _for("ann", d)
     )
@@ -56,13 +58,15 @@ async def test_new_user_and_big_spender_get_lifecycle_and_tier_events(stack: Sta
 
 async def test_duplicate_event_is_not_counted_twice(stack: Stack) -> None:
     t = day_base(0)
-    await stack.produce([
-        ev("d1", "dup", "page_view", t),
-        ev("d2", "dup", "page_view", t + 1),
-        ev("d1", "dup", "page_view", t),  # the same event again
-        ev("d3", "dup", "purchase", t + 2, 50),
-        ev("d3", "dup", "purchase", t + 2, 50),  # a retried purchase must not double spend
-    ])
+    await stack.produce(
+        [
+            ev("d1", "dup", "page_view", t),
+            ev("d2", "dup", "page_view", t + 1),
+            ev("d1", "dup", "page_view", t),  # the same event again
+            ev("d3", "dup", "purchase", t + 2, 50),
+            ev("d3", "dup", "purchase", t + 2, 50),  # a retried purchase must not double spend
+        ]
+    )
     states = await stack.states(lambda s: "dup" in s and s["dup"].last_offset >= 4)
     assert states["dup"].total_events == 3
     assert states["dup"].total_spend_cents == 5000
@@ -76,16 +80,22 @@ async def test_malformed_events_land_in_the_dlq_with_reasons(stack: Stack) -> No
         (b"x", b"{not json"),
         (b"x", b"[1, 2, 3]"),
         (b"x", b'{"event_id": "m1", "type": "page_view", "ts": 1}'),
-        (b"mal", b'{"event_id": "m2", "user_id": "mal", "type": "purchase", "ts": %d, '
-                  b'"amount": -5}' % t),
+        (
+            b"mal",
+            b'{"event_id": "m2", "user_id": "mal", "type": "purchase", "ts": %d, "amount": -5}' % t,
+        ),
         (b"mal", b'{"event_id": "m3", "user_id": "mal", "type": "page_view", "ts": "yesterday"}'),
-        (b"mal", b'{"event_id": "m4", "user_id": "mal", "type": "page_view", "ts": %d}'
-                  % far_future),
+        (
+            b"mal",
+            b'{"event_id": "m4", "user_id": "mal", "type": "page_view", "ts": %d}' % far_future,
+        ),
         (b"other", b'{"event_id": "m5", "user_id": "mal", "type": "page_view", "ts": %d}' % t),
         (b"mal", b"\xff\xfe not utf-8"),
     ]
-    good_then_late = [ev("ok1", "late", "page_view", t), ev("ok2", "late", "page_view",
-                                                           t - 5 * DAY_MS)]
+    good_then_late = [
+        ev("ok1", "late", "page_view", t),
+        ev("ok2", "late", "page_view", t - 5 * DAY_MS),
+    ]
     await stack.produce(bad + good_then_late)
     expected = {
         b"{not json": "invalid_json",
@@ -141,5 +151,25 @@ async def test_silent_user_gets_exactly_one_warning(stack: Stack) -> None:
     assert 0 <= w["risk_score"] <= 1
     stages = _for("sil", await stack.outputs(stack.settings.lifecycle_topic))
     assert [(d["from_stage"], d["to_stage"]) for d in stages] == [
-        (None, "new"), ("new", "active"), ("active", "at_risk"),
+        (None, "new"),
+        ("new", "active"),
+        ("active", "at_risk"),
     ]
+
+
+async def test_worker_timer_warns_a_silent_user_in_real_time(make_stack: Any) -> None:
+    import time
+
+    origin = int(time.time() * 1000)
+    rate = 43_200  # one virtual day every 2 s
+    stack = await make_stack(
+        sweep_interval_seconds="0.5", clock_rate=str(rate), clock_origin_ms=str(origin)
+    )
+    await stack.produce(
+        [ev(f"t{i}", "tim", "session_start", origin - (3 - i) * DAY_MS) for i in range(4)]
+    )
+    warnings = await stack.outputs(stack.settings.warnings_topic, lambda d: len(d) >= 1)
+    assert [(w["user_id"], w["event_time_ms"]) for w in warnings] == [("tim", origin + 3 * DAY_MS)]
+    # Three more virtual days of ticks: still one warning for the episode.
+    await stack.states(lambda s: s["tim"].evaluated_at >= origin + 6 * DAY_MS)
+    assert len(await stack.outputs(stack.settings.warnings_topic)) == 1
