@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--rate",
         type=float,
-        default=14_400,
-        help="event-time speed-up of the demo clock (default 14400: a day every 6 s)",
+        default=28_800,
+        help="event-time speed-up of the demo clock (default 28800: a day every 3 s)",
     )
     run.add_argument("--partitions", type=int, default=4)
     args = parser.parse_args(argv)

@@ -58,7 +58,7 @@ async def corrected_highwaters(
     return result
 
 
-class TansuConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
+class TansuConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     async def _highwaters(self, partitions: list[Any]) -> Mapping[Any, int]:
         reported = await super()._highwaters(partitions)
         if self.consumer.in_transaction:
