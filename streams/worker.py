@@ -25,6 +25,7 @@ from streams.clock import virtual_now
 from streams.contract import InvalidEvent, Reason, parse_event
 from streams.dlq import dead_letter, encode_dead_letter
 from streams.engine import Result, Status, apply_event, sweep
+from streams.lifecycle import Stage
 from streams.outputs import Output, encode_output
 from streams.policy import Policy
 from streams.settings import WorkerSettings
@@ -254,8 +255,6 @@ class Processor:
             if state.partition in active:
                 stages[state.stage] += 1
                 tiers[state.tier] += 1
-        from streams.lifecycle import Stage
-
         for stage in Stage.ALL:
             metrics.USERS_BY_STAGE.labels(stage).set(stages[stage])
         for tier in self.policy.tier_names:

@@ -6,13 +6,19 @@ import asyncio
 import random
 from collections import Counter
 
+import pytest
+
 from streams.eventtime import DAY_MS
 
-from .conftest import Stack
+from .conftest import StackFactory
 from .events import day_base, ev
 
 
-async def test_kill9_restart_recovers_state_without_double_counting(stack: Stack) -> None:
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+async def test_kill9_restart_recovers_state_without_double_counting(
+    make_stack: StackFactory, store: str
+) -> None:
+    stack = await make_stack(store=store)
     rng = random.Random(11)
     users = [f"u{i:02d}" for i in range(40)]
     start = day_base(4)
