@@ -61,6 +61,18 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: flo
     raise EmbeddedError(f"{what} did not listen on 127.0.0.1:{port} within {timeout}s")
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """SIGTERM, wait up to `timeout` seconds for a clean exit, then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @dataclass
 class Server:
     """One started server process."""
@@ -72,13 +84,7 @@ class Server:
     log_path: Path | None = None
 
     def stop(self, timeout: float = 5) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -22,7 +22,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer
 
 from streams.demo import run_demo
-from streams.embedded import Embedded, free_port, start_embedded
+from streams.embedded import Embedded, free_port, start_embedded, terminate
 from streams.eventtime import format_ts
 from streams.settings import WorkerSettings
 from streams.topics import ensure_topics
@@ -71,13 +71,8 @@ def run_stack(users: int, rate: float, partitions: int) -> int:
         return 0
     finally:
         print("\npulse: stopping the worker, the broker and Redis ...", flush=True)
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+        if worker is not None:
+            terminate(worker)
         emb.stop()
         print("pulse: stopped.", flush=True)
 

@@ -22,7 +22,7 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.embedded import Server, free_port, start_redis, start_tansu
+from streams.embedded import Server, free_port, start_redis, start_tansu, terminate
 from streams.settings import WorkerSettings
 from streams.state import UserState, decode_state
 from streams.topics import ensure_topics
@@ -86,13 +86,7 @@ class Stack:
 
     def stop(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            terminate(proc)
 
     def worker_log(self) -> str:
         return "\n".join(
