@@ -60,6 +60,26 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rebuild_view(_: argparse.Namespace) -> int:
+    import redis.asyncio as aioredis
+
+    from streams.rebuild import rebuild_view
+    from streams.view import View
+
+    settings = WorkerSettings()
+    policy = load_policy(settings.policy_file)
+
+    async def main() -> int:
+        client = aioredis.from_url(settings.redis_url)
+        try:
+            return await rebuild_view(settings, View(client, settings.view_prefix, policy))
+        finally:
+            await client.aclose()
+
+    print(f"rebuilt the view of {asyncio.run(main())} users")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from streams.launcher import run_stack
 
@@ -71,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("worker", help="run a Faust worker (settings from PULSE_* variables)")
     sub.add_parser("topics", help="create the topics Pulse uses (idempotent)")
+    sub.add_parser("rebuild-view", help="rebuild the Redis view from the changelog and outputs")
     demo = sub.add_parser("demo", help="publish demo users to the events topic")
     demo.add_argument("--users", type=int, default=200)
     demo.add_argument("--seed", type=int, default=7)
@@ -85,7 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--partitions", type=int, default=4)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    handlers = {"worker": _worker, "topics": _topics, "demo": _demo, "run": _run}
+    handlers = {
+        "worker": _worker,
+        "topics": _topics,
+        "demo": _demo,
+        "run": _run,
+        "rebuild-view": _rebuild_view,
+    }
     return handlers[args.command](args)
 
 

@@ -49,6 +49,7 @@ def run_stack(users: int, rate: float, partitions: int) -> int:
             "PULSE_SWEEP_INTERVAL_SECONDS": "1",
             "PULSE_METRICS_PORT": str(metrics_port),
             "PULSE_DATA_DIR": str(RUN_DIR / "worker"),
+            "PULSE_REDIS_URL": emb.redis_url,
         }
         settings = WorkerSettings(
             broker_url=emb.broker_url,
@@ -84,7 +85,7 @@ def _banner(emb: Embedded, s: WorkerSettings, log_path: Path, users: int, rate: 
   Pulse is running on the embedded stack (Ctrl-C stops everything).
 
   broker (Tansu)   {emb.broker_url}
-  Redis            {emb.redis_url}   (for the state API)
+  Redis view       {emb.redis_url}   (keys pulse:user:<id>, pulse:seg:..., pulse:count:...)
   worker metrics   http://127.0.0.1:{s.metrics_port}/metrics
   worker log       {log_path}
   input topic      {s.events_topic}      dead letters  {s.dlq_topic}

@@ -35,6 +35,18 @@ LAST_CONSUMED = Gauge(
     "Wall time of the last record consumed (liveness)",
     registry=REGISTRY,
 )
+ERASURES = Counter("pulse_erasures", "Users erased on request (tombstones)", registry=REGISTRY)
+VIEW_WRITES = Counter(
+    "pulse_view_writes", "User states written to the Redis view", registry=REGISTRY
+)
+VIEW_WRITE_FAILURES = Counter(
+    "pulse_view_write_failures",
+    "Failed Redis view flushes (retried with backoff)",
+    registry=REGISTRY,
+)
+VIEW_PENDING = Gauge(
+    "pulse_view_pending", "Users whose view update waits to be written", registry=REGISTRY
+)
 CONSUME_TO_EMIT = Histogram(
     "pulse_consume_to_emit_seconds",
     "From consuming a record to its outputs being acknowledged by the broker",

@@ -31,6 +31,9 @@ class WorkerSettings(BaseSettings):
     tick_max_lag: int = Field(default=0, ge=0)
     clock_origin_ms: int = 0
     clock_rate: float = Field(default=1.0, gt=0)
+    # The Redis view for the state API; empty disables it.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    view_prefix: str = "pulse"
     max_event_bytes: int = Field(default=65_536, ge=256)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65535)  # 0 disables the endpoint

@@ -18,6 +18,7 @@ from typing import Any
 
 import faust
 import msgspec
+import redis.asyncio as aioredis
 from faust.types import TP
 
 from streams import metrics
@@ -31,6 +32,7 @@ from streams.policy import Policy
 from streams.settings import WorkerSettings
 from streams.state import UserState, decode_state, encode_state
 from streams.tansu import TansuTransport
+from streams.view import Published, View, ViewWriter
 
 log = logging.getLogger("pulse.worker")
 
@@ -89,6 +91,10 @@ class Processor:
         }
         # partition -> {user key: next checkpoint}; rebuilt from the table after a rebalance.
         self.due: dict[int, dict[bytes, int]] = {}
+        self.writer: ViewWriter | None = None
+        if settings.redis_url:
+            client = aioredis.from_url(settings.redis_url)
+            self.writer = ViewWriter(View(client, settings.view_prefix, policy))
         # partition -> offset of the last events record handled here.
         self.read_offsets: dict[int, int] = {}
 
@@ -109,6 +115,9 @@ class Processor:
         self.read_offsets[msg.partition] = msg.offset
         metrics.EVENTS_CONSUMED.inc()
         metrics.LAST_CONSUMED.set(time.time())
+        if msg.value is None and msg.key:
+            await self.on_erase(msg)
+            return
         value = msg.value if isinstance(msg.value, bytes) else b""
         user_id: str | None = None
         try:
@@ -136,6 +145,17 @@ class Processor:
             metrics.EVENTS_APPLIED.inc()
         await self._commit(key, msg.partition, result, consumed)
 
+    async def on_erase(self, msg: Any) -> None:
+        """A tombstone (key = user id, no value) erases the user: table, due index, view."""
+        key = bytes(msg.key)
+        if key in self.table:
+            del self.table[key]
+        for index in self.due.values():
+            index.pop(key, None)
+        if self.writer is not None:
+            self.writer.erase(key.decode(errors="replace"))
+        metrics.ERASURES.inc()
+
     async def on_tick(self, msg: Any) -> None:
         try:
             now = _tick_decoder.decode(msg.value).now
@@ -162,25 +182,31 @@ class Processor:
 
     async def _commit(self, key: bytes, partition: int, result: Result, consumed: float) -> None:
         """Publish outputs, wait for the broker's acks, then write the state."""
+        published: list[Published] = []
         if result.outputs:
-            await self._emit(result.outputs)
+            published = await self._emit(result.outputs)
             metrics.CONSUME_TO_EMIT.observe(time.perf_counter() - consumed)
         if result.changed:
             self.table[key] = encode_state(result.state)
             self._due_index(partition)[key] = result.state.next_check
+            if self.writer is not None:
+                self.writer.put(result.state, published)
 
-    async def _emit(self, outputs: tuple[Output, ...]) -> None:
+    async def _emit(self, outputs: tuple[Output, ...]) -> list[Published]:
+        """Publish and wait for the broker's acks; returns what was published."""
         now = self.now()
         pending = []
+        published: list[Published] = []
         for out in outputs:
+            value = encode_output(out, now)
+            published.append((out, value.decode()))
             topic = self.outputs[out.kind]
-            pending.append(
-                await topic.send(key=out.user_id.encode(), value=encode_output(out, now))
-            )
+            pending.append(await topic.send(key=out.user_id.encode(), value=value))
         await asyncio.gather(*pending)
         for out in outputs:
             metrics.OUTPUTS.labels(out.kind).inc()
             metrics.EVENT_TIME_TO_EMIT.observe(max(0, now - out.ts) / 1000)
+        return published
 
     async def _dead_letter(self, msg: Any, reason: str, detail: str, user_id: str | None) -> None:
         doc = dead_letter(
@@ -295,6 +321,13 @@ def build_app(settings: WorkerSettings, policy: Policy) -> tuple[PulseApp, Proce
         @app.timer(settings.sweep_interval_seconds)  # type: ignore[untyped-decorator]
         async def _tick() -> None:
             await proc.send_ticks()
+
+    if proc.writer is not None:
+        writer = proc.writer
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def _view_writer() -> None:
+            await writer.run()
 
     @app.timer(15.0)  # type: ignore[untyped-decorator]
     async def _gauges() -> None:

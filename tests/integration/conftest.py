@@ -179,7 +179,9 @@ class Stack:
         def latest(records: list[Any]) -> dict[str, UserState]:
             table: dict[str, UserState] = {}
             for r in records:
-                if r.value is not None:
+                if r.value is None:  # a tombstone: the user was erased
+                    table.pop(r.key.decode(), None)
+                else:
                     table[r.key.decode()] = decode_state(r.value)
             return table
 
@@ -190,12 +192,14 @@ StackFactory = Callable[..., Any]
 
 
 @pytest.fixture
-async def make_stack(broker: Server, tmp_path: Path) -> AsyncIterator[StackFactory]:
+async def make_stack(
+    broker: Server, redis_server: Server, tmp_path: Path
+) -> AsyncIterator[StackFactory]:
     """Build a Stack (own topics, started worker); keyword args override PULSE_* settings."""
     made: list[Stack] = []
 
     async def factory(**overrides: str) -> Stack:
-        s = await _new_stack(broker, tmp_path / f"stack{len(made)}", overrides)
+        s = await _new_stack(broker, redis_server, tmp_path / f"stack{len(made)}", overrides)
         made.append(s)
         return s
 
@@ -210,7 +214,9 @@ async def stack(make_stack: StackFactory) -> Stack:
     return await make_stack()  # type: ignore[no-any-return]
 
 
-async def _new_stack(broker: Server, tmp_path: Path, overrides: dict[str, str]) -> Stack:
+async def _new_stack(
+    broker: Server, redis_server: Server, tmp_path: Path, overrides: dict[str, str]
+) -> Stack:
     tmp_path.mkdir(parents=True, exist_ok=True)
     prefix = f"t{uuid.uuid4().hex[:8]}"
     env = {
@@ -228,6 +234,8 @@ async def _new_stack(broker: Server, tmp_path: Path, overrides: dict[str, str]) 
         "PULSE_DATA_DIR": str(tmp_path / "data"),
         "PULSE_SWEEP_INTERVAL_SECONDS": "0",
         "PULSE_LOG_LEVEL": "info",
+        "PULSE_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/0",
+        "PULSE_VIEW_PREFIX": prefix,
         **{f"PULSE_{k.upper()}": v for k, v in overrides.items()},
     }
     settings = WorkerSettings(

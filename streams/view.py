@@ -1,0 +1,220 @@
+"""The Redis materialized view: the worker writes each user's current state there for the API.
+
+The view is derived data. Writes are compare-and-set on the state's version inside one Lua
+script that also moves the user between segment sets and adjusts the counts, so the per-user
+hash and the indexes never disagree and a stale write (older version, e.g. after a rebalance or
+a replay) never overwrites a newer one. Key layout: streams/viewkeys.py.
+
+`ViewWriter` decouples the stream from Redis: the agent hands over states without awaiting
+Redis; a background task coalesces them per user and writes in pipelines, retrying with
+backoff while Redis is away, so processing never stalls on the view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from streams import metrics
+from streams.outputs import Output
+from streams.policy import Policy
+from streams.snapshot import snapshot
+from streams.state import UserState
+from streams.viewkeys import (
+    TRANSITIONS_KEPT,
+    WARNINGS_KEPT_MS,
+    stage_counts_key,
+    tier_counts_key,
+    transitions_key,
+    user_key,
+    warnings_key,
+)
+
+log = logging.getLogger("pulse.view")
+_json = msgspec.json.Encoder()
+
+# KEYS: user, transitions, stage counts, tier counts, warnings
+# ARGV: prefix, user_id, version, stage, tier, risk, doc, outputs (JSON list of
+#       [kind, idempotency_key, event_time_ms, document]), transitions kept, warnings kept ms
+WRITE_LUA = """
+local cur = redis.call('HGET', KEYS[1], 'version')
+if cur and tonumber(cur) >= tonumber(ARGV[3]) then return 0 end
+local p, uid = ARGV[1], ARGV[2]
+local old = redis.call('HMGET', KEYS[1], 'stage', 'tier')
+if old[1] then
+  redis.call('ZREM', p .. ':seg:stage:' .. old[1], uid)
+  if redis.call('HINCRBY', KEYS[3], old[1], -1) <= 0 then redis.call('HDEL', KEYS[3], old[1]) end
+end
+if old[2] then
+  redis.call('ZREM', p .. ':seg:tier:' .. old[2], uid)
+  if redis.call('HINCRBY', KEYS[4], old[2], -1) <= 0 then redis.call('HDEL', KEYS[4], old[2]) end
+end
+redis.call('HSET', KEYS[1], 'version', ARGV[3], 'stage', ARGV[4], 'tier', ARGV[5],
+           'risk', ARGV[6], 'doc', ARGV[7])
+redis.call('ZADD', p .. ':seg:stage:' .. ARGV[4], ARGV[6], uid)
+redis.call('ZADD', p .. ':seg:tier:' .. ARGV[5], ARGV[6], uid)
+redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
+redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
+local warned = false
+for _, out in ipairs(cjson.decode(ARGV[8])) do
+  redis.call('LPUSH', KEYS[2], out[4])
+  if out[1] == 'churn_warning' then
+    redis.call('ZADD', KEYS[5], out[3], out[2])
+    warned = true
+  end
+end
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[9]) - 1)
+if warned then
+  -- relative to the newest warning kept, so the result does not depend on write order
+  local newest = redis.call('ZRANGE', KEYS[5], 0, 0, 'REV', 'WITHSCORES')[2]
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. (tonumber(newest) - tonumber(ARGV[10])))
+end
+return 1
+"""
+
+# KEYS: user, transitions, stage counts, tier counts; ARGV: prefix, user_id
+ERASE_LUA = """
+local p, uid = ARGV[1], ARGV[2]
+local old = redis.call('HMGET', KEYS[1], 'stage', 'tier')
+if old[1] then
+  redis.call('ZREM', p .. ':seg:stage:' .. old[1], uid)
+  if redis.call('HINCRBY', KEYS[3], old[1], -1) <= 0 then redis.call('HDEL', KEYS[3], old[1]) end
+end
+if old[2] then
+  redis.call('ZREM', p .. ':seg:tier:' .. old[2], uid)
+  if redis.call('HINCRBY', KEYS[4], old[2], -1) <= 0 then redis.call('HDEL', KEYS[4], old[2]) end
+end
+return redis.call('DEL', KEYS[1], KEYS[2])
+"""
+
+
+def view_doc(state: UserState, policy: Policy) -> dict[str, Any]:
+    """The document stored for a user: the snapshot as of the user's own clock."""
+    return snapshot(state, state.evaluated_at, policy)
+
+
+# An output with the exact JSON published for it (the transitions list keeps those bytes).
+Published = tuple[Output, str]
+
+
+@dataclass
+class _Pending:
+    state: UserState | None  # None: erase
+    outputs: list[Published] = field(default_factory=list)
+
+
+class View:
+    """Scripts bound to one Redis client and key prefix."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str, policy: Policy) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.policy = policy
+        self._write = client.register_script(WRITE_LUA)
+        self._erase = client.register_script(ERASE_LUA)
+
+    def _keys(self, user_id: str) -> list[str]:
+        p = self.prefix
+        return [
+            user_key(p, user_id),
+            transitions_key(p, user_id),
+            stage_counts_key(p),
+            tier_counts_key(p),
+            warnings_key(p),
+        ]
+
+    def write_args(self, state: UserState, outputs: list[Published]) -> tuple[list[str], list[Any]]:
+        outs = [[o.kind, o.idempotency_key, o.ts, wire] for o, wire in outputs]
+        args: list[Any] = [
+            self.prefix,
+            state.user_id,
+            state.version,
+            state.stage,
+            state.tier,
+            state.risk,
+            _json.encode(view_doc(state, self.policy)).decode(),
+            _json.encode(outs).decode(),
+            TRANSITIONS_KEPT,
+            WARNINGS_KEPT_MS,
+        ]
+        return self._keys(state.user_id), args
+
+    async def write(self, state: UserState, outputs: list[Published]) -> bool:
+        """Compare-and-set one user's state; False when the view already has a newer version."""
+        keys, args = self.write_args(state, outputs)
+        return bool(await self._write(keys=keys, args=args))
+
+    async def erase(self, user_id: str) -> None:
+        await self._erase(keys=self._keys(user_id)[:4], args=[self.prefix, user_id])
+
+    async def write_many(self, items: dict[str, _Pending]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for user_id, item in items.items():
+            if item.state is None:
+                await self._erase(
+                    keys=self._keys(user_id)[:4], args=[self.prefix, user_id], client=pipe
+                )
+            else:
+                keys, args = self.write_args(item.state, item.outputs)
+                await self._write(keys=keys, args=args, client=pipe)
+        await pipe.execute()
+
+
+class ViewWriter:
+    """Coalesces view updates per user and writes them in the background, retrying on errors."""
+
+    def __init__(self, view: View, interval_s: float = 0.05, max_backoff_s: float = 5.0) -> None:
+        self.view = view
+        self.interval_s = interval_s
+        self.max_backoff_s = max_backoff_s
+        self.pending: dict[str, _Pending] = {}
+
+    def put(self, state: UserState, outputs: list[Published]) -> None:
+        item = self.pending.get(state.user_id)
+        if item is None or item.state is None:
+            self.pending[state.user_id] = _Pending(state, list(outputs))
+        else:
+            item.state = state
+            item.outputs.extend(outputs)
+        metrics.VIEW_PENDING.set(len(self.pending))
+
+    def erase(self, user_id: str) -> None:
+        self.pending[user_id] = _Pending(None)
+        metrics.VIEW_PENDING.set(len(self.pending))
+
+    async def flush(self) -> None:
+        """Write everything pending; on failure put it back (newer updates win) and raise."""
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, {}
+        try:
+            await self.view.write_many(batch)
+        except (RedisError, OSError):
+            for user_id, item in batch.items():
+                newer = self.pending.get(user_id)
+                if newer is None:
+                    self.pending[user_id] = item
+                elif newer.state is not None and item.state is not None:
+                    newer.outputs[:0] = item.outputs
+            raise
+        finally:
+            metrics.VIEW_PENDING.set(len(self.pending))
+        metrics.VIEW_WRITES.inc(len(batch))
+
+    async def run(self) -> None:
+        backoff = self.interval_s
+        while True:
+            await asyncio.sleep(backoff)
+            try:
+                await self.flush()
+                backoff = self.interval_s
+            except (RedisError, OSError) as exc:
+                metrics.VIEW_WRITE_FAILURES.inc()
+                backoff = min(self.max_backoff_s, max(backoff * 2, 0.1))
+                log.warning("Redis view write failed (%s); retrying in %.1fs", exc, backoff)

@@ -1,0 +1,154 @@
+"""The Redis view written by the worker: CAS on version, indexes, erasure, rebuild from Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+
+from streams.eventtime import DAY_MS
+from streams.policy import Policy
+from streams.rebuild import rebuild_view
+from streams.view import View
+from streams.viewkeys import stage_counts_key, tier_counts_key, user_key
+
+from .conftest import Stack
+from .events import day_base, ev
+
+
+def _client(stack: Stack) -> aioredis.Redis:
+    return aioredis.from_url(stack.settings.redis_url, decode_responses=True)
+
+
+async def _dump(client: aioredis.Redis, prefix: str) -> dict[str, Any]:
+    """Every key of the view with its full content."""
+    out: dict[str, Any] = {}
+    async for key in client.scan_iter(match=f"{prefix}:*"):
+        kind = await client.type(key)
+        if kind == "hash":
+            out[key] = await client.hgetall(key)
+        elif kind == "list":
+            out[key] = await client.lrange(key, 0, -1)
+        elif kind == "zset":
+            out[key] = await client.zrange(key, 0, -1, withscores=True)
+        else:
+            out[key] = await client.get(key)
+    return out
+
+
+async def _wait(cond: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await cond():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+async def _scenario(stack: Stack) -> None:
+    first = day_base(20)
+    records = [ev(f"s{i}", "sil", "session_start", first + i * DAY_MS) for i in range(10)]
+    records += [
+        ev("b1", "ben", "purchase", day_base(1), 300),
+        ev("b2", "ben", "purchase", day_base(1) + 5, 300),
+    ]
+    records += [ev("a1", "ann", "signup", day_base(2))]
+    await stack.produce(records)
+    await stack.states(lambda s: len(s) == 3 and s["sil"].total_events == 10)
+    for days in range(10, -1, -1):
+        await stack.tick(day_base(days))
+    today = day_base(0) // DAY_MS * DAY_MS
+    await stack.states(lambda s: s["sil"].evaluated_at >= today)
+
+
+async def test_view_follows_the_table_and_rebuilds_identically(stack: Stack) -> None:
+    await _scenario(stack)
+    p = stack.settings.view_prefix
+    client = _client(stack)
+    try:
+        states = await stack.states(lambda s: True)
+
+        async def caught_up() -> bool:
+            for user, state in states.items():
+                version = await client.hget(user_key(p, user), "version")
+                if version is None or int(version) < state.version:
+                    return False
+            return True
+
+        await _wait(caught_up)
+        sil = await client.hgetall(user_key(p, "sil"))
+        assert sil["stage"] == "at_risk"
+        doc = msgspec.json.decode(sil["doc"])
+        assert doc["windows"]["30d"]["active_days"] == 10
+        assert doc["last_warning_reason"] == "silence_exceeds_normal"
+        assert await client.zrange(f"{p}:seg:stage:at_risk", 0, -1) == ["sil"]
+        assert await client.hget(tier_counts_key(p), "gold") == "1"  # ben spent 600
+        history = [
+            msgspec.json.decode(x) for x in await client.lrange(f"{p}:transitions:sil", 0, -1)
+        ]
+        assert [h["kind"] for h in history][:2] == ["churn_warning", "lifecycle_changed"]
+        assert await client.zcard(f"{p}:warnings") == 1
+
+        before = await _dump(client, p)
+        for key in before:
+            await client.delete(key)
+        view = View(aioredis.from_url(stack.settings.redis_url), p, Policy())
+        assert await rebuild_view(stack.settings, view) == 3
+        assert await _dump(client, p) == before
+        # Rebuilding again over a complete view writes nothing: every version is already there.
+        assert await rebuild_view(stack.settings, view) == 0
+        await view.client.aclose()
+    finally:
+        await client.aclose()
+
+
+async def test_a_stale_write_never_overwrites_a_newer_state(stack: Stack) -> None:
+    from streams.contract import Event
+    from streams.engine import apply_event
+
+    policy = Policy()
+    view = View(aioredis.from_url(stack.settings.redis_url), "cas-test", policy)
+    client = _client(stack)
+    try:
+        t = day_base(1)
+        s1 = apply_event(None, Event("e1", "cas", "page_view", t), policy).state
+        s2 = apply_event(s1, Event("e2", "cas", "purchase", t + 1, 60_000, True), policy).state
+        assert await view.write(s2, [])
+        assert not await view.write(s1, [])  # older version: refused
+        stored = await client.hgetall(user_key("cas-test", "cas"))
+        assert int(stored["version"]) == s2.version and stored["tier"] == "gold"
+        assert await client.hgetall(tier_counts_key("cas-test")) == {"gold": "1"}
+        assert await client.hgetall(stage_counts_key("cas-test")) == {"new": "1"}
+    finally:
+        await view.client.aclose()
+        await client.aclose()
+
+
+async def test_a_tombstone_erases_the_user_everywhere(stack: Stack) -> None:
+    p = stack.settings.view_prefix
+    await stack.produce(
+        [ev("x1", "gone", "page_view", day_base(0)), ev("k1", "kept", "page_view", day_base(0))]
+    )
+    client = _client(stack)
+    try:
+
+        async def both() -> bool:
+            return bool(await client.exists(user_key(p, "gone"), user_key(p, "kept")) == 2)
+
+        await _wait(both)
+        await stack.produce([(b"gone", None)])  # type: ignore[list-item]
+
+        async def erased() -> bool:
+            return not await client.exists(user_key(p, "gone"))
+
+        await _wait(erased)
+        assert await client.zrange(f"{p}:seg:stage:new", 0, -1) == ["kept"]
+        assert await client.hget(stage_counts_key(p), "new") == "1"
+        assert not await client.exists(f"{p}:transitions:gone")
+        states = await stack.states(lambda s: "gone" not in s)
+        assert "kept" in states
+    finally:
+        await client.aclose()
