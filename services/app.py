@@ -1,0 +1,92 @@
+"""The Pulse state API: FastAPI app factory and `serve()` (what `pulse api` runs).
+
+Reads come from the Redis view the worker maintains (streams/viewkeys.py); writes (events,
+erasure tombstones) go to the events topic through a producer started on first use, so the
+API starts and serves reads while the broker is down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from services import live, routes_events, routes_ops, routes_segments, routes_users
+from services.auth import parse_api_keys
+from services.broker import EventProducer
+from services.errors import install_handlers
+from services.metrics import ApiMetrics, MetricsMiddleware
+from services.settings import ApiSettings
+from services.view import View
+
+log = logging.getLogger("pulse.api")
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    """A ready-to-serve app; its lifespan opens and closes the Redis client and producer.
+
+    Raises ValueError when PULSE_API_KEYS is malformed.
+    """
+    settings = settings or ApiSettings()
+    keys = parse_api_keys(settings.api_keys.get_secret_value())
+    if not keys:
+        log.warning("PULSE_API_KEYS is empty: every /v1 route answers 401")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = Redis.from_url(
+            settings.redis_url,
+            decode_responses=True,
+            socket_timeout=settings.redis_timeout_seconds,
+            socket_connect_timeout=settings.redis_timeout_seconds,
+        )
+        producer = EventProducer(
+            settings.bootstrap, settings.events_topic, settings.broker_timeout_seconds
+        )
+        app.state.view = View(redis, settings.view_prefix)
+        app.state.producer = producer
+        try:
+            yield
+        finally:
+            await producer.close()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="Pulse state API",
+        version="1",
+        description=(
+            "Users' lifecycle state, transitions and segments from the Pulse view, and event "
+            "ingestion. Authenticate with `X-API-Key` (or `Authorization: Bearer`); scopes "
+            'read, ingest, admin. Every error is `{"error": {"code", "message", '
+            '"details"?}}`.'
+        ),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.api_keys = keys
+    metrics = ApiMetrics()
+    app.state.metrics = metrics
+    install_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    for module in (routes_users, routes_segments, routes_events, routes_ops, live):
+        app.include_router(module.router)
+    return app
+
+
+def serve(settings: ApiSettings | None = None) -> None:
+    """Run the API with uvicorn on api_host:api_port until SIGINT/SIGTERM."""
+    import uvicorn
+
+    settings = settings or ApiSettings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
+    )

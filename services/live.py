@@ -1,0 +1,63 @@
+"""The live page for people: counts per stage and tier, the most at-risk users, and a feed of
+warnings and tier changes (server-sent events from the output topics). Plain HTML + JS, no
+build step.
+
+The browser signs in once with an API key (POST /live/session); the key then travels in an
+HttpOnly, SameSite=Strict cookie, because EventSource cannot send headers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from services.auth import COOKIE, ApiKey, match_key, require
+from services.errors import ApiError, error_responses
+from services.feed import follow
+from services.settings import ApiSettings
+
+PAGE = Path(__file__).parent / "static" / "live.html"
+router = APIRouter()
+
+
+class Session(BaseModel):
+    api_key: str = Field(min_length=1, max_length=512)
+
+
+@router.get("/", include_in_schema=False)
+async def page() -> FileResponse:
+    return FileResponse(PAGE, media_type="text/html")
+
+
+@router.post("/live/session", status_code=204, tags=["live"], responses=error_responses(400, 401))
+async def open_session(body: Session, request: Request, response: Response) -> Response:
+    """Exchange a key with the read scope for the live page's cookie."""
+    key = match_key(request.app.state.api_keys, body.api_key)
+    if key is None or "read" not in key.scopes:
+        raise ApiError(401, "invalid_api_key", "the API key is not valid for the read scope")
+    response.set_cookie(COOKIE, body.api_key, httponly=True, samesite="strict", path="/")
+    response.status_code = 204
+    return response
+
+
+@router.get(
+    "/live/feed",
+    tags=["live"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, **error_responses(401, 403, 503)},
+)
+async def feed(
+    request: Request, _key: Annotated[ApiKey, Depends(require("read"))]
+) -> StreamingResponse:
+    """Server-sent events: `churn_warning` and `tier_changed` records as they are published."""
+    settings: ApiSettings = request.app.state.settings
+    topics = {settings.warnings_topic: "churn_warning", settings.tiers_topic: "tier_changed"}
+    return StreamingResponse(
+        follow(settings.bootstrap, topics),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,139 @@
+"""Typed response bodies (they make /openapi.json describe what the routes really return)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Stage(StrEnum):
+    """A lifecycle stage."""
+
+    new = "new"
+    active = "active"
+    at_risk = "at_risk"
+    dormant = "dormant"
+    churned = "churned"
+    reactivated = "reactivated"
+
+
+class WindowFigures(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    events: int = 0
+    by_type: dict[str, int] = Field(default_factory=dict)
+    spend: float = 0
+    active_days: int = 0
+
+
+class LifetimeFigures(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    events: int = 0
+    spend: float = 0
+
+
+class UserView(BaseModel):
+    """A user's current figures as the worker last wrote them (streams.snapshot), plus
+    `version` (the view's version of this user, increasing with every change) and
+    `updated_at` (when the worker wrote it). Times are RFC 3339 UTC."""
+
+    model_config = ConfigDict(extra="allow")
+    user_id: str
+    version: int
+    stage: str
+    tier: str | None = None
+    risk_score: float = 0
+    stage_since: str | None = None
+    tier_since: str | None = None
+    first_seen: str | None = None
+    last_seen: str | None = None
+    last_active: str | None = None
+    typical_gap_days: float | None = None
+    last_warning_at: str | None = None
+    last_warning_reason: str | None = None
+    windows: dict[str, WindowFigures] = Field(default_factory=dict)
+    lifetime: LifetimeFigures | None = None
+    as_of: str | None = None
+    updated_at: str | int | None = None
+
+
+class Transition(BaseModel):
+    """One output document as published on its topic (lifecycle_changed, churn_warning or
+    tier_changed; the kind-specific fields are those of streams/schemas/*.schema.json)."""
+
+    model_config = ConfigDict(extra="allow")
+    schema_version: int
+    kind: str
+    idempotency_key: str
+    user_id: str
+    event_time: str
+    event_time_ms: int
+    emitted_at: str | None = None
+
+
+class TransitionList(BaseModel):
+    user_id: str
+    items: list[Transition]
+
+
+class SegmentItem(BaseModel):
+    user_id: str
+    stage: str | None
+    tier: str | None
+    risk_score: float
+
+
+class SegmentPage(BaseModel):
+    """One page of a segment, by risk descending then user id ascending. `next_cursor` is null
+    at the end of the list; a page may hold fewer than `limit` items (even none) when filters
+    skip users, so follow `next_cursor` until it is null."""
+
+    items: list[SegmentItem]
+    next_cursor: str | None
+
+
+class WarningCounts(BaseModel):
+    last_hour: int
+    last_day: int
+
+
+class Stats(BaseModel):
+    users: int = Field(description="Users in the view (the sum of the stage counts).")
+    stages: dict[str, int] = Field(description="Users per lifecycle stage (every stage listed).")
+    tiers: dict[str, int] = Field(description="Users per tier.")
+    warnings: WarningCounts = Field(
+        description="Churn warnings whose event time lies within the last hour / day of wall "
+        "time (see GET /v1/stats)."
+    )
+    as_of: str
+
+
+class EventResult(BaseModel):
+    index: int = Field(description="Position of the event in the submitted batch (0-based).")
+    status: Literal["accepted", "rejected"]
+    event_id: str | None = None
+    reason: str | None = Field(
+        default=None, description="Dead-letter reason code (see README) when rejected."
+    )
+    detail: str | None = None
+
+
+class IngestResult(BaseModel):
+    accepted: int
+    rejected: int
+    results: list[EventResult]
+
+
+class ErasureRequested(BaseModel):
+    status: Literal["erasure_requested"] = "erasure_requested"
+    user_id: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"] = "ready"
+    checks: dict[str, str] = Field(description="'ok' or what failed, per dependency.")

@@ -1,0 +1,147 @@
+"""GET /v1/segments/stage/{stage}, GET /v1/segments/tier/{tier} and GET /v1/stats."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from services.auth import require
+from services.cursors import decode_cursor, encode_cursor
+from services.deps import get_settings, get_view
+from services.errors import error_responses
+from services.models import SegmentPage, Stage, Stats, WarningCounts
+from services.settings import ApiSettings
+from services.view import View
+from streams import viewkeys
+from streams.eventtime import format_ts
+
+router = APIRouter(prefix="/v1", tags=["segments"])
+
+TierName = Annotated[str, Path(min_length=1, max_length=32, description="A tier name.")]
+Limit = Annotated[int, Query(ge=1, le=500, description="Items per page.")]
+Cursor = Annotated[
+    str | None,
+    Query(max_length=1024, description="`next_cursor` of the previous page (opaque)."),
+]
+MinRisk = Annotated[
+    float | None, Query(ge=0, le=1, description="Only users with risk_score >= min_risk.")
+]
+
+
+async def _page(
+    view: View,
+    settings: ApiSettings,
+    context: str,
+    key: str,
+    filter_key: str | None,
+    min_risk: float | None,
+    limit: int,
+    cursor: str | None,
+) -> SegmentPage:
+    secret = settings.cursor_key()
+    after = decode_cursor(secret, context, cursor) if cursor else None
+    page = await view.segment_page(key, filter_key, min_risk, limit, after)
+    nxt = page.next_position
+    return SegmentPage.model_validate(
+        {
+            "items": page.items,
+            "next_cursor": encode_cursor(secret, context, nxt) if nxt is not None else None,
+        }
+    )
+
+
+@router.get(
+    "/segments/stage/{stage}",
+    response_model=SegmentPage,
+    dependencies=[Depends(require("read"))],
+    responses=error_responses(400, 401, 403, 422),
+    summary="Users in a lifecycle stage",
+)
+async def stage_segment(
+    stage: Stage,
+    view: Annotated[View, Depends(get_view)],
+    settings: Annotated[ApiSettings, Depends(get_settings)],
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    tier: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
+    min_risk: MinRisk = None,
+) -> SegmentPage:
+    """Users in `stage` by risk descending, then user id ascending; optionally only those in
+    `tier` and with risk >= `min_risk`. Pass `next_cursor` back as `cursor` for the next page
+    (with the same filters; 400 invalid_cursor otherwise). An unknown stage is a 422."""
+    p = settings.view_prefix
+    context = f"stage\x1f{stage.value}\x1f{tier or ''}\x1f{min_risk!r}"
+    return await _page(
+        view,
+        settings,
+        context,
+        viewkeys.stage_segment_key(p, stage.value),
+        viewkeys.tier_segment_key(p, tier) if tier else None,
+        min_risk,
+        limit,
+        cursor,
+    )
+
+
+@router.get(
+    "/segments/tier/{tier}",
+    response_model=SegmentPage,
+    dependencies=[Depends(require("read"))],
+    responses=error_responses(400, 401, 403, 422),
+    summary="Users in a tier",
+)
+async def tier_segment(
+    tier: TierName,
+    view: Annotated[View, Depends(get_view)],
+    settings: Annotated[ApiSettings, Depends(get_settings)],
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    stage: Stage | None = None,
+    min_risk: MinRisk = None,
+) -> SegmentPage:
+    """Users in `tier` by risk descending, then user id ascending; optionally only those in
+    `stage` and with risk >= `min_risk`. Tiers come from the policy, so an unknown tier is
+    an empty list. Cursors as for the stage lists."""
+    p = settings.view_prefix
+    context = f"tier\x1f{tier}\x1f{stage.value if stage else ''}\x1f{min_risk!r}"
+    return await _page(
+        view,
+        settings,
+        context,
+        viewkeys.tier_segment_key(p, tier),
+        viewkeys.stage_segment_key(p, stage.value) if stage else None,
+        min_risk,
+        limit,
+        cursor,
+    )
+
+
+@router.get(
+    "/stats",
+    response_model=Stats,
+    dependencies=[Depends(require("read"))],
+    responses=error_responses(401, 403),
+    summary="Users per stage and tier, recent warnings",
+)
+async def stats(view: Annotated[View, Depends(get_view)]) -> Stats:
+    """User counts per stage (every stage, zero-filled) and per tier, from the view's count
+    hashes, and churn warnings in the last hour and day.
+
+    Warnings are counted by their *event time* (the zset score, epoch ms) against the API's
+    current wall time in ms: `last_hour` is ZCOUNT [now - 1 h, +inf]. Warnings stamped with
+    an event-time clock far from wall time (a replay, the accelerated demo clock) are counted
+    by that clock, not by when they were emitted. The view keeps two days of warnings.
+    """
+    now_ms = time.time_ns() // 1_000_000
+    stage_counts, tier_counts, hour, day = await view.stats(now_ms)
+    stages = {s.value: 0 for s in Stage}
+    stages.update({k: int(v) for k, v in stage_counts.items()})
+    return Stats(
+        users=sum(stages.values()),
+        stages=stages,
+        tiers={k: int(v) for k, v in tier_counts.items()},
+        warnings=WarningCounts(last_hour=hour, last_day=day),
+        as_of=format_ts(now_ms),
+    )
