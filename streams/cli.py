@@ -31,6 +31,13 @@ def _worker(_: argparse.Namespace) -> int:
     return 0
 
 
+def _api(_: argparse.Namespace) -> int:
+    from services.app import serve
+
+    serve()
+    return 0
+
+
 def _topics(_: argparse.Namespace) -> int:
     from streams.topics import ensure_topics
 
@@ -90,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pulse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("worker", help="run a Faust worker (settings from PULSE_* variables)")
+    sub.add_parser("api", help="run the HTTP state API (settings from PULSE_* variables)")
     sub.add_parser("topics", help="create the topics Pulse uses (idempotent)")
     sub.add_parser("rebuild-view", help="rebuild the Redis view from the changelog and outputs")
     demo = sub.add_parser("demo", help="publish demo users to the events topic")
@@ -112,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo": _demo,
         "run": _run,
         "rebuild-view": _rebuild_view,
+        "api": _api,
     }
     return handlers[args.command](args)
 

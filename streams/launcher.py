@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -37,6 +38,7 @@ def run_stack(users: int, rate: float, partitions: int) -> int:
     print("pulse: starting Tansu and redis-server on 127.0.0.1 ...", flush=True)
     emb = start_embedded(log_dir=RUN_DIR)
     worker: subprocess.Popen[bytes] | None = None
+    api: subprocess.Popen[bytes] | None = None
     try:
         origin = int(time.time() * 1000)
         metrics_port = free_port()
@@ -67,22 +69,49 @@ def run_stack(users: int, rate: float, partitions: int) -> int:
             stderr=subprocess.STDOUT,  # noqa: SIM115
             start_new_session=True,
         )
-        _banner(emb, settings, log_path, users, rate)
+        api_port = free_port()
+        api_key = "demo-" + secrets.token_urlsafe(12)
+        api_env = {
+            **env,
+            "PULSE_API_PORT": str(api_port),
+            "PULSE_API_KEYS": f"{api_key}:read+ingest+admin",
+        }
+        api = subprocess.Popen(
+            [sys.executable, "-m", "services"],
+            env=api_env,
+            stdout=open(RUN_DIR / "api.log", "wb"),
+            stderr=subprocess.STDOUT,  # noqa: SIM115
+            start_new_session=True,
+        )
+        _banner(emb, settings, log_path, users, rate, f"http://127.0.0.1:{api_port}", api_key)
         asyncio.run(_live(settings, origin, rate, users, worker))
         return 0
     finally:
         print("\npulse: stopping the worker, the broker and Redis ...", flush=True)
-        if worker is not None:
-            terminate(worker)
+        for proc in (api, worker):
+            if proc is not None:
+                terminate(proc)
         emb.stop()
         print("pulse: stopped.", flush=True)
 
 
-def _banner(emb: Embedded, s: WorkerSettings, log_path: Path, users: int, rate: float) -> None:
+def _banner(
+    emb: Embedded,
+    s: WorkerSettings,
+    log_path: Path,
+    users: int,
+    rate: float,
+    api_url: str,
+    api_key: str,
+) -> None:
     day_s = 86_400 / rate
     print(
         f"""
   Pulse is running on the embedded stack (Ctrl-C stops everything).
+
+  live view        {api_url}/            (sign in with the demo key below)
+  state API        {api_url}/docs        demo API key: {api_key}
+                   curl -H 'X-API-Key: {api_key}' {api_url}/v1/stats
 
   broker (Tansu)   {emb.broker_url}
   Redis view       {emb.redis_url}   (keys pulse:user:<id>, pulse:seg:..., pulse:count:...)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 
@@ -34,6 +37,12 @@ def test_pulse_run_shows_warnings_and_stops_everything_on_ctrl_c(tmp_path: Path)
         assert " WARNING " in text, text[-3000:]
         assert "broker (Tansu)   kafka://127.0.0.1:" in text
         assert " tier " in text  # a big spender moved up
+        # The state API it started answers with the demo key it printed.
+        url = re.search(r"state API\s+(http://127\.0\.0\.1:\d+)/docs", text)
+        key = re.search(r"demo API key: (\S+)", text)
+        assert url and key, text[:3000]
+        stats = _get_json(f"{url[1]}/v1/stats", key[1])
+        assert sum(stats["stages"].values()) >= 0 and "warnings" in stats
     finally:
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
@@ -41,6 +50,19 @@ def test_pulse_run_shows_warnings_and_stops_everything_on_ctrl_c(tmp_path: Path)
     assert "pulse: stopped." in rest
     # Every process it started (broker, Redis, worker) ran in tmp_path: none may be left.
     assert _processes_in(tmp_path) == []
+
+
+def _get_json(url: str, key: str) -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            req = urllib.request.Request(url, headers={"X-API-Key": key})
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return json.loads(resp.read())  # type: ignore[no-any-return]
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def _processes_in(cwd: Path) -> list[str]:
