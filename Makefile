@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-unit test-integration lint fmt clean
+.PHONY: help venv browser run test test-unit test-integration lint fmt clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n", $$1, $$2}'
@@ -21,10 +21,18 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 venv: $(STAMP) ## Create or update the virtualenv in .venv/
 
+# The live-page test drives Debian's Chromium; installed when missing and we may (root).
+browser: ## Install Debian's chromium + chromium-driver if missing (needs root)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium chromium-driver >/dev/null; \
+	else echo "chromium/chromedriver missing and not root: the live-page test will be skipped"; fi
+
 run: $(STAMP) ## Run the whole pipeline on the embedded broker and Redis (Ctrl-C stops it)
 	$(BIN)/pulse run
 
-test: $(STAMP) ## Run every test (unit and integration against real Tansu and redis-server)
+test: $(STAMP) browser ## Run every test (unit, integration on real Tansu + redis-server, e2e)
 	$(BIN)/python -m pytest -q
 
 test-unit: $(STAMP) ## Run the pure-core unit tests only
