@@ -36,7 +36,7 @@ class LifetimeFigures(BaseModel):
 class UserView(BaseModel):
     """A user's current figures as the worker last wrote them (streams.snapshot), plus
     `version` (the view's version of this user, increasing with every change) and
-    `updated_at` (when the worker wrote it). Times are RFC 3339 UTC."""
+    `updated_at` (the event time of the last change). Times are RFC 3339 UTC."""
 
     model_config = ConfigDict(extra="allow")
     user_id: str

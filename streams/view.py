@@ -95,8 +95,14 @@ return redis.call('DEL', KEYS[1], KEYS[2])
 
 
 def view_doc(state: UserState, policy: Policy) -> dict[str, Any]:
-    """The document stored for a user: the snapshot as of the user's own clock."""
-    return snapshot(state, state.evaluated_at, policy)
+    """The document stored for a user: the snapshot as of the user's own clock.
+
+    `updated_at` is the event time of the last change (not wall time), so a view rebuilt from
+    Kafka is identical to the one written live.
+    """
+    doc = snapshot(state, state.evaluated_at, policy)
+    doc["updated_at"] = doc["as_of"]
+    return doc
 
 
 # An output with the exact JSON published for it (the transitions list keeps those bytes).
