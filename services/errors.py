@@ -110,13 +110,15 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "validation_error", message, errors)
 
 
-async def _redis_error(_: Request, exc: Exception) -> JSONResponse:
+async def _redis_error(request: Request, exc: Exception) -> JSONResponse:
     log.warning("redis unavailable: %s", type(exc).__name__)
+    settings = getattr(request.app.state, "settings", None)
+    retry = str(getattr(settings, "retry_after_seconds", 5))
     return error_response(
         503,
         "view_unavailable",
         "the state view (Redis) is unavailable, retry later",
-        headers={"Retry-After": "5"},
+        headers={"Retry-After": retry},
     )
 
 
