@@ -13,32 +13,22 @@ import hashlib
 import hmac
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.policy import Policy
+from streams.settings import SharedSettings
 
 _DERIVE_LABEL = b"pulse-api-cursor-secret-v1"
 
 
-class ApiSettings(BaseSettings):
-    """Every knob of the state API process."""
+class ApiSettings(SharedSettings):
+    """Every knob of the state API process (plus the shared broker/topic/Redis ones)."""
 
-    model_config = SettingsConfigDict(env_prefix="PULSE_", extra="ignore")
-
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    broker_url: str = "kafka://127.0.0.1:9092"
-    events_topic: str = "user-events"
-    # Output topics the live page (services/live.py) follows; same defaults as the worker.
-    warnings_topic: str = "churn-warnings"
-    tiers_topic: str = "tier-changes"
-    view_prefix: str = "pulse"
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_keys: SecretStr = SecretStr("")
     cursor_secret: SecretStr | None = None
     max_batch: int = Field(default=500, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
-    max_event_bytes: int = Field(default=65_536, ge=256)
     max_future_skew_seconds: float = Field(default=300, ge=0)
     # Same lower bound as the worker's default policy (2000-01-01T00:00:00Z).
     min_valid_ts_ms: int = Policy.model_fields["min_valid_ts_ms"].default
@@ -48,12 +38,6 @@ class ApiSettings(BaseSettings):
     retry_after_seconds: int = Field(default=5, ge=1)
     # Redis socket timeouts (connect and each command).
     redis_timeout_seconds: float = Field(default=5.0, gt=0)
-    log_level: str = "info"
-
-    @property
-    def bootstrap(self) -> str:
-        """host:port list for aiokafka clients, from the kafka:// URL (';'-separated)."""
-        return ",".join(u.split("://", 1)[-1] for u in self.broker_url.split(";"))
 
     def cursor_key(self) -> bytes:
         """The HMAC key for cursors: `cursor_secret`, else derived from `api_keys`."""

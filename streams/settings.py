@@ -1,4 +1,5 @@
-"""Worker settings from the environment (prefix PULSE_); the defaults run the embedded stack."""
+"""Settings from the environment (prefix PULSE_): what the worker and the API share, and the
+worker's own knobs. The defaults run against local servers."""
 
 from __future__ import annotations
 
@@ -6,19 +7,34 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class WorkerSettings(BaseSettings):
-    """Every knob of the worker process. See README, "Configuration"."""
+class SharedSettings(BaseSettings):
+    """The knobs every Pulse process reads the same way (broker, topics, Redis view)."""
 
     model_config = SettingsConfigDict(env_prefix="PULSE_", extra="ignore")
 
     broker_url: str = "kafka://127.0.0.1:9092"
-    app_id: str = "pulse"
     events_topic: str = "user-events"
-    dlq_topic: str = "user-events.dlq"
-    ticks_topic: str = "pulse-ticks"
     lifecycle_topic: str = "lifecycle-changes"
     warnings_topic: str = "churn-warnings"
     tiers_topic: str = "tier-changes"
+    # The Redis view for the state API; empty disables it in the worker.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    view_prefix: str = "pulse"
+    max_event_bytes: int = Field(default=65_536, ge=256)
+    log_level: str = "info"
+
+    @property
+    def bootstrap(self) -> str:
+        """host:port list for aiokafka clients, from the kafka:// URL (';'-separated)."""
+        return ",".join(u.split("://", 1)[-1] for u in self.broker_url.split(";"))
+
+
+class WorkerSettings(SharedSettings):
+    """Every knob of the worker process. See README, "Configuration"."""
+
+    app_id: str = "pulse"
+    dlq_topic: str = "user-events.dlq"
+    ticks_topic: str = "pulse-ticks"
     partitions: int = Field(default=8, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     store: str = "memory://"
@@ -31,22 +47,12 @@ class WorkerSettings(BaseSettings):
     tick_max_lag: int = Field(default=0, ge=0)
     clock_origin_ms: int = 0
     clock_rate: float = Field(default=1.0, gt=0)
-    # The Redis view for the state API; empty disables it.
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    view_prefix: str = "pulse"
-    max_event_bytes: int = Field(default=65_536, ge=256)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65535)  # 0 disables the endpoint
     # Correct ListOffsets end offsets from a Fetch high watermark before table recovery
     # (Tansu reports the wrong value; harmless and exact on Apache Kafka).
     tansu_compat: bool = True
     session_timeout_seconds: float = Field(default=10.0, gt=0)
-    log_level: str = "info"
-
-    @property
-    def bootstrap(self) -> str:
-        """host:port list for aiokafka clients, from the kafka:// URL."""
-        return ",".join(u.split("://", 1)[-1] for u in self.broker_url.split(";"))
 
     @property
     def output_topics(self) -> dict[str, str]:

@@ -39,13 +39,9 @@ from streams.viewkeys import (
 log = logging.getLogger("pulse.view")
 _json = msgspec.json.Encoder()
 
-# KEYS: user, transitions, stage counts, tier counts, warnings
-# ARGV: prefix, user_id, version, stage, tier, risk, doc, outputs (JSON list of
-#       [kind, idempotency_key, event_time_ms, document]), transitions kept, warnings kept ms
-WRITE_LUA = """
-local cur = redis.call('HGET', KEYS[1], 'version')
-if cur and tonumber(cur) >= tonumber(ARGV[3]) then return 0 end
-local p, uid = ARGV[1], ARGV[2]
+# Takes the user out of the segment sets and counts of its current stage and tier
+# (KEYS[1] user, KEYS[3] stage counts, KEYS[4] tier counts; p = prefix, uid = user id).
+_LEAVE_SEGMENTS = """
 local old = redis.call('HMGET', KEYS[1], 'stage', 'tier')
 if old[1] then
   redis.call('ZREM', p .. ':seg:stage:' .. old[1], uid)
@@ -55,6 +51,19 @@ if old[2] then
   redis.call('ZREM', p .. ':seg:tier:' .. old[2], uid)
   if redis.call('HINCRBY', KEYS[4], old[2], -1) <= 0 then redis.call('HDEL', KEYS[4], old[2]) end
 end
+"""
+
+# KEYS: user, transitions, stage counts, tier counts, warnings
+# ARGV: prefix, user_id, version, stage, tier, risk, doc, outputs (JSON list of
+#       [kind, idempotency_key, event_time_ms, document]), transitions kept, warnings kept ms
+WRITE_LUA = (
+    """
+local cur = redis.call('HGET', KEYS[1], 'version')
+if cur and tonumber(cur) >= tonumber(ARGV[3]) then return 0 end
+local p, uid = ARGV[1], ARGV[2]
+"""
+    + _LEAVE_SEGMENTS
+    + """
 redis.call('HSET', KEYS[1], 'version', ARGV[3], 'stage', ARGV[4], 'tier', ARGV[5],
            'risk', ARGV[6], 'doc', ARGV[7])
 redis.call('ZADD', p .. ':seg:stage:' .. ARGV[4], ARGV[6], uid)
@@ -77,21 +86,18 @@ if warned then
 end
 return 1
 """
+)
 
 # KEYS: user, transitions, stage counts, tier counts; ARGV: prefix, user_id
-ERASE_LUA = """
+ERASE_LUA = (
+    """
 local p, uid = ARGV[1], ARGV[2]
-local old = redis.call('HMGET', KEYS[1], 'stage', 'tier')
-if old[1] then
-  redis.call('ZREM', p .. ':seg:stage:' .. old[1], uid)
-  if redis.call('HINCRBY', KEYS[3], old[1], -1) <= 0 then redis.call('HDEL', KEYS[3], old[1]) end
-end
-if old[2] then
-  redis.call('ZREM', p .. ':seg:tier:' .. old[2], uid)
-  if redis.call('HINCRBY', KEYS[4], old[2], -1) <= 0 then redis.call('HDEL', KEYS[4], old[2]) end
-end
+"""
+    + _LEAVE_SEGMENTS
+    + """
 return redis.call('DEL', KEYS[1], KEYS[2])
 """
+)
 
 
 def view_doc(state: UserState, policy: Policy) -> dict[str, Any]:
