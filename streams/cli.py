@@ -87,6 +87,54 @@ def _rebuild_view(_: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from streams.backtest import run_backtest
+    from streams.eventtime import TimestampError, parse_ts
+    from streams.history import CsvMapping, HistoryError
+
+    try:
+        policy = load_policy(args.policy)
+        until = parse_ts(args.until) if args.until else None
+        mapping = CsvMapping(
+            user=args.user_col,
+            time=args.time_col,
+            amount=args.amount_col,
+            type=args.type_col,
+            event_id=args.id_col,
+            default_type=args.default_type,
+        )
+        data = run_backtest(
+            Path(args.file),
+            Path(args.out),
+            policy,
+            mapping=mapping,
+            until_ms=until,
+            horizon_days=args.horizon_days,
+            baseline_days=args.baseline_days,
+            progress=not args.quiet,
+        )
+    except (PolicyError, TimestampError, HistoryError, OSError) as exc:
+        print(f"pulse replay: {exc}", file=sys.stderr)
+        return 2
+    s = data["summary"]
+    print(
+        f"replayed {s['events']} events of {s['users']} users in {s['seconds']:.2f}s: "
+        f"{s['outputs']}, dead letters {s['dead_letters'] or 'none'}"
+    )
+    ev = data["evaluation"]
+    if ev:
+        p, b = ev["pulse"]["overall"], ev["baseline"]["overall"]
+        print(
+            f"warnings: precision {p['precision']} recall {p['recall']} "
+            f"(baseline '{ev['baseline']['rule']}': precision {b['precision']} "
+            f"recall {b['recall']})"
+        )
+    print(f"written to {args.out}/ (outputs.jsonl, summary.json, report.html)")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from streams.launcher import run_stack
 
@@ -103,6 +151,30 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="publish demo users to the events topic")
     demo.add_argument("--users", type=int, default=200)
     demo.add_argument("--seed", type=int, default=7)
+    rp = sub.add_parser("replay", help="run a history file (JSONL/CSV) through the core")
+    rp.add_argument("file", help="events: .jsonl in the input contract, or .csv/.tsv")
+    rp.add_argument("--out", default="replay-out", help="output directory (default replay-out)")
+    rp.add_argument("--policy", default=None, help="policy file (default: built-in defaults)")
+    rp.add_argument("--until", default=None, help="let event time run to this time at the end")
+    rp.add_argument(
+        "--horizon-days",
+        type=float,
+        default=None,
+        help="churn horizon for the evaluation (default: policy churned_after_days)",
+    )
+    rp.add_argument(
+        "--baseline-days",
+        type=float,
+        default=14,
+        help="the baseline rule warns after this many silent days (default 14)",
+    )
+    rp.add_argument("--user-col", default="user_id", help="CSV: user column")
+    rp.add_argument("--time-col", default="ts", help="CSV: time column (RFC 3339, date, millis)")
+    rp.add_argument("--amount-col", default="amount", help="CSV: amount column ('' for none)")
+    rp.add_argument("--type-col", default="type", help="CSV: event type column")
+    rp.add_argument("--id-col", default="event_id", help="CSV: event id column")
+    rp.add_argument("--default-type", default="purchase", help="CSV: type when no type column")
+    rp.add_argument("--quiet", action="store_true", help="no progress bar")
     run = sub.add_parser("run", help="run broker, Redis, worker and demo on loopback")
     run.add_argument("--users", type=int, default=200, help="demo users (default 200)")
     run.add_argument(
@@ -121,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": _run,
         "rebuild-view": _rebuild_view,
         "api": _api,
+        "replay": _replay,
     }
     return handlers[args.command](args)
 

@@ -198,8 +198,8 @@ async def make_stack(
     """Build a Stack (own topics, started worker); keyword args override PULSE_* settings."""
     made: list[Stack] = []
 
-    async def factory(**overrides: str) -> Stack:
-        s = await _new_stack(broker, redis_server, tmp_path / f"stack{len(made)}", overrides)
+    async def factory(*, start: bool = True, **overrides: str) -> Stack:
+        s = await _new_stack(broker, redis_server, tmp_path / f"stack{len(made)}", overrides, start)
         made.append(s)
         return s
 
@@ -215,7 +215,7 @@ async def stack(make_stack: StackFactory) -> Stack:
 
 
 async def _new_stack(
-    broker: Server, redis_server: Server, tmp_path: Path, overrides: dict[str, str]
+    broker: Server, redis_server: Server, tmp_path: Path, overrides: dict[str, str], start: bool
 ) -> Stack:
     tmp_path.mkdir(parents=True, exist_ok=True)
     prefix = f"t{uuid.uuid4().hex[:8]}"
@@ -243,5 +243,6 @@ async def _new_stack(
     )
     await ensure_topics(settings)
     s = Stack(settings, env, tmp_path)
-    s.start_worker()
+    if start:
+        s.start_worker()
     return s
