@@ -19,7 +19,7 @@ def _worker(_: argparse.Namespace) -> int:
 
     settings = WorkerSettings()
     try:
-        policy = load_policy(settings.policy_file)
+        policy = load_policy(settings.policy_file, settings.churn_model_file)
     except PolicyError as exc:
         print(f"pulse worker: {exc}", file=sys.stderr)
         return 2
@@ -74,7 +74,7 @@ def _rebuild_view(_: argparse.Namespace) -> int:
     from streams.view import View
 
     settings = WorkerSettings()
-    policy = load_policy(settings.policy_file)
+    policy = load_policy(settings.policy_file, settings.churn_model_file)
 
     async def main() -> int:
         client = aioredis.from_url(settings.redis_url)
@@ -95,7 +95,7 @@ def _replay(args: argparse.Namespace) -> int:
     from streams.history import CsvMapping, HistoryError
 
     try:
-        policy = load_policy(args.policy)
+        policy = load_policy(args.policy, args.churn_model)
         until = parse_ts(args.until) if args.until else None
         mapping = CsvMapping(
             user=args.user_col,
@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("file", help="events: .jsonl in the input contract, or .csv/.tsv")
     rp.add_argument("--out", default="replay-out", help="output directory (default replay-out)")
     rp.add_argument("--policy", default=None, help="policy file (default: built-in defaults)")
+    rp.add_argument("--churn-model", default=None, help="`pulse fit` parameters: P(alive) in risk")
     rp.add_argument("--until", default=None, help="let event time run to this time at the end")
     rp.add_argument(
         "--horizon-days",

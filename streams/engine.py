@@ -25,7 +25,7 @@ from streams.outputs import Output, churn_warning, lifecycle_changed, tier_chang
 from streams.policy import Policy, days_ms
 from streams.state import UserState, fingerprint
 from streams.tiers import decide_tier
-from streams.windows import add_to_buckets, prune
+from streams.windows import add_to_buckets, has_any, prune
 
 NEVER = 2**62
 
@@ -149,6 +149,27 @@ def sweep(state: UserState, now: int, policy: Policy) -> Result:
     return Result(replace(state, version=state.version + 1), tuple(outs), Status.SWEPT)
 
 
+def _count_purchase_day(state: UserState, event: Event, policy: Policy) -> UserState:
+    """Keep the BG/NBD statistics: a purchase on a day without one yet is a new purchase day.
+
+    Late purchases are within the allowed lateness, so their day is still in the buckets and
+    the check is exact whatever the arrival order.
+    """
+    if event.type not in policy.spend_types:
+        return state
+    day = day_of(event.ts)
+    spend_indexes = tuple(_type_index(t, policy) for t in policy.spend_types)
+    if has_any(state.buckets, day, spend_indexes):
+        return state
+    first, last = state.first_purchase_day, state.last_purchase_day
+    return replace(
+        state,
+        purchase_days=state.purchase_days + 1,
+        first_purchase_day=day if first is None else min(first, day),
+        last_purchase_day=day if last is None else max(last, day),
+    )
+
+
 def _advance(state: UserState, partition: int, offset: int) -> int:
     """The last applied offset after applying `offset`: offsets compare only within a partition."""
     return max(offset, state.last_offset) if partition == state.partition else offset
@@ -211,6 +232,7 @@ def apply_event(
     last_active = state.last_active
     if active:
         last_active = event.ts if last_active is None else max(last_active, event.ts)
+    state = _count_purchase_day(state, event, policy)
     state = replace(
         state,
         buckets=add_to_buckets(

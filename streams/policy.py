@@ -26,6 +26,16 @@ class Tier(BaseModel):
     min_spend: float = Field(ge=0)
 
 
+class ChurnModel(BaseModel):
+    """Fitted BG/NBD parameters (time unit: weeks), from `pulse fit`."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    r: float = Field(gt=0)
+    alpha: float = Field(gt=0)
+    a: float = Field(gt=0)
+    b: float = Field(gt=0)
+
+
 class Policy(BaseModel):
     """Every decision threshold Pulse uses. Durations are in days unless the name says hours."""
 
@@ -74,6 +84,10 @@ class Policy(BaseModel):
         Tier(name="gold", min_spend=500),
         Tier(name="platinum", min_spend=2000),
     )
+    # BG/NBD P(alive) in the risk score; set from a `pulse fit` parameters file
+    # (PULSE_CHURN_MODEL_FILE) or inline here.
+    churn_model: ChurnModel | None = None
+
     tier_window_days: int = Field(default=90, ge=1)
     downgrade_grace_days: float = Field(default=14, ge=0)
 
@@ -127,7 +141,26 @@ class PolicyError(ValueError):
     """The policy file is missing, unreadable or invalid; the message says which field."""
 
 
-def load_policy(path: str | Path | None) -> Policy:
+def load_churn_model(path: str | Path) -> ChurnModel:
+    """Read a `pulse fit` parameters file (JSON with r, alpha, a, b)."""
+    p = Path(path)
+    try:
+        return ChurnModel.model_validate_json(p.read_bytes())
+    except OSError as exc:
+        raise PolicyError(f"cannot read churn model file {p}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise PolicyError(f"churn model file {p} is invalid: {exc}") from exc
+
+
+def load_policy(path: str | Path | None, churn_model: str | Path | None = None) -> Policy:
+    """The policy file (None: defaults), with a fitted churn model file if one is given."""
+    policy = _load_policy_file(path)
+    if churn_model:
+        policy = policy.model_copy(update={"churn_model": load_churn_model(churn_model)})
+    return policy
+
+
+def _load_policy_file(path: str | Path | None) -> Policy:
     """Read and validate a policy file (TOML or JSON); None gives the defaults."""
     if path is None or str(path) == "":
         return Policy()

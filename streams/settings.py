@@ -40,6 +40,8 @@ class WorkerSettings(SharedSettings):
     store: str = "memory://"
     data_dir: str = ".pulse/worker"
     policy_file: str | None = None
+    # Parameters from `pulse fit` (BG/NBD): P(alive) then enters the risk score.
+    churn_model_file: str | None = None
     # How often the worker emits tick records that let event time pass for silent users.
     # 0 disables the timer (ticks can still be produced by someone else, e.g. tests).
     sweep_interval_seconds: float = Field(default=5.0, ge=0)

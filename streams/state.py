@@ -41,6 +41,10 @@ class UserState(msgspec.Struct, frozen=True, array_like=True):
     tier: str = ""
     tier_since: int = 0
     downgrade_pending_since: int | None = None
+    # BG/NBD sufficient statistics: distinct purchase days, first and last of them (UTC days).
+    purchase_days: int = 0
+    first_purchase_day: int | None = None
+    last_purchase_day: int | None = None
     version: int = 0
     next_check: int = 0
     format: int = STATE_FORMAT

@@ -54,6 +54,14 @@ def add_to_buckets(
     return tuple(out)
 
 
+def has_any(buckets: tuple[DayBucket, ...], day: int, type_indexes: tuple[int, ...]) -> bool:
+    """Whether `day` already holds an event of one of these types."""
+    for b in buckets:
+        if b.day == day:
+            return any(b.counts[i] for i in type_indexes)
+    return False
+
+
 def prune(buckets: tuple[DayBucket, ...], today: int, horizon_days: int) -> tuple[DayBucket, ...]:
     """Drop buckets that have left the largest window."""
     first = today - horizon_days + 1
