@@ -59,6 +59,12 @@ EVENT_TIME_TO_EMIT = Histogram(
     buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 21600, 86400),
     registry=REGISTRY,
 )
+CONSUMER_LAG = Gauge(
+    "pulse_consumer_lag",
+    "Events not yet handled in this worker's actively assigned partitions (high watermark - next)",
+    ["partition"],
+    registry=REGISTRY,
+)
 USERS_BY_STAGE = Gauge(
     "pulse_users_by_stage",
     "Users per lifecycle stage in this worker's partitions",

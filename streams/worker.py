@@ -243,16 +243,12 @@ class Processor:
             if tp.topic == self.settings.events_topic
         )
 
-    def caught_up(self, partition: int) -> bool:
-        """Whether this worker has read the events partition up to its high watermark.
-
-        A tick lets event time pass; sent while a backlog is unread it would run the users'
-        clocks ahead of their own events and turn the backlog into "too late" records.
-        """
+    def lag(self, partition: int) -> int | None:
+        """Unhandled events in this worker's events partition (None: high watermark unknown)."""
         tp = TP(self.settings.events_topic, partition)
         highwater = self.app.consumer.highwater(tp)
         if highwater is None:
-            return False
+            return None
         if partition in self.read_offsets:
             done = self.read_offsets[partition] + 1
         else:
@@ -261,7 +257,16 @@ class Processor:
             consumer: Any = self.app.consumer
             committed = consumer._committed_offset.get(tp)
             done = committed if committed is not None else 0
-        return highwater - done <= self.settings.tick_max_lag
+        return max(0, highwater - done)
+
+    def caught_up(self, partition: int) -> bool:
+        """Whether this worker has read the events partition up to its high watermark.
+
+        A tick lets event time pass; sent while a backlog is unread it would run the users'
+        clocks ahead of their own events and turn the backlog into "too late" records.
+        """
+        lag = self.lag(partition)
+        return lag is not None and lag <= self.settings.tick_max_lag
 
     async def send_ticks(self) -> None:
         now = self.now()
@@ -274,6 +279,11 @@ class Processor:
 
     def refresh_gauges(self) -> None:
         active = set(self.active_partitions())
+        metrics.CONSUMER_LAG.clear()
+        for partition in active:
+            lag = self.lag(partition)
+            if lag is not None:
+                metrics.CONSUMER_LAG.labels(str(partition)).set(lag)
         stages: Counter[str] = Counter()
         tiers: Counter[str] = Counter()
         for raw in self.table.values():
