@@ -63,6 +63,9 @@ def _figures(f: Facts) -> dict[str, object]:
 
 def _evaluate(state: UserState, at: int, policy: Policy) -> tuple[UserState, list[Output]]:
     """Decide stage, warning and tier as of `at` (>= state.evaluated_at)."""
+    # Buckets that left the largest window go first, so the facts, the decisions and the next
+    # checkpoint all see the same history.
+    state = replace(state, buckets=prune(state.buckets, day_of(at), policy.horizon_days))
     f = facts_at(state, at, policy)
     prev = state.stage or None
     stage, reason = decide_stage(
@@ -107,17 +110,25 @@ def _evaluate(state: UserState, at: int, policy: Policy) -> tuple[UserState, lis
         downgrade_pending_since=tier.pending_since,
         risk=risk,
         evaluated_at=max(at, state.evaluated_at),
-        buckets=prune(state.buckets, day_of(at), policy.horizon_days),
     )
     new = replace(state, **changes)
-    return replace(new, next_check=next_checkpoint(new, policy)), outs
+    # `at` is the new evaluated_at, so f (taken at `at` on the same buckets) holds for it.
+    return replace(new, next_check=next_checkpoint(new, policy, f)), outs
 
 
-def next_checkpoint(state: UserState, policy: Policy) -> int:
-    """The next event time after `state.evaluated_at` at which a decision could change."""
+def next_checkpoint(state: UserState, policy: Policy, f: Facts | None = None) -> int:
+    """The next event time after `state.evaluated_at` at which a decision could change.
+
+    `f` are the facts at `state.evaluated_at` when the caller has them. Without new events a
+    decision can change only when a silence reaches a threshold, a period (new user,
+    reactivation, downgrade grace) ends, or a day leaves a window that a rule reads: see
+    `_next_window_exit`. Users with nothing pending are not due, so a sweep's cost follows the
+    users due, not the users known.
+    """
     t0 = state.evaluated_at
     last = state.last_active if state.last_active is not None else state.first_seen
-    f = facts_at(state, t0, policy)
+    if f is None:
+        f = facts_at(state, t0, policy)
     cands = [
         last + f.threshold_ms,
         last + days_ms(policy.dormant_after_days),
@@ -129,11 +140,44 @@ def next_checkpoint(state: UserState, policy: Policy) -> int:
         cands.append(state.returned_at + days_ms(policy.reactivated_days))
     if state.downgrade_pending_since is not None:
         cands.append(state.downgrade_pending_since + days_ms(policy.downgrade_grace_days))
-    # Windows slide at every UTC midnight while any bucket remains.
-    if state.buckets:
-        cands.append((day_of(t0) + 1) * DAY_MS)
+    exit_day = _next_window_exit(state, f, policy)
+    if exit_day is not None:
+        cands.append(exit_day * DAY_MS)
     later = [c for c in cands if c > t0]
     return min(later) if later else NEVER
+
+
+def _next_window_exit(state: UserState, f: Facts, policy: Policy) -> int | None:
+    """The first UTC day after today whose midnight changes a figure a decision reads.
+
+    Without events, figures only fall as days leave windows: the typical gap changes when an
+    active day leaves the largest window (it is pruned); the tier's spend when a day with
+    spend leaves the tier window; the activity-drop rule's 7- and 30-day rates when an active
+    day leaves them, but only while the user has enough 30-day activity for the rule to apply
+    (that count cannot grow without events).
+    """
+    today = day_of(f.at)
+    best: int | None = None
+
+    def consider(day: int) -> None:
+        nonlocal best
+        if day > today and (best is None or day < best):
+            best = day
+
+    drop_applies = f.active_days_30d >= policy.drop_min_active_days_30d
+    gap_seen = spend_seen = False
+    for b in state.buckets:  # sorted by day: the first bucket of each kind exits first
+        if b.active and not gap_seen:
+            consider(b.day + policy.horizon_days)
+            gap_seen = True
+        if b.spend_cents and not spend_seen:
+            consider(b.day + policy.tier_window_days)
+            spend_seen = True
+        if drop_applies and b.active:
+            for days in (7, 30):
+                if b.day + days > today:
+                    consider(b.day + days)
+    return best
 
 
 def sweep(state: UserState, now: int, policy: Policy) -> Result:
@@ -207,12 +251,12 @@ def apply_event(
     Raises TooLate when the event is older than the user's clock minus the allowed lateness.
     """
     outs: list[Output] = []
+    if state is not None and partition == state.partition and 0 <= offset <= state.last_offset:
+        return Result(state, (), Status.REDELIVERED)
+    fp = fingerprint(event.event_id)
     if state is None:
         state = _fresh(event)
     else:
-        if partition == state.partition and 0 <= offset <= state.last_offset:
-            return Result(state, (), Status.REDELIVERED)
-        fp = fingerprint(event.event_id)
         if fp in state.recent_ids:
             moved = replace(
                 state, partition=partition, last_offset=_advance(state, partition, offset)
@@ -228,7 +272,7 @@ def apply_event(
     active = event.type not in policy.passive_types
     spend = event.amount_cents if event.type in policy.spend_types else 0
     n_types = len(policy.event_types) + 1
-    ids = (*state.recent_ids, fingerprint(event.event_id))[-policy.dedup_capacity :]
+    ids = (*state.recent_ids, fp)[-policy.dedup_capacity :]
     last_active = state.last_active
     if active:
         last_active = event.ts if last_active is None else max(last_active, event.ts)

@@ -25,8 +25,10 @@ def eligible_tier(spend_cents: int, policy: Policy) -> str:
 
 
 def _rank(name: str, policy: Policy) -> int:
-    names = policy.tier_names
-    return names.index(name) if name in names else -1
+    for i, tier in enumerate(policy.tiers):
+        if tier.name == name:
+            return i
+    return -1
 
 
 def _threshold(name: str, policy: Policy) -> float:

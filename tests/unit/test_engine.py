@@ -63,9 +63,20 @@ def test_first_event_makes_a_new_user_in_the_lowest_tier() -> None:
     assert [o.kind for o in r.outputs] == [Kind.LIFECYCLE, Kind.TIER]
 
 
-def test_next_checkpoint_of_a_fresh_user_is_the_next_utc_midnight() -> None:
+def test_next_checkpoint_of_a_fresh_user_is_the_end_of_the_new_user_period() -> None:
+    # Nothing a rule reads changes at the midnights before: the user is not due until then.
     s = apply_event(None, ev(at(hours=10)), POLICY).state
-    assert s.next_check == next_checkpoint(s, POLICY) == at(days=1)
+    assert s.next_check == next_checkpoint(s, POLICY) == at(days=7, hours=10)
+
+
+def test_a_spend_day_leaving_the_tier_window_is_a_checkpoint() -> None:
+    spender = apply_event(None, ev(at(hours=10), "purchase", amount_cents=15_000), POLICY).state
+    # Signed up, then silent: the next decision is the new period's end (day 7), then the
+    # silence thresholds, and the purchase leaves the 90-day tier window on day 90.
+    state = sweep(spender, at(days=61), POLICY).state
+    assert state.tier == "silver"
+    assert state.next_check == at(days=90)
+    assert sweep(state, at(days=90), POLICY).state.downgrade_pending_since == at(days=90)
 
 
 def test_new_user_becomes_active_when_the_new_period_ends() -> None:
@@ -274,12 +285,18 @@ def test_too_late_event_is_rejected() -> None:
     assert r.status == Status.APPLIED
 
 
-def test_the_lateness_cutoff_follows_sweeps() -> None:
+def test_the_lateness_cutoff_follows_the_checkpoints_a_sweep_passed() -> None:
     s = state_of([ev(at(days=5))])
-    s = sweep(s, at(days=7), POLICY).state  # event time has passed: the clock moved
-    assert s.evaluated_at == at(days=7)
+    # Nothing was due by day 7: no decision was made, so the clock stays and a late event
+    # for day 4 still counts (it changes nothing already emitted).
+    idle = sweep(s, at(days=7), POLICY)
+    assert idle.status == Status.IDLE and idle.state.evaluated_at == at(days=5)
+    assert apply_event(s, ev(at(days=4), event_id="late-ok"), POLICY).status == Status.APPLIED
+    # The new-user period ended on day 12: decided there, so the clock moved there.
+    s = sweep(s, at(days=13), POLICY).state
+    assert s.evaluated_at == at(days=12)
     with pytest.raises(TooLate):
-        apply_event(s, ev(at(days=5) - 1, event_id="late"), POLICY)
+        apply_event(s, ev(at(days=12) - LATENESS - 1, event_id="late"), POLICY)
 
 
 def test_late_event_within_lateness_updates_the_right_day_bucket() -> None:
