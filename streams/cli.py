@@ -1,4 +1,4 @@
-"""The `pulse` console script: worker, topics, demo, and `run` (the whole embedded stack)."""
+"""The `pulse` console script: worker, topics, demo, replay, fit, and `run` (the embedded stack)."""
 
 from __future__ import annotations
 
@@ -135,6 +135,47 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from streams.bgnbd import FitError
+    from streams.eventtime import TimestampError
+    from streams.fit import fit_history, parse_until, write_params
+    from streams.history import CsvMapping, HistoryError
+
+    try:
+        policy = load_policy(args.policy)
+        until = parse_until(args.until) if args.until else None
+        mapping = CsvMapping(
+            user=args.user_col,
+            time=args.time_col,
+            amount=args.amount_col,
+            type=args.type_col,
+            event_id=args.id_col,
+            default_type=args.default_type,
+            delimiter=args.delimiter,
+            columns=tuple(c.strip() for c in args.columns.split(",")) if args.columns else (),
+        )
+        params = fit_history(
+            Path(args.file), until_ms=until, mapping=mapping, purchase_types=policy.spend_types
+        )
+        write_params(params, Path(args.out))
+    except (PolicyError, TimestampError, HistoryError, FitError, OSError) as exc:
+        print(f"pulse fit: {exc}", file=sys.stderr)
+        return 2
+    p = params
+    print(
+        f"BG/NBD on {p['customers']} customers ({p['repeat_customers']} with "
+        f"{p['repeat_purchases']} repeat purchase days) to {p['calibration_end']}, weeks: "
+        f"r {p['r']:.6f} alpha {p['alpha']:.6f} a {p['a']:.6f} b {p['b']:.6f}; "
+        f"log-likelihood {p['log_likelihood']:.4f} ({p['seconds']:.2f}s)"
+    )
+    if p["skipped"]:
+        print(f"skipped records: {p['skipped']}")
+    print(f"written to {args.out}")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from streams.launcher import run_stack
 
@@ -176,6 +217,27 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--id-col", default="event_id", help="CSV: event id column")
     rp.add_argument("--default-type", default="purchase", help="CSV: type when no type column")
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
+    ft = sub.add_parser("fit", help="fit the BG/NBD churn model to a history file")
+    ft.add_argument("file", help="events: .jsonl in the input contract, or .csv/.tsv/.txt")
+    ft.add_argument("--out", default="churn-model.json", help="parameters file to write")
+    ft.add_argument(
+        "--until",
+        default=None,
+        help="calibration end: date or time; its UTC day is included (default: last purchase)",
+    )
+    ft.add_argument("--policy", default=None, help="policy file: its spend_types are purchases")
+    ft.add_argument("--user-col", default="user_id", help="CSV: user column")
+    ft.add_argument("--time-col", default="ts", help="CSV: time column (RFC 3339, date, millis)")
+    ft.add_argument("--amount-col", default="amount", help="CSV: amount column ('' for none)")
+    ft.add_argument("--type-col", default="type", help="CSV: event type column")
+    ft.add_argument("--id-col", default="event_id", help="CSV: event id column")
+    ft.add_argument("--default-type", default="purchase", help="CSV: type when no type column")
+    ft.add_argument(
+        "--delimiter", default=",", help="CSV: delimiter, or 'whitespace' for runs of blanks"
+    )
+    ft.add_argument(
+        "--columns", default="", help="CSV without a header row: its column names, comma-separated"
+    )
     run = sub.add_parser("run", help="run broker, Redis, worker and demo on loopback")
     run.add_argument("--users", type=int, default=200, help="demo users (default 200)")
     run.add_argument(
@@ -195,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         "rebuild-view": _rebuild_view,
         "api": _api,
         "replay": _replay,
+        "fit": _fit,
     }
     return handlers[args.command](args)
 

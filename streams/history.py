@@ -4,6 +4,8 @@ A CSV such as `user_id,date,amount` becomes contract events: the user column, th
 (RFC 3339, a plain date meaning UTC midnight, or epoch millis), an optional amount and type
 (a fixed default type otherwise, e.g. "purchase"), and an event id from an id column or, when
 there is none, derived from the file name and row number so that it is stable across runs.
+A file without a header row names its columns in `CsvMapping.columns`; the delimiter
+"whitespace" splits on runs of blanks (as in the CDNOW files Fader and Hardie publish).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TextIO
 
 import msgspec
 
@@ -35,7 +38,8 @@ class CsvMapping:
     type: str = "type"
     event_id: str = "event_id"
     default_type: str = "purchase"
-    delimiter: str = ","
+    delimiter: str = ","  # "whitespace": runs of blanks, leading ones ignored
+    columns: tuple[str, ...] = ()  # names for a file without a header row
 
 
 def _ts(text: str) -> str | int:
@@ -49,14 +53,26 @@ def _ts(text: str) -> str | int:
     return text
 
 
+def _rows(f: TextIO, mapping: CsvMapping) -> tuple[list[str], Iterator[dict[str, str]]]:
+    """The column names and the rows as dicts, by the mapping's delimiter and columns."""
+    names = list(mapping.columns) or None
+    if mapping.delimiter == "whitespace":
+        lines = (line.split() for line in f)
+        if names is None:
+            names = next(lines, [])
+        cols = names
+        return cols, (dict(zip(cols, parts, strict=False)) for parts in lines if parts)
+    reader = csv.DictReader(f, fieldnames=names, delimiter=mapping.delimiter)
+    return list(reader.fieldnames or []), iter(reader)
+
+
 def read_csv(path: Path, mapping: CsvMapping) -> Iterator[tuple[bytes | None, bytes]]:
     with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, delimiter=mapping.delimiter)
-        fields = reader.fieldnames or []
+        fields, reader = _rows(f, mapping)
         for col in (mapping.user, mapping.time):
             if col not in fields:
                 raise HistoryError(f"{path}: no column {col!r} (columns: {', '.join(fields)})")
-        for n, row in enumerate(reader, start=2):
+        for n, row in enumerate(reader, start=1 if mapping.columns else 2):
             user = (row.get(mapping.user) or "").strip()
             doc: dict[str, object] = {
                 "event_id": (row.get(mapping.event_id) or "").strip() or f"{path.name}:{n}",
@@ -94,6 +110,6 @@ def read_history(
     if suffix in (".csv", ".tsv", ".txt"):
         m = mapping or CsvMapping()
         if suffix == ".tsv" and m.delimiter == ",":
-            m = CsvMapping(m.user, m.time, m.amount, m.type, m.event_id, m.default_type, "\t")
+            m = replace(m, delimiter="\t")
         return read_csv(path, m)
     raise HistoryError(f"{path}: unknown format {suffix!r} (use .jsonl or .csv)")
