@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 import msgspec
 
@@ -22,6 +22,7 @@ from streams.lifecycle import Stage
 from streams.outputs import Kind, encode_output
 from streams.policy import Policy
 from streams.replay import ReplayRun, replay
+from streams.report import Evaluation, ReportData, render_report
 
 
 def _day(day: int) -> str:
@@ -42,8 +43,8 @@ def report_data(
     horizon_days: float,
     baseline_days: float,
     now_ms: int,
-) -> dict[str, Any]:
-    """The report's data (streams.report.ReportData) for a finished replay."""
+) -> ReportData:
+    """The report's data for a finished replay."""
     outputs = [o for o, _ in run.outputs]
     weekly: dict[str, Counter[str]] = {}
     for o in outputs:
@@ -81,17 +82,23 @@ def report_data(
             }
             for w, c in sorted(weekly.items())
         ],
-        "evaluation": evaluate(
-            outputs,
-            run.activity,
-            end,
-            horizon_days=horizon_days,
-            baseline_days=baseline_days,
-            lowest_tier=policy.tier_names[0],
+        # evaluate() builds exactly the Evaluation shape; it returns a plain dict only
+        # because streams.evaluation predates the report's types.
+        "evaluation": cast(
+            Evaluation,
+            evaluate(
+                outputs,
+                run.activity,
+                end,
+                horizon_days=horizon_days,
+                baseline_days=baseline_days,
+                lowest_tier=policy.tier_names[0],
+            ),
         )
         if run.watermark is not None
         else None,
         "risk_scores": [float(o.payload["risk_score"]) for o in outputs if o.kind == Kind.WARNING],
+        "tiers": list(policy.tier_names),
     }
 
 
@@ -105,7 +112,7 @@ def run_backtest(
     horizon_days: float | None = None,
     baseline_days: float = 14,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> ReportData:
     """Replay `path`, write outputs.jsonl, summary.json and the report; return the report data."""
     from tqdm import tqdm
 
@@ -130,9 +137,5 @@ def run_backtest(
         now_ms=now_ms,
     )
     (out_dir / "summary.json").write_bytes(msgspec.json.format(msgspec.json.encode(data)))
-    try:
-        from streams.report import render_report
-    except ImportError:  # the report renderer is optional for a bare replay
-        return data
-    render_report(data, out_dir)  # type: ignore[arg-type]
+    render_report(data, out_dir)
     return data

@@ -60,6 +60,11 @@ def test_replay_of_the_sample_writes_outputs_summary_and_evaluation(tmp_path: Pa
     assert ev["pulse"]["overall"]["warned"] > 0
     assert ev["baseline"]["rule"] == "silent 7 days"
     assert summary["populations"] and summary["weekly"]
+    report = (out / "report.html").read_text()
+    assert "Pulse backtest of sample-events.jsonl" in report
+    for chart in ("populations.png", "weekly.png", "evaluation.png", "risk-scores.png"):
+        assert (out / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", chart
+        assert f'src="{chart}"' in report
 
 
 def test_replay_refuses_an_unknown_format_clearly(tmp_path: Path) -> None:
