@@ -23,17 +23,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
-
-import numpy as np
-import numpy.typing as npt
-from scipy import optimize, special
+from typing import TYPE_CHECKING, NamedTuple
 
 from streams.eventtime import day_of
 from streams.policy import ChurnModel
 from streams.state import UserState
 
-Array = npt.NDArray[np.float64]
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Array = npt.NDArray[np.float64]
+
+# numpy and scipy are imported inside the fitting functions: the online path (facts -> p_alive)
+# is plain `math`, and importing scipy.optimize would add about 0.6 s to every process that
+# imports the core (worker, API, CLI, tests).
 DAYS_PER_WEEK = 7.0
 # Log-parameters are kept within exp(+-_LOG_BOUND): a fit that ends on a bound has no finite
 # maximum (e.g. nobody ever drops out) and is reported as an error rather than returned.
@@ -105,6 +109,30 @@ def p_alive(model: ChurnModel, x: float, t_x: float, T: float) -> float:
     return 1.0 / (1.0 + math.exp(log_odds))
 
 
+def day_p_alive_falls(
+    model: ChurnModel, first_day: int, summary: Summary, step: float = 0.01
+) -> int | None:
+    """The first UTC day after `summary`'s end on which P(alive) is `step` or more below its
+    value there, if the customer stays silent; None when it cannot fall that far (x = 0, or it
+    is already within `step` of 0).
+
+    For re-scoring on a timer: silence alone lowers P(alive), and this is the next moment at
+    which the score moved enough to matter. Inverts the odds
+    a/(b+x-1) * ((alpha+T)/(alpha+t_x))^(r+x) = 1/P - 1 for T.
+    """
+    x, t_x, T = summary
+    if x <= 0 or step <= 0:
+        return None
+    target = p_alive(model, x, t_x, T) - step
+    if target <= 0:
+        return None
+    r, alpha, a, b = model.r, model.alpha, model.a, model.b
+    log_growth = (math.log(1 / target - 1) - math.log(a / (b + x - 1))) / (r + x)
+    t_star = (alpha + t_x) * math.exp(log_growth) - alpha
+    end_day = first_day + round(T * DAYS_PER_WEEK)
+    return max(first_day + math.ceil(t_star * DAYS_PER_WEEK), end_day + 1)
+
+
 def log_likelihood(
     params: tuple[float, float, float, float] | Array,
     x: Array,
@@ -113,6 +141,8 @@ def log_likelihood(
     weights: Array | None = None,
 ) -> float:
     """The total BG/NBD log-likelihood of the summaries (FHL 2005, eq. 6) at (r, alpha, a, b)."""
+    import numpy as np
+
     ll, _ = _ll_and_grad(np.log(np.asarray(params, dtype=float)), x, t_x, T, weights)
     return ll
 
@@ -137,8 +167,15 @@ def _ll_and_grad(
     ll = lnG(r+x) - lnG(r) + r ln(alpha) + lnB(a, b+x) - lnB(a, b) + ln(e^u + [x>0] e^v).
     The weight of the second term, p = e^v / (e^u + e^v), is 1 - P(alive).
     """
+    import numpy as np
+    from scipy import special
+
     r, alpha, a, b = np.exp(log_params)
     w = np.ones_like(x) if weights is None else weights
+    # The special functions depend on x alone, which takes few values: evaluate them once per
+    # value, weighted by how many customers have it (a fit calls this some 50 times).
+    levels, where = np.unique(x, return_inverse=True)
+    lw = np.bincount(where.ravel(), weights=w, minlength=levels.size)
     rep = x > 0
     la_T = np.log(alpha + T)
     la_tx = np.log(alpha + t_x)
@@ -149,24 +186,35 @@ def _ll_and_grad(
     mix = np.logaddexp(u, v)
     p = np.exp(v - mix)
     q = 1.0 - p
-    ll_i = (
-        special.gammaln(r + x)
-        - special.gammaln(r)
-        + r * np.log(alpha)
-        + special.betaln(a, b + x)
-        - special.betaln(a, b)
-        + mix
+    by_level = special.gammaln(r + levels) + special.betaln(a, b + levels)
+    n = float(w.sum())
+    ll = (
+        lw @ by_level
+        + n * (r * np.log(alpha) - special.gammaln(r) - special.betaln(a, b))
+        + w @ mix
     )
-    dr = special.digamma(r + x) - special.digamma(r) + np.log(alpha) - q * la_T - p * la_tx
-    dalpha = r / alpha - (r + x) * (q / (alpha + T) + p / (alpha + t_x))
-    dab = special.digamma(a + b) - special.digamma(a + b + x)
-    da = dab + p / a
-    db = dab + special.digamma(b + x) - special.digamma(b) - np.where(rep, p / bx1, 0.0)
-    grad = np.array([w @ dr * r, w @ dalpha * alpha, w @ da * a, w @ db * b])
-    return float(w @ ll_i), grad
+    dig_ab_x = special.digamma(a + b + levels)
+    dr = (
+        lw @ special.digamma(r + levels)
+        + n * (np.log(alpha) - special.digamma(r))
+        - w @ (q * la_T + p * la_tx)
+    )
+    dalpha = n * r / alpha - w @ ((r + x) * (q / (alpha + T) + p / (alpha + t_x)))
+    dab = n * special.digamma(a + b) - lw @ dig_ab_x
+    da = dab + (w @ p) / a
+    db = (
+        dab
+        + lw @ special.digamma(b + levels)
+        - n * special.digamma(b)
+        - w @ np.where(rep, p / bx1, 0.0)
+    )
+    grad = np.array([dr * r, dalpha * alpha, da * a, db * b])
+    return float(ll), grad
 
 
 def _check(x: Array, t_x: Array, T: Array) -> None:
+    import numpy as np
+
     if not (x.shape == t_x.shape == T.shape) or x.ndim != 1:
         raise FitError("x, t_x and T must be 1-d arrays of one length")
     if x.size == 0:
@@ -189,6 +237,8 @@ def _starts(x: Array, T: Array, w: Array) -> list[Array]:
 
     Time is rescaled to mean T = 1 before fitting, so alpha starts near 1 / rate.
     """
+    import numpy as np
+
     rate = max(float(w @ x) / max(float(w @ T), 1e-9), 1e-6)
     return [
         np.log([1.0, 1.0 / rate, 1.0, 1.0]),
@@ -205,6 +255,9 @@ def fit(x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike) -> FitResult:
     other parameters do not depend on the unit). Identical summaries are pooled with weights.
     Raises FitError when the data are unusable or the likelihood has no finite maximum.
     """
+    import numpy as np
+    from scipy import optimize
+
     xs = np.asarray(x, dtype=float)
     txs = np.asarray(t_x, dtype=float)
     Ts = np.asarray(T, dtype=float)

@@ -1,4 +1,5 @@
-"""Churn-risk rules: abnormal silence, a sharp activity drop, and the risk score."""
+"""Churn-risk rules: abnormal silence, a sharp activity drop, and the risk score (which uses
+the BG/NBD P(alive) when the policy has a churn model)."""
 
 from __future__ import annotations
 
@@ -36,25 +37,37 @@ def is_dropping(f: Facts, policy: Policy, *, in_episode: bool) -> bool:
 
 
 def risk_score(f: Facts, policy: Policy) -> float:
-    """Risk in [0, 1]: combines how far the silence has gone toward dormancy and the drop.
+    """Risk in [0, 1]: combines how far the silence has gone toward dormancy, the drop, and,
+    with a churn model, the BG/NBD probability that the customer has dropped out.
 
-    1 - (1 - s)(1 - d), where s = silence / dormant_after (capped at 1) and d = 1 - rate7/rate30
-    (0 when the rate did not fall, or with too little history to have a rate).
-    Either signal alone can raise the score; both compound.
+    1 - (1 - s)(1 - d) * P(alive), where s = silence / dormant_after (capped at 1),
+    d = 1 - rate7/rate30 (0 when the rate did not fall, or with too little history to have a
+    rate), and P(alive) is `f.p_alive`, taken as 1 when there is no model (`policy.churn_model`
+    is None) or the user never purchased, which leaves the score exactly as without a model.
+    The three are read as independent chances of being lost, so any one alone can raise the
+    score and they compound. The model looks only at purchase days, the other two at all
+    activity: a user who browses daily but stopped buying keeps s = 0 and still gets a score.
     """
     s = min(1.0, f.silence_days / policy.dormant_after_days)
     rate7, rate30 = _rates(f)
     enough_history = f.active_days_30d >= policy.drop_min_active_days_30d
     d = max(0.0, 1.0 - rate7 / rate30) if enough_history else 0.0
-    return round(1.0 - (1.0 - s) * (1.0 - d), 4)
+    alive = 1.0 if f.p_alive is None else f.p_alive
+    return round(1.0 - (1.0 - s) * (1.0 - d) * alive, 4)
 
 
 def warning_figures(f: Facts) -> dict[str, Any]:
-    """The figures that triggered a warning, as they go on the wire."""
-    return {
+    """The figures that triggered a warning, as they go on the wire.
+
+    `p_alive` (6 decimals) is there only when a churn model scored the user.
+    """
+    figures: dict[str, Any] = {
         "silence_days": round(f.silence_days, 3),
         "typical_gap_days": f.typical_gap_days,
         "threshold_days": round(f.threshold_ms / 86_400_000, 3),
         "active_days_7d": f.active_days_7d,
         "active_days_30d": f.active_days_30d,
     }
+    if f.p_alive is not None:
+        figures["p_alive"] = round(f.p_alive, 6)
+    return figures

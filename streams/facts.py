@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from streams.bgnbd import day_p_alive_falls, p_alive, state_summary
 from streams.eventtime import DAY_MS, day_of
 from streams.policy import Policy, days_ms
 from streams.state import UserState
@@ -20,6 +21,8 @@ class Facts(msgspec.Struct, frozen=True):
     active_days_30d: int
     spend_window_cents: int
     last_active: int | None = None
+    # BG/NBD P(alive) from the purchase statistics; None without a churn model or purchases.
+    p_alive: float | None = None
 
     @property
     def silence_days(self) -> float:
@@ -32,6 +35,27 @@ def silence_threshold_ms(gap_days: float | None, policy: Policy) -> int:
         return days_ms(policy.at_risk_default_days)
     days = gap_days * policy.at_risk_gap_multiplier
     return days_ms(min(max(days, policy.at_risk_floor_days), policy.at_risk_ceiling_days))
+
+
+def churn_p_alive(state: UserState, at: int, policy: Policy) -> float | None:
+    """The user's P(alive) at `at` under the policy's churn model (None: no model or purchase)."""
+    if policy.churn_model is None:
+        return None
+    summary = state_summary(state, at)
+    if summary is None:
+        return None
+    return p_alive(policy.churn_model, *summary)
+
+
+def p_alive_checkpoint(state: UserState, at: int, policy: Policy, step: float = 0.01) -> int | None:
+    """The UTC midnight (epoch ms) after `at` by which a silent user's P(alive) has fallen by
+    `step`: when to re-score them. None without a churn model, a repeat purchase, or room to
+    fall."""
+    summary = state_summary(state, at) if policy.churn_model is not None else None
+    if policy.churn_model is None or summary is None or state.first_purchase_day is None:
+        return None
+    day = day_p_alive_falls(policy.churn_model, state.first_purchase_day, summary, step)
+    return None if day is None else day * DAY_MS
 
 
 def facts_at(state: UserState, at: int, policy: Policy) -> Facts:
@@ -49,4 +73,5 @@ def facts_at(state: UserState, at: int, policy: Policy) -> Facts:
         active_days_30d=active_days_in(state.buckets, today, 30),
         spend_window_cents=spend_in(state.buckets, today, policy.tier_window_days),
         last_active=state.last_active,
+        p_alive=churn_p_alive(state, at, policy),
     )
