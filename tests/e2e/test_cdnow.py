@@ -175,3 +175,22 @@ def test_replayed_state_gives_each_customer_lifetimes_summary_and_p_alive(
         assert facts_at(states[str(user)], until, policy).p_alive == pytest.approx(
             expected_p, abs=1e-6
         ), user
+
+
+def test_pulse_fit_explains_a_history_it_cannot_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streams.cli import main
+
+    once = tmp_path / "once.csv"  # headerless, comma-separated: nobody bought twice
+    once.write_text("u1,2026-01-05,10\nu2,2026-01-09,12\n")
+    args = ["fit", str(once), "--columns", "user_id,ts,amount", "--out", str(tmp_path / "m.json")]
+    assert main(args) == 2
+    assert "no customer made a repeat purchase" in capsys.readouterr().err
+    assert main([*args[:2], "--out", str(tmp_path / "m.json")]) == 2
+    assert "no column 'user_id'" in capsys.readouterr().err
+    twice = tmp_path / "twice.csv"
+    twice.write_text("u1,2026-01-05,10\nu1,2026-01-20,12\nu2,2026-01-09,12\n")
+    assert main(["fit", str(twice), *args[2:], "--until", "not a date"]) == 2
+    assert "RFC 3339" in capsys.readouterr().err
+    assert not (tmp_path / "m.json").exists()
