@@ -13,21 +13,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import faust
 import msgspec
 import redis.asyncio as aioredis
+from faust.streams import _current_event
 from faust.types import TP
 
 from streams import metrics
 from streams.clock import virtual_now
 from streams.contract import InvalidEvent, Reason, parse_event
 from streams.dlq import dead_letter, encode_dead_letter
-from streams.engine import Result, Status, apply_event, sweep
+from streams.engine import NEVER, Result, Status, apply_event, sweep
 from streams.lifecycle import Stage
 from streams.outputs import Output, encode_output
+from streams.partindex import PartitionIndex
 from streams.policy import Policy
 from streams.settings import WorkerSettings
 from streams.state import UserState, decode_state, encode_state
@@ -89,8 +93,9 @@ class Processor:
         self.outputs = {
             kind: app.topic(name, **raw) for kind, name in settings.output_topics.items()
         }
-        # partition -> {user key: next checkpoint}; rebuilt from the table after a rebalance.
-        self.due: dict[int, dict[bytes, int]] = {}
+        # partition -> due times and stage/tier counts; rebuilt from the table after a rebalance.
+        self.indexes: dict[int, PartitionIndex] = {}
+        self.batch_started: float | None = None
         self.writer: ViewWriter | None = None
         if settings.redis_url:
             client = aioredis.from_url(settings.redis_url)
@@ -103,138 +108,68 @@ class Processor:
         return virtual_now(int(time.time() * 1000), s.clock_origin_ms, s.clock_rate)
 
     # -- records ------------------------------------------------------------------------
-    async def on_record(self, event: Any) -> None:
-        msg = event.message
-        if msg.topic == self.settings.ticks_topic:
-            await self.on_tick(msg)
-        else:
-            await self.on_event(msg)
+    def mark_arrival(self) -> None:
+        """Called as each record enters the stream: the batch's consume time is its first's."""
+        if self.batch_started is None:
+            self.batch_started = time.perf_counter()
 
-    async def on_event(self, msg: Any) -> None:
-        consumed = time.perf_counter()
-        self.read_offsets[msg.partition] = msg.offset
-        metrics.EVENTS_CONSUMED.inc()
-        metrics.LAST_CONSUMED.set(time.time())
-        if msg.value is None and msg.key:
-            await self.on_erase(msg)
-            return
-        value = msg.value if isinstance(msg.value, bytes) else b""
-        user_id: str | None = None
-        try:
-            ev = parse_event(
-                value,
-                msg.key,
-                now_ms=self.now(),
-                min_ts_ms=self.policy.min_valid_ts_ms,
-                max_future_skew_ms=int(self.policy.max_future_skew_seconds * 1000),
-                max_bytes=self.settings.max_event_bytes,
-            )
-            user_id = ev.user_id
-            key = ev.user_id.encode()
-            result = apply_event(self._load(key), ev, self.policy, msg.partition, msg.offset)
-        except InvalidEvent as exc:
-            await self._dead_letter(msg, exc.reason, exc.detail, exc.user_id)
-            return
-        except Exception as exc:  # a defect must not stop the partition: park the record
-            log.exception("internal error on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
-            await self._dead_letter(msg, Reason.INTERNAL_ERROR, repr(exc)[:500], user_id)
-            return
-        if result.status in (Status.DUPLICATE, Status.REDELIVERED):
-            metrics.EVENTS_SKIPPED.labels(result.status).inc()
-        else:
-            metrics.EVENTS_APPLIED.inc()
-        await self._commit(key, msg.partition, result, consumed)
+    async def on_batch(self, events: Sequence[Any]) -> None:
+        """Fold a batch of records (events, ticks, tombstones) into the users' states.
 
-    async def on_erase(self, msg: Any) -> None:
-        """A tombstone (key = user id, no value) erases the user: table, due index, view."""
-        key = bytes(msg.key)
-        if key in self.table:
-            del self.table[key]
-        for index in self.due.values():
-            index.pop(key, None)
-        if self.writer is not None:
-            self.writer.erase(key.decode(errors="replace"))
-        metrics.ERASURES.inc()
-
-    async def on_tick(self, msg: Any) -> None:
-        try:
-            now = _tick_decoder.decode(msg.value).now
-        except msgspec.DecodeError:
-            log.warning("ignoring a malformed tick at %s@%s", msg.partition, msg.offset)
-            return
-        consumed = time.perf_counter()
-        metrics.SWEEPS.inc()
-        due = self._due_index(msg.partition)
-        for key in [k for k, t in due.items() if t <= now]:
-            state = self._load(key)
-            if state is None or state.partition != msg.partition:
-                due.pop(key, None)
-                continue
-            result = sweep(state, now, self.policy)
-            if result.status == Status.SWEPT:
-                metrics.SWEPT_USERS.inc()
-                await self._commit(key, msg.partition, result, consumed)
+        States are read once and written once per user per batch. Outputs and dead letters
+        are sent without waiting on each; all are acknowledged by the broker before any state
+        is written, so a crash in between re-emits them (same idempotency keys) instead of
+        losing them, and the redelivered records are recognised by their offsets.
+        """
+        consumed = self.batch_started or time.perf_counter()
+        self.batch_started = None
+        batch = _Batch(self)
+        for event in events:
+            msg = event.message
+            batch.carriers[msg.partition] = event
+            if msg.topic == self.settings.ticks_topic:
+                batch.tick(msg)
+            else:
+                batch.event(msg)
+        await batch.commit(consumed)
 
     # -- helpers ------------------------------------------------------------------------
-    def _load(self, key: bytes) -> UserState | None:
+    def load(self, key: bytes) -> UserState | None:
         raw = self.table.get(key)
         return decode_state(raw) if raw else None
 
-    async def _commit(self, key: bytes, partition: int, result: Result, consumed: float) -> None:
-        """Publish outputs, wait for the broker's acks, then write the state."""
-        published: list[Published] = []
-        if result.outputs:
-            published = await self._emit(result.outputs)
-            metrics.CONSUME_TO_EMIT.observe(time.perf_counter() - consumed)
-        if result.changed:
-            self.table[key] = encode_state(result.state)
-            self._due_index(partition)[key] = result.state.next_check
-            if self.writer is not None:
-                self.writer.put(result.state, published)
-
-    async def _emit(self, outputs: tuple[Output, ...]) -> list[Published]:
-        """Publish and wait for the broker's acks; returns what was published."""
-        now = self.now()
-        pending = []
-        published: list[Published] = []
-        for out in outputs:
-            value = encode_output(out, now)
-            published.append((out, value.decode()))
-            topic = self.outputs[out.kind]
-            pending.append(await topic.send(key=out.user_id.encode(), value=value))
-        await asyncio.gather(*pending)
-        for out in outputs:
-            metrics.OUTPUTS.labels(out.kind).inc()
-            metrics.EVENT_TIME_TO_EMIT.observe(max(0, now - out.ts) / 1000)
-        return published
-
-    async def _dead_letter(self, msg: Any, reason: str, detail: str, user_id: str | None) -> None:
-        doc = dead_letter(
-            reason=reason,
-            detail=detail,
-            user_id=user_id,
-            topic=msg.topic,
-            partition=msg.partition,
-            offset=msg.offset,
-            timestamp_ms=msg.timestamp and int(msg.timestamp * 1000),
-            key=msg.key,
-            value=msg.value,
-            received_at_ms=self.now(),
-        )
-        fut = await self.dlq.send(key=msg.key, value=encode_dead_letter(doc))
-        await fut
-        metrics.DLQ.labels(reason).inc()
-
-    def _due_index(self, partition: int) -> dict[bytes, int]:
-        index = self.due.get(partition)
+    def index(self, partition: int) -> PartitionIndex:
+        """The partition's due times and counts, rebuilt from the table after a rebalance."""
+        index = self.indexes.get(partition)
         if index is None:
-            index = {}
-            for key, raw in self.table.items():
-                state = decode_state(raw)
-                if state.partition == partition:
-                    index[key] = state.next_check
-            self.due[partition] = index
+            self._rebuild_indexes()
+            index = self.indexes.setdefault(partition, PartitionIndex())
         return index
+
+    def _rebuild_indexes(self) -> None:
+        """One pass over the table for every partition without an index (after a rebalance)."""
+        fresh: dict[int, PartitionIndex] = {}
+        for key, raw in self.table.items():
+            state = decode_state(raw)
+            if state.partition not in self.indexes:
+                fresh.setdefault(state.partition, PartitionIndex()).put(key, None, state)
+        self.indexes.update(fresh)
+
+    def dead_letter_doc(self, msg: Any, reason: str, detail: str, user_id: str | None) -> bytes:
+        return encode_dead_letter(
+            dead_letter(
+                reason=reason,
+                detail=detail,
+                user_id=user_id,
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+                timestamp_ms=msg.timestamp and int(msg.timestamp * 1000),
+                key=msg.key,
+                value=msg.value,
+                received_at_ms=self.now(),
+            )
+        )
 
     def active_partitions(self) -> list[int]:
         return sorted(
@@ -278,23 +213,190 @@ class Processor:
             metrics.TICKS_SENT.inc()
 
     def refresh_gauges(self) -> None:
-        active = set(self.active_partitions())
+        active = self.active_partitions()
         metrics.CONSUMER_LAG.clear()
+        stages: Counter[str] = Counter()
+        tiers: Counter[str] = Counter()
         for partition in active:
             lag = self.lag(partition)
             if lag is not None:
                 metrics.CONSUMER_LAG.labels(str(partition)).set(lag)
-        stages: Counter[str] = Counter()
-        tiers: Counter[str] = Counter()
-        for raw in self.table.values():
-            state = decode_state(raw)
-            if state.partition in active:
-                stages[state.stage] += 1
-                tiers[state.tier] += 1
+            index = self.indexes.get(partition)
+            if index is not None:  # not yet rebuilt: nothing handled since the assignment
+                stages.update(index.stages)
+                tiers.update(index.tiers)
         for stage in Stage.ALL:
             metrics.USERS_BY_STAGE.labels(stage).set(stages[stage])
         for tier in self.policy.tier_names:
             metrics.USERS_BY_TIER.labels(tier).set(tiers[tier])
+
+
+class _Batch:
+    """One batch's working set: the users' states as the batch leaves them, and what it sends."""
+
+    def __init__(self, proc: Processor) -> None:
+        self.proc = proc
+        self.policy = proc.policy
+        self.now = proc.now()
+        self.before: dict[bytes, UserState | None] = {}
+        self.after: dict[bytes, UserState | None] = {}
+        self.touched: dict[bytes, int] = {}  # key -> partition, for keys to write back
+        # partition -> a record of this batch from it: table writes happen in its context.
+        self.carriers: dict[int, Any] = {}
+        self.erased: set[bytes] = set()
+        self.published: dict[bytes, list[Published]] = {}
+        self.sends: list[tuple[Any, bytes | None, bytes]] = []
+        self.outputs: list[Output] = []
+        self.dead: Counter[str] = Counter()
+        self.consumed = self.applied = self.sweeps = self.swept = 0
+        self.skipped: Counter[str] = Counter()
+
+    def state(self, key: bytes) -> UserState | None:
+        if key in self.after:
+            return self.after[key]
+        state = self.proc.load(key)
+        self.before[key] = self.after[key] = state
+        return state
+
+    def event(self, msg: Any) -> None:
+        proc = self.proc
+        proc.read_offsets[msg.partition] = msg.offset
+        self.consumed += 1
+        if msg.value is None and msg.key:
+            self.erase(bytes(msg.key), msg.partition)
+            return
+        value = msg.value if isinstance(msg.value, bytes) else b""
+        user_id: str | None = None
+        try:
+            ev = parse_event(
+                value,
+                msg.key,
+                now_ms=self.now,
+                min_ts_ms=self.policy.min_valid_ts_ms,
+                max_future_skew_ms=int(self.policy.max_future_skew_seconds * 1000),
+                max_bytes=proc.settings.max_event_bytes,
+            )
+            user_id = ev.user_id
+            key = ev.user_id.encode()
+            result = apply_event(self.state(key), ev, self.policy, msg.partition, msg.offset)
+        except InvalidEvent as exc:
+            self.dead_letter(msg, exc.reason, exc.detail, exc.user_id)
+            return
+        except Exception as exc:  # a defect must not stop the partition: park the record
+            log.exception("internal error on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
+            self.dead_letter(msg, Reason.INTERNAL_ERROR, repr(exc)[:500], user_id)
+            return
+        if result.status in (Status.DUPLICATE, Status.REDELIVERED):
+            self.skipped[result.status] += 1
+        else:
+            self.applied += 1
+        self.take(key, msg.partition, result)
+
+    def tick(self, msg: Any) -> None:
+        try:
+            now = _tick_decoder.decode(msg.value).now
+        except msgspec.DecodeError:
+            log.warning("ignoring a malformed tick at %s@%s", msg.partition, msg.offset)
+            return
+        self.sweeps += 1
+        index = self.proc.index(msg.partition)
+        for key in index.pop_due(now):
+            state = self.state(key)
+            if state is None or state.partition != msg.partition:
+                continue
+            result = sweep(state, now, self.policy)
+            if result.status == Status.SWEPT:
+                self.swept += 1
+                self.take(key, msg.partition, result)
+            else:  # a stale due time: back to its checkpoint
+                index.schedule(key, state.next_check)
+
+    def erase(self, key: bytes, partition: int) -> None:
+        """A tombstone (key = user id, no value) erases the user: table, index, view."""
+        state = self.state(key)
+        if state is not None:
+            self.proc.index(state.partition).schedule(key, NEVER)
+        self.after[key] = None
+        self.touched[key] = partition
+        self.erased.add(key)
+        self.published.pop(key, None)
+
+    def take(self, key: bytes, partition: int, result: Result) -> None:
+        for out in result.outputs:
+            value = encode_output(out, self.now)
+            self.published.setdefault(key, []).append((out, value.decode()))
+            self.sends.append((self.proc.outputs[out.kind], key, value))
+            self.outputs.append(out)
+        if result.changed:
+            self.after[key] = result.state
+            self.touched[key] = partition
+            # Due times follow the working state at once: a later tick of this batch sees them.
+            self.proc.index(partition).schedule(key, result.state.next_check)
+
+    def dead_letter(self, msg: Any, reason: str, detail: str, user_id: str | None) -> None:
+        doc = self.proc.dead_letter_doc(msg, reason, detail, user_id)
+        self.sends.append((self.proc.dlq, msg.key, doc))
+        self.dead[reason] += 1
+
+    async def commit(self, consumed: float) -> None:
+        """Send everything, wait for the broker's acks, then write the states."""
+        pending = [await topic.send(key=key, value=value) for topic, key, value in self.sends]
+        if pending:
+            await asyncio.gather(*pending)
+        self._count(consumed)
+        # Faust routes a table write (changelog partition, rocksdb partition) by the current
+        # event, a context variable that take_events leaves unset in the agent's task: set it
+        # here, in this task only, to a record of the key's partition.
+        current = None
+        for key, partition in sorted(self.touched.items(), key=lambda kv: kv[1]):
+            if partition != current:
+                _current_event.set(weakref.ref(self.carriers[partition]))
+                current = partition
+            self._write(key, partition)
+        _current_event.set(None)
+
+    def _write(self, key: bytes, partition: int) -> None:
+        proc = self.proc
+        table, writer = proc.table, proc.writer
+        old, new = self.before.get(key), self.after[key]
+        if key in self.erased:
+            if old is not None:
+                proc.index(old.partition).count(old, None)
+                old = None
+            if new is None and key in table:
+                del table[key]
+            if writer is not None:
+                writer.erase(key.decode(errors="replace"))
+        if new is None:
+            return
+        if new is not old:
+            table[key] = encode_state(new)
+        proc.index(partition).count(old, new)
+        if writer is not None and new is not old:
+            writer.put(new, self.published.get(key, []))
+
+    def _count(self, consumed: float) -> None:
+        if self.consumed:
+            metrics.EVENTS_CONSUMED.inc(self.consumed)
+            metrics.LAST_CONSUMED.set(time.time())
+        if self.applied:
+            metrics.EVENTS_APPLIED.inc(self.applied)
+        for kind, n in self.skipped.items():
+            metrics.EVENTS_SKIPPED.labels(kind).inc(n)
+        for reason, n in self.dead.items():
+            metrics.DLQ.labels(reason).inc(n)
+        if self.sweeps:
+            metrics.SWEEPS.inc(self.sweeps)
+        if self.swept:
+            metrics.SWEPT_USERS.inc(self.swept)
+        if self.erased:
+            metrics.ERASURES.inc(len(self.erased))
+        if self.outputs:
+            latency = time.perf_counter() - consumed
+            for out in self.outputs:
+                metrics.OUTPUTS.labels(out.kind).inc()
+                metrics.CONSUME_TO_EMIT.observe(latency)
+                metrics.EVENT_TIME_TO_EMIT.observe(max(0, self.now - out.ts) / 1000)
 
 
 def build_app(settings: WorkerSettings, policy: Policy) -> tuple[PulseApp, Processor]:
@@ -317,14 +419,21 @@ def build_app(settings: WorkerSettings, policy: Policy) -> tuple[PulseApp, Proce
     app.tansu_compat = settings.tansu_compat
     proc = Processor(app, settings, policy)
 
+    def _arrived(value: Any) -> Any:
+        proc.mark_arrival()
+        return value
+
     @app.agent(proc.source, name="pulse-core")
     async def process(stream: Any) -> None:
-        async for event in stream.events():
-            await proc.on_record(event)
+        stream.add_processor(_arrived)
+        # take_events acks a batch's records only after the loop body has handled them.
+        batches = stream.take_events(settings.batch_max, within=settings.batch_window_ms / 1000)
+        async for events in batches:
+            await proc.on_batch(events)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def _forget_index(app: Any, revoked: Any, **kwargs: Any) -> None:
-        proc.due.clear()
+    async def _forget_indexes(app: Any, revoked: Any, **kwargs: Any) -> None:
+        proc.indexes.clear()
 
     if settings.sweep_interval_seconds > 0:
 

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -114,6 +115,28 @@ class Stack:
                 )
         finally:
             await producer.stop()
+
+    def metric(self, name: str) -> float:
+        """The worker's current value of an unlabelled metric (0 when not exported yet)."""
+        try:
+            text = urllib.request.urlopen(self.metrics_url, timeout=5).read().decode()
+        except OSError:
+            return 0.0
+        for line in text.splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    async def wait_sweeps(self, at_least: float, timeout: float = 90) -> None:
+        """Until the worker has applied `at_least` tick records (sweeps) in all."""
+        deadline = time.monotonic() + timeout
+        while self.metric("pulse_sweeps_total") < at_least:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"the worker applied {self.metric('pulse_sweeps_total')} of {at_least} "
+                    "ticks\n--- worker log ---\n" + self.worker_log()
+                )
+            await asyncio.sleep(0.2)
 
     async def read(
         self, topic: str, done: Callable[[list[Any]], bool] | None, timeout: float = 90

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 from collections import Counter
 from typing import Any
@@ -140,8 +141,7 @@ async def test_silent_user_gets_exactly_one_warning(stack: Stack) -> None:
     for days in range(10, -1, -1):
         await stack.tick(day_base(days))
         await stack.tick(day_base(days))
-    today = day_base(0) // DAY_MS * DAY_MS
-    await stack.states(lambda s: s["sil"].evaluated_at >= today)
+    await stack.wait_sweeps(11 * 2 * stack.settings.partitions)
     warnings = _for("sil", await stack.outputs(stack.settings.warnings_topic))
     assert len(warnings) == 1
     w = warnings[0]
@@ -171,5 +171,7 @@ async def test_worker_timer_warns_a_silent_user_in_real_time(make_stack: Any) ->
     warnings = await stack.outputs(stack.settings.warnings_topic, lambda d: len(d) >= 1)
     assert [(w["user_id"], w["event_time_ms"]) for w in warnings] == [("tim", origin + 3 * DAY_MS)]
     # Three more virtual days of ticks: still one warning for the episode.
-    await stack.states(lambda s: s["tim"].evaluated_at >= origin + 6 * DAY_MS)
+    while time.time() * 1000 < origin + 6 * DAY_MS / rate:
+        await asyncio.sleep(0.2)
+    await stack.wait_sweeps(stack.metric("pulse_sweeps_total") + 2 * stack.settings.partitions)
     assert len(await stack.outputs(stack.settings.warnings_topic)) == 1

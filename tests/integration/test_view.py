@@ -60,8 +60,7 @@ async def _scenario(stack: Stack) -> None:
     await stack.states(lambda s: len(s) == 3 and s["sil"].total_events == 10)
     for days in range(10, -1, -1):
         await stack.tick(day_base(days))
-    today = day_base(0) // DAY_MS * DAY_MS
-    await stack.states(lambda s: s["sil"].evaluated_at >= today)
+    await stack.wait_sweeps(11 * stack.settings.partitions)
 
 
 async def test_view_follows_the_table_and_rebuilds_identically(stack: Stack) -> None:

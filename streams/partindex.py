@@ -1,0 +1,70 @@
+"""What a worker keeps in memory about one table partition: who falls due when, and how many
+users are in each stage and tier.
+
+Derived from the table (rebuilt after every rebalance), so it needs no changelog of its own. The
+due-time heap makes a sweep cost what is due, not what is known: entries are invalidated
+lazily (a user's latest checkpoint is in `next_check`; older heap entries are skipped when
+popped) and the heap is compacted when stale entries outnumber live ones.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+
+from streams.engine import NEVER
+from streams.state import UserState
+
+
+class PartitionIndex:
+    """Due times and stage/tier counts of the users of one partition."""
+
+    def __init__(self) -> None:
+        self.next_check: dict[bytes, int] = {}
+        self._heap: list[tuple[int, bytes]] = []
+        self.stages: Counter[str] = Counter()
+        self.tiers: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self.next_check)
+
+    def put(self, key: bytes, old: UserState | None, new: UserState | None) -> None:
+        """Record that `key`'s state went from `old` to `new` (None: absent or erased)."""
+        self.count(old, new)
+        self.schedule(key, new.next_check if new is not None else NEVER)
+
+    def count(self, old: UserState | None, new: UserState | None) -> None:
+        """Move one user between the stage and tier counts."""
+        if old is not None:
+            self.stages[old.stage] -= 1
+            self.tiers[old.tier] -= 1
+        if new is not None:
+            self.stages[new.stage] += 1
+            self.tiers[new.tier] += 1
+
+    def schedule(self, key: bytes, next_check: int) -> None:
+        """`key` falls due at `next_check` (NEVER: not at all)."""
+        if next_check >= NEVER:
+            self.next_check.pop(key, None)
+            return
+        if self.next_check.get(key) != next_check:
+            self.next_check[key] = next_check
+            heapq.heappush(self._heap, (next_check, key))
+            if len(self._heap) > 2 * len(self.next_check) + 1024:
+                self._compact()
+
+    def pop_due(self, now: int) -> list[bytes]:
+        """Users whose next checkpoint is at or before `now`, earliest first; they are not due
+        again until `schedule`d."""
+        heap, current = self._heap, self.next_check
+        due: list[bytes] = []
+        while heap and heap[0][0] <= now:
+            at, key = heapq.heappop(heap)
+            if current.get(key) == at:
+                del current[key]
+                due.append(key)
+        return due
+
+    def _compact(self) -> None:
+        self._heap = [(t, k) for k, t in self.next_check.items()]
+        heapq.heapify(self._heap)
