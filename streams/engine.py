@@ -19,7 +19,7 @@ from msgspec.structs import replace
 from streams.churn import risk_score, warning_figures
 from streams.contract import Event, InvalidEvent, Reason
 from streams.eventtime import DAY_MS, day_of
-from streams.facts import Facts, facts_at
+from streams.facts import Facts, facts_at, p_alive_checkpoint
 from streams.lifecycle import Stage, decide_stage
 from streams.outputs import Output, churn_warning, lifecycle_changed, tier_changed
 from streams.policy import Policy, days_ms
@@ -143,6 +143,10 @@ def next_checkpoint(state: UserState, policy: Policy, f: Facts | None = None) ->
     exit_day = _next_window_exit(state, f, policy)
     if exit_day is not None:
         cands.append(exit_day * DAY_MS)
+    # With a churn model, silence lowers P(alive): re-score when it has fallen a step.
+    rescore = p_alive_checkpoint(state, t0, policy)
+    if rescore is not None:
+        cands.append(rescore)
     later = [c for c in cands if c > t0]
     return min(later) if later else NEVER
 
