@@ -8,7 +8,7 @@ from streams.bgnbd import day_p_alive_falls, p_alive, state_summary
 from streams.eventtime import DAY_MS, day_of
 from streams.policy import Policy, days_ms
 from streams.state import UserState
-from streams.windows import active_days_in, spend_in, typical_gap_days
+from streams.windows import decision_figures
 
 
 class Facts(msgspec.Struct, frozen=True):
@@ -60,8 +60,9 @@ def p_alive_checkpoint(state: UserState, at: int, policy: Policy, step: float = 
 
 def facts_at(state: UserState, at: int, policy: Policy) -> Facts:
     """Facts about `state` as of event time `at`."""
-    today = day_of(at)
-    gap = typical_gap_days(state.buckets, today, policy.min_gaps_for_typical)
+    active7, active30, spend, gap = decision_figures(
+        state.buckets, day_of(at), policy.tier_window_days, policy.min_gaps_for_typical
+    )
     last = state.last_active if state.last_active is not None else state.first_seen
     return Facts(
         at=at,
@@ -69,9 +70,9 @@ def facts_at(state: UserState, at: int, policy: Policy) -> Facts:
         silence_ms=max(0, at - last),
         typical_gap_days=gap,
         threshold_ms=silence_threshold_ms(gap, policy),
-        active_days_7d=active_days_in(state.buckets, today, 7),
-        active_days_30d=active_days_in(state.buckets, today, 30),
-        spend_window_cents=spend_in(state.buckets, today, policy.tier_window_days),
+        active_days_7d=active7,
+        active_days_30d=active30,
+        spend_window_cents=spend,
         last_active=state.last_active,
         p_alive=churn_p_alive(state, at, policy),
     )

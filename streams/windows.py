@@ -102,3 +102,37 @@ def typical_gap_days(buckets: tuple[DayBucket, ...], today: int, min_gaps: int) 
     if len(days) < min_gaps + 1:
         return None
     return float(median(b - a for a, b in zip(days, days[1:], strict=False)))
+
+
+def decision_figures(
+    buckets: tuple[DayBucket, ...], today: int, spend_days: int, min_gaps: int
+) -> tuple[int, int, int, float | None]:
+    """(active days in 7, active days in 30, spend over `spend_days`, typical gap) in one pass.
+
+    The same figures as `active_days_in`, `spend_in` and `typical_gap_days`; the rules read
+    them at every evaluation, so they are gathered together.
+    """
+    first7, first30, first_spend = today - 6, today - 29, today - spend_days + 1
+    active7 = active30 = spend = 0
+    gaps: list[int] = []
+    prev: int | None = None
+    for b in buckets:
+        day = b.day
+        if day > today:
+            break
+        if first_spend <= day:
+            spend += b.spend_cents
+        if b.active:
+            if day >= first30:
+                active30 += 1
+                if day >= first7:
+                    active7 += 1
+            if prev is not None:
+                gaps.append(day - prev)
+            prev = day
+    if len(gaps) < min_gaps:
+        return active7, active30, spend, None
+    gaps.sort()
+    mid = len(gaps) // 2
+    gap = float(gaps[mid]) if len(gaps) % 2 else (gaps[mid - 1] + gaps[mid]) / 2
+    return active7, active30, spend, gap

@@ -14,6 +14,7 @@ from streams.windows import (
     DayBucket,
     active_days_in,
     add_to_buckets,
+    decision_figures,
     prune,
     spend_in,
     typical_gap_days,
@@ -240,3 +241,24 @@ def test_prune_keeps_every_window_within_the_horizon(
     for days in range(1, 11):
         assert window(pruned, today, days, N) == window(bs, today, days, N)
     assert all(x.day >= today - 10 + 1 for x in pruned)
+
+
+@PROPERTY
+@given(
+    events=day_events,
+    today=st.integers(0, 45),
+    spend_days=st.integers(1, 40),
+    min_gaps=st.integers(1, 4),
+)
+def test_decision_figures_in_one_pass_equal_the_separate_figures(
+    events: list[tuple[int, int, int, bool]], today: int, spend_days: int, min_gaps: int
+) -> None:
+    bs: tuple[DayBucket, ...] = ()
+    for day, idx, spend, active in events:
+        bs = add_to_buckets(bs, day, idx, N, spend, active)
+    assert decision_figures(bs, today, spend_days, min_gaps) == (
+        active_days_in(bs, today, 7),
+        active_days_in(bs, today, 30),
+        spend_in(bs, today, spend_days),
+        typical_gap_days(bs, today, min_gaps),
+    )
