@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv browser run test test-unit test-integration lint fmt clean
+.PHONY: help venv browser prometheus run test test-unit test-integration lint fmt clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n", $$1, $$2}'
@@ -29,10 +29,22 @@ browser: ## Install Debian's chromium + chromium-driver if missing (needs root)
 			chromium chromium-driver >/dev/null; \
 	else echo "chromium/chromedriver missing and not root: the live-page test will be skipped"; fi
 
+# The alert-rule tests and the scrape test run Debian's prometheus + promtool; installed when
+# missing and we may (root). Recommends (node exporter, smartmontools) are left out, and a
+# service the package may have started is stopped: the tests start their own on loopback.
+prometheus: ## Install Debian's prometheus (prometheus + promtool) if missing (needs root)
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends prometheus >/dev/null \
+		&& { ! command -v systemctl >/dev/null \
+			|| systemctl disable --now prometheus >/dev/null 2>&1 || true; }; \
+	else echo "prometheus/promtool missing and not root: the alert-rule and scrape tests will be skipped"; fi
+
 run: $(STAMP) ## Run the whole pipeline on the embedded broker and Redis (Ctrl-C stops it)
 	$(BIN)/pulse run
 
-test: $(STAMP) browser ## Run every test (unit, integration on real Tansu + redis-server, e2e)
+test: $(STAMP) browser prometheus ## Run every test (unit, integration on real Tansu + redis-server, e2e, deploy)
 	$(BIN)/python -m pytest -q
 
 test-unit: $(STAMP) ## Run the pure-core unit tests only
