@@ -237,8 +237,13 @@ async def test_prometheus_sees_the_key_series_exist_and_move(running: Running) -
         assert {s["metric"]["stage"]: float(s["value"][1]) for s in stages}["new"] == USERS
         tiers = await _query(prom, "sum by (tier) (pulse_users_by_tier)")
         assert {s["metric"]["tier"]: float(s["value"][1]) for s in tiers}["gold"] == 1
-        lag = await _query(prom, "pulse_consumer_lag")
-        assert {s["metric"]["partition"] for s in lag} == {"0", "1"}
+        await _until(
+            running,
+            prom,
+            "pulse_consumer_lag",
+            lambda r: {s["metric"]["partition"] for s in r} == {"0", "1"},
+            timeout=30,
+        )
 
         # Latency histograms: observations counted, percentiles computable.
         for histogram in ("pulse_consume_to_emit_seconds", "pulse_event_time_to_emit_seconds"):
