@@ -1,0 +1,102 @@
+"""Publishing a batch's records in a few produce requests, and knowing when all are acknowledged.
+
+The worker writes many small records per batch (outputs, dead letters, changelog records).
+Sent one by one through Faust's topic API they cost a coroutine, a future and a serializer pass
+each; here they are appended to one aiokafka record batch per partition and sent together, and
+`publish` returns only once the broker acknowledged every one of them. Keys are partitioned the
+way Kafka's default partitioner does it (murmur2), so a user id lands where any Kafka client
+would put it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    partition: int | None = None  # None: by key
+
+
+class Publisher:
+    """An aiokafka producer (acks=all) that sends lists of records as per-partition batches."""
+
+    def __init__(self, bootstrap: str, *, max_batch_bytes: int = 512 * 1024) -> None:
+        self.bootstrap = bootstrap
+        self.max_batch_bytes = max_batch_bytes
+        self._producer: AIOKafkaProducer | None = None
+        self._partitioner = DefaultPartitioner()
+        self._partitions: dict[str, list[int]] = {}
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("the publisher is not started")
+        return self._producer
+
+    async def start(self) -> None:
+        """Connect (aiokafka clients must be made inside the running event loop)."""
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                acks="all",
+                max_batch_size=self.max_batch_bytes,
+                max_request_size=4 * self.max_batch_bytes,
+                linger_ms=0,
+            )
+            await producer.start()
+            self._producer = producer
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
+
+    async def publish(self, records: list[Record]) -> dict[tuple[str, int], int]:
+        """Send `records` (order kept within a partition) and wait for every acknowledgement.
+
+        Returns the offset of the last record written to each (topic, partition). Raises what
+        the producer raises (e.g. KafkaTimeoutError) when the broker does not acknowledge.
+        """
+        await self.start()
+        by_tp: dict[tuple[str, int], list[Record]] = defaultdict(list)
+        for r in records:
+            partition = r.partition
+            if partition is None:
+                partition = await self._partition_for(r.topic, r.key)
+            by_tp[(r.topic, partition)].append(r)
+        sends: list[tuple[tuple[str, int], int, asyncio.Future[object]]] = []
+        for (topic, partition), recs in by_tp.items():
+            batch = self.producer.create_batch()
+            count = 0
+            for r in recs:
+                if batch.append(key=r.key, value=r.value, timestamp=None) is None:
+                    fut = await self.producer.send_batch(batch, topic, partition=partition)
+                    sends.append(((topic, partition), count, fut))
+                    batch, count = self.producer.create_batch(), 0
+                    if batch.append(key=r.key, value=r.value, timestamp=None) is None:
+                        raise ValueError(f"a record for {topic} is larger than a batch")
+                count += 1
+            fut = await self.producer.send_batch(batch, topic, partition=partition)
+            sends.append(((topic, partition), count, fut))
+        last: dict[tuple[str, int], int] = {}
+        for tp, count, fut in sends:
+            meta = await fut
+            end = meta.offset + count - 1  # type: ignore[attr-defined]
+            last[tp] = max(last.get(tp, -1), end)
+        return last
+
+    async def _partition_for(self, topic: str, key: bytes | None) -> int:
+        parts = self._partitions.get(topic)
+        if parts is None:
+            parts = sorted(await self.producer.partitions_for(topic))
+            self._partitions[topic] = parts
+        return int(self._partitioner(key, parts, parts))
