@@ -18,6 +18,12 @@ EVENTS_SKIPPED = Counter(
 )
 DLQ = Counter("pulse_dlq", "Records sent to the dead-letter topic", ["reason"], registry=REGISTRY)
 OUTPUTS = Counter("pulse_outputs", "Output events emitted", ["kind"], registry=REGISTRY)
+STAGE_CHANGES = Counter(
+    "pulse_stage_changes",
+    "Lifecycle stage changes emitted, by the stage entered (reactivations: to_stage=reactivated)",
+    ["to_stage"],
+    registry=REGISTRY,
+)
 TICKS_SENT = Counter("pulse_ticks_sent", "Tick records produced by this worker", registry=REGISTRY)
 TICKS_HELD = Counter(
     "pulse_ticks_held",

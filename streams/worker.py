@@ -29,7 +29,7 @@ from streams.contract import InvalidEvent, Reason, parse_event
 from streams.dlq import dead_letter, encode_dead_letter
 from streams.engine import NEVER, Result, Status, apply_event, sweep
 from streams.lifecycle import Stage
-from streams.outputs import Output, encode_output
+from streams.outputs import Kind, Output, encode_output
 from streams.partindex import PartitionIndex
 from streams.policy import Policy
 from streams.publisher import Publisher, Record
@@ -415,6 +415,8 @@ class _Batch:
             latency = time.perf_counter() - consumed
             for out in self.outputs:
                 metrics.OUTPUTS.labels(out.kind).inc()
+                if out.kind == Kind.LIFECYCLE:
+                    metrics.STAGE_CHANGES.labels(out.payload["to_stage"]).inc()
                 metrics.CONSUME_TO_EMIT.observe(latency)
                 metrics.EVENT_TIME_TO_EMIT.observe(max(0, self.now - out.ts) / 1000)
 
