@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv browser prometheus run test test-unit test-integration lint fmt clean
+.PHONY: help venv browser prometheus run test test-unit test-integration bench lint fmt clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ test-unit: $(STAMP) ## Run the pure-core unit tests only
 
 test-integration: $(STAMP) ## Run the integration tests only
 	$(BIN)/python -m pytest -q tests/integration
+
+bench: $(STAMP) ## Run the benchmark (not part of make test); results in bench/results.json
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(STAMP) ## Ruff and mypy
 	$(BIN)/ruff check streams services tests

@@ -1,0 +1,451 @@
+"""`python -m bench`: the whole benchmark in one run (issue 5). Prints a table, writes JSON.
+
+One embedded Tansu broker; the input topic is generated deterministically and loaded once;
+then every contender reads it with its own consumer group, one after the other:
+
+1. ceiling: raw aiokafka consumer + JSON decode (bench/ceiling.py)
+2. naive Faust, and naive Faust with hopping windowed tables (bench/naive.py)
+3. the Pulse worker (`python -m streams.cli worker`), followed on the same worker by the
+   latency phase (a paced producer at --rate events/s), state bytes and RSS per user;
+4. the scale phase: a second topic with --scale-users users loaded into a fresh Pulse worker:
+   RSS and state per user, recovery after kill -9, idle CPU, and the CPU of single sweeps.
+
+Every process is stopped at the end, also on failure, Ctrl-C or SIGTERM. Logs are kept in
+.pulse/bench/<time>/. The worker and the harness use the `streams` package of the current
+directory: to measure another checkout (e.g. a `git worktree` of an older commit), run
+`/path/to/.venv/bin/python -m bench` from that checkout.
+
+A full run (1M events, 1M scale users) takes tens of minutes on two cores, mostly the naive
+windowed contender and loading the scale users; --quick takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench import pulse as pulse_phase
+from bench.contenders import (
+    TIMING_METHOD,
+    Running,
+    Throughput,
+    start_ceiling,
+    start_naive,
+    time_run,
+)
+from bench.measure import sample
+from bench.report import evaluate, render
+from bench.supervisor import Supervisor
+from bench.topics import Loaded, create_topics, highwaters, load
+from bench.workload import Plan, WorkloadSpec, default_end_ms
+from streams.embedded import Server, start_tansu
+
+EXAMPLES = """examples:
+  python -m bench --quick          # 100k events: a few minutes
+  python -m bench                  # 1M events, 1M scale users: about an hour on two cores
+  python -m bench --only ceiling,pulse --events 200000 --users 20000
+  make bench BENCH_ARGS=--quick
+"""
+CONTENDERS = ("ceiling", "naive", "windowed", "pulse")
+PHASES = (*CONTENDERS, "scale")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
+    )
+    p.add_argument("--events", type=int, default=1_000_000, help="input events (1M)")
+    p.add_argument("--users", type=int, default=100_000, help="users in the input (100k)")
+    p.add_argument("--partitions", type=int, default=8)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--scale-users", type=int, default=1_000_000, help="users for the scale phase")
+    p.add_argument(
+        "--scale-events", type=int, default=None, help="events for the scale phase (2 per user)"
+    )
+    p.add_argument("--rate", type=float, default=5000, help="offered load, events/s (5000)")
+    p.add_argument("--latency-seconds", type=float, default=20, help="offered-load duration")
+    p.add_argument(
+        "--cap",
+        type=float,
+        default=1800,
+        help="stop a contender after this many seconds and rate what it committed (1800)",
+    )
+    p.add_argument(
+        "--scale-cap",
+        type=float,
+        default=3600,
+        help="seconds the worker may take to load the scale users (3600)",
+    )
+    p.add_argument("--sweep-timeout", type=float, default=600, help="per sweep, seconds (600)")
+    p.add_argument("--recovery-timeout", type=float, default=600, help="seconds (600)")
+    p.add_argument(
+        "--only",
+        default=",".join(PHASES),
+        help=f"comma-separated phases to run, of {','.join(PHASES)} (default: all)",
+    )
+    p.add_argument("--policy", default=None, help="Pulse policy file (default: built-in)")
+    p.add_argument("--out", type=Path, default=Path("bench/results.json"))
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="100k events, 10k users, 50k scale users, 10 s offered load, 300 s cap",
+    )
+    args = p.parse_args(argv)
+    if args.quick:
+        args.events, args.users, args.scale_users = 100_000, 10_000, 50_000
+        args.latency_seconds, args.cap = 10, 300
+        args.scale_cap, args.sweep_timeout, args.recovery_timeout = 600, 180, 180
+    if args.scale_events is None:
+        args.scale_events = 2 * args.scale_users
+    args.phases = [x.strip() for x in args.only.split(",") if x.strip()]
+    unknown = set(args.phases) - set(PHASES)
+    if unknown:
+        p.error(f"unknown phases {sorted(unknown)}; choose from {', '.join(PHASES)}")
+    return args
+
+
+class Bench:
+    """One run: the broker, the input, the contenders, and the results document."""
+
+    def __init__(self, args: argparse.Namespace, sup: Supervisor, broker: Server) -> None:
+        self.args = args
+        self.sup = sup
+        self.broker = broker
+        self.bootstrap = f"127.0.0.1:{broker.port}"
+        self.t0 = time.monotonic()
+        self.end_ms = default_end_ms()
+        self.res: dict[str, Any] = {
+            "config": {
+                "events": args.events,
+                "users": args.users,
+                "partitions": args.partitions,
+                "seed": args.seed,
+                "scale_users": args.scale_users,
+                "scale_events": args.scale_events,
+                "rate": args.rate,
+                "latency_seconds": args.latency_seconds,
+                "cap_seconds": args.cap,
+                "quick": args.quick,
+                "phases": args.phases,
+                "policy": args.policy or "built-in defaults",
+                "checkout": str(Path.cwd()),
+                "end_ms": self.end_ms,
+            },
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+            },
+            "timing_method": TIMING_METHOD,
+            "throughput": [],
+            "errors": [],
+        }
+
+    def say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.t0:6.0f}s] {text}", flush=True)
+
+    async def load_plan(self, topic: str, plan: Plan) -> Loaded:
+        await create_topics(self.bootstrap, [topic], self.args.partitions)
+        self.say(f"loading {len(plan):,} events for {plan.spec.users:,} users into {topic}")
+        loaded = await load(self.bootstrap, topic, plan.records())
+        marks = await highwaters(self.bootstrap, topic)
+        if marks != loaded.ends:
+            raise RuntimeError(f"{topic}: high watermarks {marks} != acknowledged {loaded.ends}")
+        self.say(f"loaded in {loaded.seconds:.1f}s ({loaded.records / loaded.seconds:,.0f}/s)")
+        return loaded
+
+    async def timed(
+        self, run: Running, topic: str, loaded: Loaded, cap: float | None = None
+    ) -> Throughput:
+        result = await time_run(
+            run,
+            sup=self.sup,
+            bootstrap=self.bootstrap,
+            topic=topic,
+            ends=loaded.ends,
+            broker_pid=self.broker.proc.pid,
+            cap_seconds=self.args.cap if cap is None else cap,
+        )
+        rate = f"{result.events_per_s:,.0f} events/s" if result.events_per_s else "no rate"
+        self.say(f"{result.name}: {result.status}, {rate} {result.note}")
+        return result
+
+    async def run(self) -> None:
+        a = self.args
+        if any(name in a.phases for name in CONTENDERS):
+            await self.contenders()
+        if "scale" in a.phases:
+            try:
+                await self.scale(self.sup.log_dir / "data")
+            except Exception as exc:
+                self.error("scale phase", exc)
+
+    async def contenders(self) -> None:
+        a = self.args
+        topic = "bench-events"
+        plan = Plan(WorkloadSpec(a.events, a.users, self.end_ms, seed=a.seed))
+        loaded = await self.load_plan(topic, plan)
+        self.res["input"] = {
+            "topic": topic,
+            "records": loaded.records,
+            "type_counts": plan.type_counts(),
+            "out_of_order": plan.out_of_order(),
+            "max_events_per_user": int(plan.per_user.max()),
+            "load_rate": loaded.records / loaded.seconds,
+            "end_ms": self.end_ms,
+        }
+        results: dict[str, Throughput] = {}
+        child_max = a.cap + 300
+        data_dir = self.sup.log_dir / "data"
+        for sub in ("naive", "naive-windowed"):
+            (data_dir / sub).mkdir(parents=True, exist_ok=True)
+        for name in CONTENDERS:
+            if name not in a.phases:
+                continue
+            self.say(f"contender {name}")
+            try:
+                if name == "ceiling":
+                    run = start_ceiling(self.sup, self.bootstrap, topic, child_max)
+                    results[name] = await self.timed(run, topic, loaded)
+                    self.sup.stop(run.proc)
+                elif name in ("naive", "windowed"):
+                    run = start_naive(
+                        self.sup,
+                        self.bootstrap,
+                        topic,
+                        a.partitions,
+                        child_max,
+                        data_dir,
+                        windowed=name == "windowed",
+                    )
+                    results[name] = await self.timed(run, topic, loaded)
+                    self.sup.stop(run.proc)
+                else:
+                    results[name] = await self.pulse_main(topic, plan, loaded, data_dir)
+            except Exception as exc:
+                self.error(f"contender {name}", exc)
+            self.res["throughput"] = [r.to_json() for r in results.values()]
+        self.res["ratios"] = ratios(results)
+
+    def error(self, where: str, exc: BaseException) -> None:
+        self.say(f"{where} failed: {type(exc).__name__}: {exc}")
+        traceback.print_exc()
+        self.res["errors"].append(f"{where}: {type(exc).__name__}: {exc}")
+
+    def worker(self, app_id: str, events_topic: str, data_dir: Path) -> pulse_phase.PulseWorker:
+        return pulse_phase.PulseWorker(
+            self.sup,
+            self.bootstrap,
+            app_id,
+            events_topic,
+            self.args.partitions,
+            data_dir,
+            policy_file=self.args.policy,
+        )
+
+    async def idle_rss(self, data_dir: Path) -> int:
+        if "idle_rss_bytes" not in self.res:
+            self.say("idle Pulse worker (empty table) for the RSS baseline")
+            idle = self.worker("bench-pulse-idle", "bench-idle-events", data_dir)
+            got = await pulse_phase.idle_rss(idle)
+            self.res["idle_rss_bytes"] = got["rss_bytes"]
+            self.say(f"idle worker RSS {got['rss_bytes'] / 2**20:.0f} MB")
+        return int(self.res["idle_rss_bytes"])
+
+    async def pulse_main(
+        self, topic: str, plan: Plan, loaded: Loaded, data_dir: Path
+    ) -> Throughput:
+        a = self.args
+        idle = await self.idle_rss(data_dir)
+        worker = self.worker("bench-pulse", topic, data_dir)
+        await worker.create_topics()
+        run = worker.start()
+        out: dict[str, Any] = {"users": a.users}
+        self.res["pulse"] = out
+        try:
+            result = await self.timed(run, topic, loaded)
+            if result.status != "ok":
+                return result
+            rss = sample(run.proc.pid).rss_bytes
+            out.update(
+                rss_bytes=rss,
+                idle_rss_bytes=idle,
+                rss_per_user_bytes=pulse_phase.rss_per_user(rss, idle, a.users),
+            )
+            self.say("reading the changelog for the state size per user")
+            sizes = await pulse_phase.state_sizes(self.bootstrap, worker.changelog)
+            out["state"] = sizes.to_json()
+            self.say(f"offered load: {a.rate:,.0f} events/s for {a.latency_seconds:.0f}s")
+            out["latency"] = await pulse_phase.offered_load(
+                worker,
+                run,
+                plan,
+                loaded.ends,
+                rate=a.rate,
+                seconds=a.latency_seconds,
+                drain_timeout=max(60.0, 4 * a.latency_seconds),
+                seed=a.seed,
+            )
+            c = out["latency"]["consume_to_emit"]
+            self.say(f"latency: consume-to-emit p99 {c['p99_s']}")
+            return result
+        finally:
+            self.sup.stop(run.proc)
+
+    async def scale(self, data_dir: Path) -> None:
+        a = self.args
+        topic = "bench-scale-events"
+        plan = Plan(
+            WorkloadSpec(a.scale_events, a.scale_users, self.end_ms, seed=a.seed + 1, id_prefix="s")
+        )
+        out: dict[str, Any] = {"users": a.scale_users, "events": a.scale_events}
+        self.res["scale"] = out
+        loaded = await self.load_plan(topic, plan)
+        idle = await self.idle_rss(data_dir)
+        worker = self.worker("bench-pulse-scale", topic, data_dir)
+        await worker.create_topics()
+        run = worker.start("pulse (scale load)")
+        try:
+            self.say(f"scale: Pulse worker loads {a.scale_users:,} users")
+            load_result = await self.timed(run, topic, loaded, cap=a.scale_cap)
+            out["load"] = load_result.to_json()
+            if load_result.status != "ok":
+                return
+            rss = sample(run.proc.pid).rss_bytes
+            out.update(
+                rss_bytes=rss,
+                idle_rss_bytes=idle,
+                rss_per_user_bytes=pulse_phase.rss_per_user(rss, idle, a.scale_users),
+            )
+            self.say("scale: reading the changelog for the state size per user")
+            sizes = await pulse_phase.state_sizes(self.bootstrap, worker.changelog)
+            out["state"] = sizes.to_json()
+            self.say("scale: kill -9 and recovery")
+            out["recovery"], run = await pulse_phase.recovery(
+                worker, run, sizes, timeout=a.recovery_timeout
+            )
+            self.say(f"scale: recovery {out['recovery']}")
+            out["idle_cpu_per_s"] = await pulse_phase.idle_cpu(run, 16)
+            out["sweeps"] = await self.sweeps(worker, run)
+        finally:
+            self.sup.stop(run.proc)
+
+    async def sweeps(self, worker: pulse_phase.PulseWorker, run: Any) -> dict[str, Any]:
+        """Catch-up (users' clocks from their last event to now), then ticks past two UTC
+        midnights (every user due once: windows slide) and routine ticks 5 s apart."""
+        a = self.args
+        now = int(time.time() * 1000)
+        day1 = pulse_phase.next_midnight(now) + 1000
+        plan = [
+            ("catch-up", now),
+            ("day-boundary 1", day1),
+            ("routine 1", day1 + 5000),
+            ("routine 2", day1 + 10_000),
+            ("routine 3", day1 + 15_000),
+            ("day-boundary 2", day1 + 86_400_000),
+        ]
+        runs: list[dict[str, Any]] = []
+        for label, tick in plan:
+            self.say(f"scale: sweep {label}")
+            r = await pulse_phase.sweep_cost(
+                worker, run, tick, label=label, timeout=a.sweep_timeout
+            )
+            self.say(f"scale: sweep {label}: {r}")
+            runs.append(r)
+            if r["status"] != "ok":
+                break  # later ticks would queue behind this one
+
+        def best(prefix: str) -> float | None:
+            done = [r["cpu_seconds"] for r in runs if r["label"].startswith(prefix)]
+            ok = all(r["status"] == "ok" for r in runs if r["label"].startswith(prefix))
+            return min(done) if done and ok else None
+
+        return {
+            "runs": runs,
+            "routine_cpu_seconds": best("routine"),
+            "day_boundary_cpu_seconds": best("day-boundary"),
+            "note": "routine and day-boundary: the least CPU of their repeats",
+        }
+
+
+def ratios(results: dict[str, Throughput]) -> dict[str, float | None]:
+    def rate(name: str) -> float | None:
+        r = results.get(name)
+        return r.events_per_s if r is not None else None
+
+    pulse = rate("pulse")
+    out: dict[str, float | None] = {}
+    for other, key in (
+        ("naive", "pulse_over_naive"),
+        ("windowed", "pulse_over_naive_windowed"),
+        ("ceiling", "pulse_over_ceiling"),
+    ):
+        base = rate(other)
+        out[key] = pulse / base if pulse and base else None
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    log_dir = Path(".pulse/bench").resolve() / stamp
+    log_dir.mkdir(parents=True, exist_ok=True)
+    # Ctrl-C and SIGTERM both unwind through the teardown below (also when started in the
+    # background, where a shell leaves SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    sup = Supervisor(log_dir)
+    started = time.monotonic()
+    code = 0
+    bench: Bench | None = None
+    try:
+        broker = start_tansu(log_dir=log_dir)
+        sup.add_server(broker)
+        bench = Bench(args, sup, broker)
+        bench.say(f"Tansu on 127.0.0.1:{broker.port}; logs in {log_dir}")
+        asyncio.run(bench.run())
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping every process", file=sys.stderr)
+        if bench is not None:
+            bench.res["errors"].append("interrupted")
+        code = 130
+    except Exception as exc:
+        traceback.print_exc()
+        if bench is not None:
+            bench.res["errors"].append(f"{type(exc).__name__}: {exc}")
+        code = 1
+    finally:
+        if bench is not None:
+            try:
+                bench.res["broker_peak_rss_bytes"] = sample(bench.broker.proc.pid).peak_rss_bytes
+            except OSError:
+                pass
+        sup.stop_all()
+    if bench is None:
+        return code or 1
+    res = bench.res
+    res["wall_seconds"] = round(time.monotonic() - started, 1)
+    res["logs"] = str(log_dir)
+    res["targets"] = evaluate(res)
+    print()
+    print(render(res))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2, default=str) + "\n")
+    print(f"\nresults written to {args.out}; logs in {log_dir}")
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
