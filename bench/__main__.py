@@ -342,9 +342,10 @@ class Bench:
         finally:
             self.sup.stop(run.proc)
 
-    async def sweeps(self, worker: pulse_phase.PulseWorker, run: Any) -> dict[str, Any]:
+    async def sweeps(self, worker: pulse_phase.PulseWorker, run: Running) -> dict[str, Any]:
         """Catch-up (users' clocks from their last event to now), then ticks past two UTC
-        midnights (every user due once: windows slide) and routine ticks 5 s apart."""
+        midnights (due: the users for whom a day leaving a window changes a figure) and routine
+        ticks 5 s apart (due: the few whose silence threshold falls in those seconds)."""
         a = self.args
         now = int(time.time() * 1000)
         day1 = pulse_phase.next_midnight(now) + 1000
@@ -367,16 +368,17 @@ class Bench:
             if r["status"] != "ok":
                 break  # later ticks would queue behind this one
 
-        def best(prefix: str) -> float | None:
-            done = [r["cpu_seconds"] for r in runs if r["label"].startswith(prefix)]
-            ok = all(r["status"] == "ok" for r in runs if r["label"].startswith(prefix))
-            return min(done) if done and ok else None
+        def worst(prefix: str) -> float | None:
+            mine = [r for r in runs if r["label"].startswith(prefix)]
+            if not mine or any(r["status"] != "ok" for r in mine):
+                return None
+            return max(float(r["cpu_seconds"]) for r in mine)
 
         return {
             "runs": runs,
-            "routine_cpu_seconds": best("routine"),
-            "day_boundary_cpu_seconds": best("day-boundary"),
-            "note": "routine and day-boundary: the least CPU of their repeats",
+            "routine_cpu_seconds": worst("routine"),
+            "day_boundary_cpu_seconds": worst("day-boundary"),
+            "note": "routine and day-boundary: the most CPU any of their ticks took",
         }
 
 
