@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from statistics import median
 from typing import cast
 
 import msgspec
@@ -18,11 +19,13 @@ import msgspec
 from streams.evaluation import evaluate
 from streams.eventtime import DAY_MS, format_ts
 from streams.history import CsvMapping, read_history
+from streams.holdout import Group
 from streams.lifecycle import Stage
 from streams.outputs import Kind, encode_output
 from streams.policy import Policy
+from streams.recall import comparison_doc, comparisons, totals_of_tallies
 from streams.replay import ReplayRun, replay
-from streams.report import Evaluation, ReportData, render_report
+from streams.report import Evaluation, RecallReport, RecallRow, ReportData, render_report
 
 
 def _day(day: int) -> str:
@@ -32,6 +35,27 @@ def _day(day: int) -> str:
 def _monday(ts: int) -> str:
     day = ts // DAY_MS
     return _day(day - (day + 3) % 7)  # 1970-01-01 was a Thursday
+
+
+def recall_report(run: ReplayRun, policy: Policy) -> RecallReport:
+    """The recall measurement of a finished replay: tallies summed over the final states
+    (what the worker's gauges and the Redis view hold), days to return from the outputs."""
+    by_cell = totals_of_tallies(s.recall_tally for s in run.states.values())
+    rows = comparisons(by_cell, policy.tier_names)
+    days: dict[str, list[float]] = {g: [] for g in Group.ALL}
+    for o, _ in run.outputs:
+        if o.kind == Kind.RECALL:
+            days[o.payload["group"]].append(float(o.payload["days_to_return"]))
+    return {
+        "attribution_window_days": policy.attribution_window_days,
+        "holdout_fraction": policy.holdout_fraction,
+        # comparison_doc builds exactly the RecallRow shape (plain data, shared with the API).
+        "rows": cast(list[RecallRow], [comparison_doc(c) for c in rows]),
+        "days_to_return": {
+            g: {"returns": len(v), "median": round(median(v), 3) if v else None}
+            for g, v in days.items()
+        },
+    }
 
 
 def report_data(
@@ -53,7 +77,7 @@ def report_data(
             week["warnings"] += 1
         elif o.kind == Kind.TIER:
             week["tier_changes"] += 1
-        elif o.payload.get("to_stage") == Stage.REACTIVATED:
+        elif o.kind == Kind.LIFECYCLE and o.payload.get("to_stage") == Stage.REACTIVATED:
             week["reactivations"] += 1
     end = run.watermark or 0
     return {
@@ -99,6 +123,7 @@ def report_data(
         else None,
         "risk_scores": [float(o.payload["risk_score"]) for o in outputs if o.kind == Kind.WARNING],
         "tiers": list(policy.tier_names),
+        "recall": recall_report(run, policy),
     }
 
 

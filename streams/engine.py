@@ -20,9 +20,17 @@ from streams.churn import risk_score, warning_figures
 from streams.contract import Event, InvalidEvent, Reason
 from streams.eventtime import DAY_MS, day_of
 from streams.facts import Facts, facts_at, p_alive_checkpoint
+from streams.holdout import assign_group
 from streams.lifecycle import Stage, decide_stage
-from streams.outputs import Output, churn_warning, lifecycle_changed, tier_changed
+from streams.outputs import (
+    Output,
+    churn_warning,
+    lifecycle_changed,
+    recall_reactivated,
+    tier_changed,
+)
 from streams.policy import Policy, days_ms
+from streams.recall import Tally, count_judged, count_warning
 from streams.state import UserState, fingerprint
 from streams.tiers import decide_tier
 from streams.windows import add_to_buckets, has_any, prune
@@ -79,14 +87,44 @@ def _evaluate(state: UserState, at: int, policy: Policy) -> tuple[UserState, lis
     risk = risk_score(f, policy)
     outs: list[Output] = []
     changes: dict[str, object] = {}
+    # A warning whose attribution window ended is judged before anything else happens at `at`.
+    if state.recall_at is not None and at >= state.recall_at + days_ms(
+        policy.attribution_window_days
+    ):
+        changes.update(_judge_recall(state))
     if stage != prev:
         outs.append(lifecycle_changed(state.user_id, at, prev, stage, reason, _figures(f)))
         changes.update(stage=stage, stage_since=at, stage_reason=reason)
-        if stage == Stage.AT_RISK:
+        if (
+            state.recall_at is not None
+            and "recall_at" not in changes
+            and state.recall_returned_at is None
+            and prev in _AWAY
+            and stage in _BACK
+        ):
             outs.append(
-                churn_warning(state.user_id, at, reason, risk, prev or "", state.tier, _figures(f))
+                recall_reactivated(
+                    state.user_id,
+                    at,
+                    state.recall_at,
+                    state.recall_group,
+                    state.recall_tier,
+                    state.recall_reason,
+                    prev or "",
+                    stage,
+                    policy.attribution_window_days,
+                )
+            )
+            changes.update(recall_returned_at=at)
+        if stage == Stage.AT_RISK:
+            group = assign_group(state.user_id, policy)
+            outs.append(
+                churn_warning(
+                    state.user_id, at, reason, risk, prev or "", state.tier, _figures(f), group
+                )
             )
             changes.update(episode_start=at, last_warning_at=at, last_warning_reason=reason)
+            changes.update(_open_recall(replace(state, **changes), at, group, reason))
         elif prev == Stage.AT_RISK:
             changes.update(episode_start=None)
         if stage == Stage.REACTIVATED and prev in (Stage.DORMANT, Stage.CHURNED):
@@ -116,6 +154,54 @@ def _evaluate(state: UserState, at: int, policy: Policy) -> tuple[UserState, lis
     return replace(new, next_check=next_checkpoint(new, policy, f)), outs
 
 
+# Stages a warned user is away in, and the ones that mean they came back.
+_AWAY = (Stage.AT_RISK, Stage.DORMANT, Stage.CHURNED)
+_BACK = (Stage.ACTIVE, Stage.REACTIVATED)
+
+
+_RECALL_CLOSED: dict[str, object] = {
+    "recall_at": None,
+    "recall_group": "",
+    "recall_tier": "",
+    "recall_reason": "",
+    "recall_returned_at": None,
+}
+
+
+def _judged(state: UserState) -> Tally:
+    """The tally with the warning under measurement judged: reactivated if the user came
+    back within its window."""
+    if state.recall_at is None:
+        return state.recall_tally
+    return count_judged(
+        state.recall_tally,
+        state.recall_group,
+        state.recall_tier,
+        state.recall_reason,
+        reactivated=state.recall_returned_at is not None,
+    )
+
+
+def _judge_recall(state: UserState) -> dict[str, object]:
+    return {**_RECALL_CLOSED, "recall_tally": _judged(state)}
+
+
+def _open_recall(state: UserState, at: int, group: str, reason: str) -> dict[str, object]:
+    """Start measuring the warning emitted at `at`.
+
+    A warning still under measurement is judged first: a new episode needs the user to have
+    come back since the last warning, so its outcome is already known.
+    """
+    return {
+        "recall_tally": count_warning(_judged(state), group, state.tier, reason),
+        "recall_at": at,
+        "recall_group": group,
+        "recall_tier": state.tier,
+        "recall_reason": reason,
+        "recall_returned_at": None,
+    }
+
+
 def next_checkpoint(state: UserState, policy: Policy, f: Facts | None = None) -> int:
     """The next event time after `state.evaluated_at` at which a decision could change.
 
@@ -140,6 +226,8 @@ def next_checkpoint(state: UserState, policy: Policy, f: Facts | None = None) ->
         cands.append(state.returned_at + days_ms(policy.reactivated_days))
     if state.downgrade_pending_since is not None:
         cands.append(state.downgrade_pending_since + days_ms(policy.downgrade_grace_days))
+    if state.recall_at is not None:  # the warning under measurement is judged then
+        cands.append(state.recall_at + days_ms(policy.attribution_window_days))
     exit_day = _next_window_exit(state, f, policy)
     if exit_day is not None:
         cands.append(exit_day * DAY_MS)

@@ -21,7 +21,9 @@ class Kind:
     LIFECYCLE = "lifecycle_changed"
     WARNING = "churn_warning"
     TIER = "tier_changed"
-    ALL = (LIFECYCLE, WARNING, TIER)
+    # A warned user came back within the attribution window (on the lifecycle topic).
+    RECALL = "recall_reactivated"
+    ALL = (LIFECYCLE, WARNING, TIER, RECALL)
 
 
 class Output(msgspec.Struct, frozen=True):
@@ -53,6 +55,12 @@ def lifecycle_changed(
     return Output(Kind.LIFECYCLE, user_id, at, key, payload)
 
 
+def warning_key(user_id: str, at: int) -> str:
+    """The idempotency key of the churn warning that started an at-risk episode at `at`."""
+    # One warning per at-risk episode: the episode starts at `at`, so it is the key's cause.
+    return idempotency_key(Kind.WARNING, user_id, at)
+
+
 def churn_warning(
     user_id: str,
     at: int,
@@ -61,17 +69,47 @@ def churn_warning(
     stage_before: str,
     tier: str,
     figures: dict[str, Any],
+    group: str = "treated",
 ) -> Output:
-    # One warning per at-risk episode: the episode starts at `at`, so it is the key's cause.
-    key = idempotency_key(Kind.WARNING, user_id, at)
+    """`group` is the user's holdout assignment (streams/holdout.py): senders skip "holdout"."""
     payload = {
         "reason": reason,
         "risk_score": risk,
         "stage_before": stage_before,
         "tier": tier,
+        "group": group,
         "figures": figures,
     }
-    return Output(Kind.WARNING, user_id, at, key, payload)
+    return Output(Kind.WARNING, user_id, at, warning_key(user_id, at), payload)
+
+
+def recall_reactivated(
+    user_id: str,
+    at: int,
+    warned_at: int,
+    group: str,
+    tier: str,
+    warning_reason: str,
+    from_stage: str,
+    to_stage: str,
+    window_days: float,
+) -> Output:
+    """A user warned at `warned_at` came back (left at_risk, dormant or churned) at `at`,
+    within the attribution window; attributed to that warning's idempotency key."""
+    wkey = warning_key(user_id, warned_at)
+    payload = {
+        "warning_key": wkey,
+        "warned_at": format_ts(warned_at),
+        "warned_at_ms": warned_at,
+        "days_to_return": round((at - warned_at) / 86_400_000, 3),
+        "group": group,
+        "tier": tier,
+        "warning_reason": warning_reason,
+        "from_stage": from_stage,
+        "to_stage": to_stage,
+        "attribution_window_days": window_days,
+    }
+    return Output(Kind.RECALL, user_id, at, idempotency_key(Kind.RECALL, user_id, wkey), payload)
 
 
 def tier_changed(

@@ -91,6 +91,14 @@ class Policy(BaseModel):
     tier_window_days: int = Field(default=90, ge=1)
     downgrade_grace_days: float = Field(default=14, ge=0)
 
+    # Recall measurement (streams/holdout.py, streams/recall.py): this share of users is the
+    # holdout group, whose churn warnings senders skip; the salt decides who (changing it
+    # reshuffles the groups). A warned user who is back within the attribution window counts
+    # as reactivated.
+    holdout_fraction: float = Field(default=0.1, ge=0, lt=1)
+    holdout_salt: str = Field(default="pulse-recall", min_length=1, max_length=128)
+    attribution_window_days: PositiveDays = 14
+
     @model_validator(mode="after")
     def _consistent(self) -> Policy:
         if not self.windows_days or any(w < 1 for w in self.windows_days):

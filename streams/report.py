@@ -85,6 +85,39 @@ class Evaluation(TypedDict):
     baseline: BaselineScores
 
 
+class RecallGroup(TypedDict):
+    warned: int
+    open: int  # attribution window still running
+    judged: int  # window ended: the rate's sample size
+    reactivated: int
+    not_reactivated: int
+    rate: float | None  # reactivated / judged; None when nothing was judged
+
+
+class RecallRow(TypedDict):
+    """Treated against holdout in one slice (streams.recall.comparison_doc)."""
+
+    tier: str | None  # None: every tier
+    reason: str | None  # None: every warning reason
+    treated: RecallGroup
+    holdout: RecallGroup
+    uplift: float | None  # treated rate - holdout rate
+    ci_low: float | None  # its 95% interval (Newcombe's hybrid score)
+    ci_high: float | None
+
+
+class DaysToReturn(TypedDict):
+    returns: int
+    median: float | None
+
+
+class RecallReport(TypedDict):
+    attribution_window_days: float
+    holdout_fraction: float
+    rows: list[RecallRow]  # overall, per tier, per reason, per tier and reason
+    days_to_return: dict[str, DaysToReturn]  # group -> the recall_reactivated outputs
+
+
 class ReportData(TypedDict):
     """What streams.backtest.report_data builds; also written as summary.json."""
 
@@ -97,6 +130,7 @@ class ReportData(TypedDict):
     evaluation: Evaluation | None  # None when the history was empty
     risk_scores: list[float]  # of every warning, in [0, 1]
     tiers: NotRequired[list[str]]  # the policy's tiers, lowest first, to order the per-tier rows
+    recall: NotRequired[RecallReport]  # holdout against treated (streams.recall)
 
 
 _STAGE_COLOURS = {
@@ -113,6 +147,7 @@ _KIND_LABELS = {
     Kind.LIFECYCLE: "stage changes",
     Kind.WARNING: "churn warnings",
     Kind.TIER: "tier changes",
+    Kind.RECALL: "recall reactivations",
 }
 # 100 dpi keeps the files small and renders in tens of milliseconds; the HTML shows them at
 # their natural size, so they stay sharp.
@@ -476,6 +511,71 @@ def _evaluation_table(evaluation: Evaluation, tiers: Sequence[str]) -> str:
     return f'<table class="evaluation">{head}{"".join(rows)}</table>'
 
 
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f}%"
+
+
+def _pp(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:+.1f}"
+
+
+def _recall_html(recall: RecallReport) -> str:
+    """The recall section: how to read it, then treated against holdout per slice."""
+    window = recall["attribution_window_days"]
+    intro = (
+        f"Senders contact the treated group and skip the holdout group "
+        f"({recall['holdout_fraction'] * 100:g}% of users, fixed per user). A warning is "
+        f"judged once its {window:g}-day attribution window has ended: reactivated if the "
+        "user came back (left at_risk, dormant or churned for active or reactivated) within "
+        "it. Open warnings are still in their window and are not in the rates. Uplift = "
+        "treated rate - holdout rate, in percentage points, with its 95% confidence "
+        "interval (Newcombe's hybrid score interval for two proportions); an interval that "
+        "excludes 0 means the contact made a difference at that level."
+    )
+    rows = recall["rows"]
+    if not rows:
+        return f"<p>{_e(intro)}</p>" + _empty("No churn warnings: nothing to measure.")
+    head = (
+        "<tr><th>Tier</th><th>Reason</th>"
+        "<th>Treated warned</th><th>open</th><th>judged (n)</th><th>reactivated</th>"
+        "<th>rate</th>"
+        "<th>Holdout warned</th><th>open</th><th>judged (n)</th><th>reactivated</th>"
+        "<th>rate</th>"
+        "<th>Uplift (pp)</th><th>95% CI (pp)</th></tr>"
+    )
+    body = []
+    for r in rows:
+        cells = [_e(r["tier"] or "all"), _e(r["reason"] or "all")]
+        nums: list[str] = []
+        for g in (r["treated"], r["holdout"]):
+            nums += [
+                _n(g["warned"]),
+                _n(g["open"]),
+                _n(g["judged"]),
+                _n(g["reactivated"]),
+                _pct(g["rate"]),
+            ]
+        ci = "n/a" if r["ci_low"] is None else f"{_pp(r['ci_low'])} to {_pp(r['ci_high'])}"
+        nums += [_pp(r["uplift"]), ci]
+        body.append(
+            "<tr>"
+            + "".join(f"<td>{c}</td>" for c in cells)
+            + "".join(f'<td class="num">{_e(c)}</td>' for c in nums)
+            + "</tr>"
+        )
+    days = recall["days_to_return"]
+    returns = "; ".join(
+        f"{_e(g)}: {_n(d['returns'])} returns, median "
+        + ("n/a" if d["median"] is None else f"{d['median']:g} days")
+        for g, d in days.items()
+    )
+    return (
+        f"<p>{_e(intro)}</p>"
+        f'<table class="recall">{head}{"".join(body)}</table>'
+        f"<p>Days from warning to return: {returns}.</p>"
+    )
+
+
 def _weekly_table(weekly: Iterable[Week]) -> str:
     rows = "".join(
         f'<tr><td>{_e(w["week"])}</td><td class="num">{_n(w["warnings"])}</td>'
@@ -563,6 +663,10 @@ def render_report(data: ReportData, out_dir: Path) -> Path:
     else:
         body = _empty("No warnings: no risk scores to show.")
     sections.append(("Risk scores of the warnings", body))
+
+    recall = data.get("recall")
+    if recall is not None:
+        sections.append(("Did the recall work?", _recall_html(recall)))
 
     s = data["summary"]
     page = f"""<!doctype html>

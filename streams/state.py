@@ -6,6 +6,7 @@ import hashlib
 
 import msgspec
 
+from streams.recall import RecallCell
 from streams.windows import DayBucket
 
 STATE_FORMAT = 1
@@ -48,6 +49,17 @@ class UserState(msgspec.Struct, frozen=True, array_like=True):
     version: int = 0
     next_check: int = 0
     format: int = STATE_FORMAT
+    # Appended fields (array-like encoding: states written before them still decode).
+    # The warning under recall measurement until its attribution window ends: its event time
+    # (None: none), the user's group, tier and the warning's reason then, and when the user
+    # came back within the window (None: not yet).
+    recall_at: int | None = None
+    recall_group: str = ""
+    recall_tier: str = ""
+    recall_reason: str = ""
+    recall_returned_at: int | None = None
+    # This user's warnings per (group, tier, reason) by outcome (streams/recall.py).
+    recall_tally: tuple[RecallCell, ...] = ()
 
 
 _encoder = msgspec.msgpack.Encoder()

@@ -15,6 +15,7 @@ SCHEMA_OF = {
     "lifecycle_changed": "lifecycle-changed.schema.json",
     "churn_warning": "churn-warning.schema.json",
     "tier_changed": "tier-changed.schema.json",
+    "recall_reactivated": "recall-reactivated.schema.json",
 }
 
 
@@ -60,8 +61,13 @@ def test_replay_of_the_sample_writes_outputs_summary_and_evaluation(tmp_path: Pa
     assert ev["pulse"]["overall"]["warned"] > 0
     assert ev["baseline"]["rule"] == "silent 7 days"
     assert summary["populations"] and summary["weekly"]
+    overall = summary["recall"]["rows"][0]
+    assert overall["tier"] is None and overall["reason"] is None
+    warned = sum(1 for line in lines if '"kind":"churn_warning"' in line)
+    assert overall["treated"]["warned"] + overall["holdout"]["warned"] == warned
     report = (out / "report.html").read_text()
     assert "Pulse backtest of sample-events.jsonl" in report
+    assert "Did the recall work?" in report
     for chart in ("populations.png", "weekly.png", "evaluation.png", "risk-scores.png"):
         assert (out / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", chart
         assert f'src="{chart}"' in report

@@ -29,6 +29,7 @@ from streams.dlq import dead_letter
 from streams.engine import TooLate, apply_event, sweep
 from streams.eventtime import DAY_MS, HOUR_MS
 from streams.facts import Facts
+from streams.holdout import Group
 from streams.lifecycle import Stage, decide_stage
 from streams.outputs import Kind, Output, encode_output, to_wire
 from streams.policy import Policy, days_ms
@@ -42,6 +43,7 @@ OUTPUT_SCHEMAS = {
     Kind.LIFECYCLE: "lifecycle-changed.schema.json",
     Kind.WARNING: "churn-warning.schema.json",
     Kind.TIER: "tier-changed.schema.json",
+    Kind.RECALL: "recall-reactivated.schema.json",
 }
 ALL_SCHEMAS = [USER_EVENT, *OUTPUT_SCHEMAS.values(), DEAD_LETTER]
 
@@ -473,6 +475,7 @@ def scripted_outputs() -> tuple[Output, ...]:
     (at risk, dormant, churned), comes back (reactivated), falls silent again; her spend leaves
     the 90-day window, so she is downgraded. bob (under a policy with a longer silence floor):
     daily for a month, then one visit and a fading 7-day rate: an activity-drop warning.
+    carol: warned after a silence and back within the attribution window.
     """
     alice: list[bytes] = [event_bytes("alice", 0, "signup", day(0, 8))]
     spend = {1: "120.00", 2: "450", 4: "900.50", 6: 800}
@@ -489,6 +492,11 @@ def scripted_outputs() -> tuple[Output, ...]:
     bob = [event_bytes("bob", d, "session_start", day(d, 12)) for d in range(26)]
     bob.append(event_bytes("bob", 27, "session_start", day(27, 12)))
     outs += play(bob, day(45), patient)
+
+    # carol: daily for ten days, silent (warned), back three days later: a recall reactivation.
+    carol = [event_bytes("carol", d, "session_start", day(d)) for d in range(10)]
+    carol.append(event_bytes("carol", 99, "page_view", day(15)))
+    outs += play(carol, day(40), POLICY)
     return tuple(outs)
 
 
@@ -507,6 +515,9 @@ def test_the_scripted_scenario_covers_every_kind_and_value() -> None:
     warnings = [o.payload for o in outs if o.kind == Kind.WARNING]
     assert {w["reason"] for w in warnings} == {WarningReason.SILENCE, WarningReason.ACTIVITY_DROP}
     assert {w["stage_before"] for w in warnings} >= {"active", "reactivated"}
+    assert {w["group"] for w in warnings} <= set(Group.ALL)
+    recalls = [o.payload for o in outs if o.kind == Kind.RECALL]
+    assert [(r["from_stage"], r["to_stage"]) for r in recalls] == [("at_risk", "active")]
     tiers = [o.payload for o in outs if o.kind == Kind.TIER]
     assert {t["direction"] for t in tiers} == {"initial", "upgrade", "downgrade"}
     assert {t["to_tier"] for t in tiers} == {"bronze", "silver", "gold", "platinum"}
@@ -565,6 +576,15 @@ def test_output_schemas_reject_what_to_wire_never_produces(kind: str) -> None:
             {"risk_score": 1.5},
             {"stage_before": "at_risk"},
             {"tier": ""},
+            {"group": "control"},
+        ],
+        Kind.RECALL: [
+            {"group": "control"},
+            {"warning_key": "x"},
+            {"days_to_return": 0},
+            {"from_stage": "active"},
+            {"to_stage": "at_risk"},
+            {"warning_reason": "returned"},
         ],
         Kind.TIER: [
             {"direction": "sideways"},
@@ -656,6 +676,13 @@ def test_schema_enums_match_the_code_constants() -> None:
     assert _schema_enum(lifecycle, "properties", "to_stage") == set(Stage.ALL)
     assert _schema_enum(lifecycle, "properties", "from_stage") == {None, *Stage.ALL}
     assert _schema_enum(OUTPUT_SCHEMAS[Kind.WARNING], "properties", "reason") == {
+        WarningReason.SILENCE,
+        WarningReason.ACTIVITY_DROP,
+    }
+    assert _schema_enum(OUTPUT_SCHEMAS[Kind.WARNING], "properties", "group") == set(Group.ALL)
+    recall = OUTPUT_SCHEMAS[Kind.RECALL]
+    assert _schema_enum(recall, "properties", "group") == set(Group.ALL)
+    assert _schema_enum(recall, "properties", "warning_reason") == {
         WarningReason.SILENCE,
         WarningReason.ACTIVITY_DROP,
     }
