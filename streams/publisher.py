@@ -18,6 +18,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 
+class LogRewound(RuntimeError):
+    """The broker acknowledged a write at or below an offset it had acknowledged before: the
+    partition's log was lost (e.g. a memory-only broker restarted) and was started afresh."""
+
+
 @dataclass(frozen=True)
 class Record:
     topic: str
@@ -35,6 +40,8 @@ class Publisher:
         self._producer: AIOKafkaProducer | None = None
         self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
+        # (topic, partition) -> the last offset acknowledged there: a log only grows.
+        self._acked: dict[tuple[str, int], int] = {}
 
     @property
     def producer(self) -> AIOKafkaProducer:
@@ -64,9 +71,12 @@ class Publisher:
         """Send `records` (order kept within a partition) and wait for every acknowledgement.
 
         Returns the offset of the last record written to each (topic, partition). Raises what
-        the producer raises (e.g. KafkaTimeoutError) when the broker does not acknowledge.
+        the producer raises (e.g. KafkaTimeoutError) when the broker does not acknowledge, and
+        LogRewound when an acknowledged offset is not past one acknowledged before.
         """
         await self.start()
+        # Offsets acknowledged before this call's sends: anything sent now must land past them.
+        acked_before = dict(self._acked)
         by_tp: dict[tuple[str, int], list[Record]] = defaultdict(list)
         for r in records:
             partition = r.partition
@@ -90,8 +100,16 @@ class Publisher:
         last: dict[tuple[str, int], int] = {}
         for tp, count, fut in sends:
             meta = await fut
-            end = meta.offset + count - 1  # type: ignore[attr-defined]
-            last[tp] = max(last.get(tp, -1), end)
+            first: int = meta.offset  # type: ignore[attr-defined]
+            before = acked_before.get(tp, -1)
+            if first <= before:
+                raise LogRewound(
+                    f"{tp[0]}[{tp[1]}] acknowledged offset {first}, but offset {before} was "
+                    "acknowledged there before"
+                )
+            last[tp] = max(last.get(tp, -1), first + count - 1)
+        for tp, end in last.items():
+            self._acked[tp] = max(self._acked.get(tp, -1), end)
         return last
 
     async def _partition_for(self, topic: str, key: bytes | None) -> int:

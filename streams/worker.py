@@ -11,6 +11,8 @@ written, so a crash in between re-emits them (same idempotency keys) instead of 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 import weakref
 from collections import Counter
@@ -32,13 +34,16 @@ from streams.lifecycle import Stage
 from streams.outputs import Kind, Output, encode_output
 from streams.partindex import PartitionIndex
 from streams.policy import Policy
-from streams.publisher import Publisher, Record
+from streams.publisher import LogRewound, Publisher, Record
 from streams.settings import WorkerSettings
 from streams.state import UserState, decode_state, encode_state
 from streams.tansu import TansuTransport
 from streams.view import Published, View, ViewWriter
 
 log = logging.getLogger("pulse.worker")
+
+# The worker's exit status when the broker lost records it had already handled.
+EXIT_BROKER_DATA_LOST = 3
 
 
 class Tick(msgspec.Struct, frozen=True):
@@ -104,6 +109,11 @@ class Processor:
             self.writer = ViewWriter(View(client, settings.view_prefix, policy))
         # partition -> offset of the last events record handled here.
         self.read_offsets: dict[int, int] = {}
+        # (group, tier, reason, outcome) label sets of pulse_recall_warnings published so far.
+        self.recall_cells: set[tuple[str, str, str, str]] = set()
+        # partition -> the highest events offset this process ever handled: a log only grows,
+        # so a high watermark at or below it means the broker lost the partition's records.
+        self.high_marks: dict[int, int] = {}
 
     def now(self) -> int:
         s = self.settings
@@ -125,6 +135,9 @@ class Processor:
         """
         consumed = self.batch_started or time.perf_counter()
         self.batch_started = None
+        events_topic = self.settings.events_topic
+        for partition in {e.message.partition for e in events if e.message.topic == events_topic}:
+            self.check_log(partition)
         batch = _Batch(self)
         for event in events:
             msg = event.message
@@ -134,6 +147,39 @@ class Processor:
             else:
                 batch.event(msg)
         await batch.commit(consumed)
+
+    # -- broker data loss -----------------------------------------------------------------
+    def check_log(self, partition: int) -> None:
+        """Stop the process if the events partition's log no longer holds what was handled."""
+        mark = self.high_marks.get(partition)
+        if mark is None:
+            return
+        highwater = self.app.consumer.highwater(TP(self.settings.events_topic, partition))
+        if highwater is not None and highwater <= mark:
+            self.data_lost(
+                f"{self.settings.events_topic}[{partition}] ends at offset {highwater}, but this "
+                f"worker already handled offset {mark} there"
+            )
+
+    def data_lost(self, detail: str) -> None:
+        """Exit at once (status EXIT_BROKER_DATA_LOST) with a message saying what to do.
+
+        Going on would fold new records into a table the broker no longer backs (its changelog
+        and the committed offsets are gone) and skip them as redeliveries. Exiting without
+        committing anything is as safe as a kill -9: delivery is at-least-once.
+        """
+        message = (
+            f"pulse worker: the broker lost data this worker already handled ({detail}). "
+            "It was probably restarted without its storage (the embedded Tansu keeps "
+            "everything in memory). Stopping instead of continuing with a table that the "
+            "broker's logs no longer back. Recovery: stop every worker, recreate the topics "
+            "(`pulse topics`), republish the input, start the workers, then `pulse "
+            "rebuild-view` (README, Reliability)."
+        )
+        log.critical(message)
+        print(message, file=sys.stderr, flush=True)
+        logging.shutdown()
+        os._exit(EXIT_BROKER_DATA_LOST)
 
     # -- helpers ------------------------------------------------------------------------
     def load(self, key: bytes) -> UserState | None:
@@ -208,6 +254,7 @@ class Processor:
     async def send_ticks(self) -> None:
         now = self.now()
         for partition in self.active_partitions():
+            self.check_log(partition)
             if not self.caught_up(partition):
                 metrics.TICKS_HELD.inc()
                 continue
@@ -219,7 +266,9 @@ class Processor:
         metrics.CONSUMER_LAG.clear()
         stages: Counter[str] = Counter()
         tiers: Counter[str] = Counter()
+        recall: Counter[tuple[str, str, str, str]] = Counter()
         for partition in active:
+            self.check_log(partition)
             lag = self.lag(partition)
             if lag is not None:
                 metrics.CONSUMER_LAG.labels(str(partition)).set(lag)
@@ -227,10 +276,15 @@ class Processor:
             if index is not None:  # not yet rebuilt: nothing handled since the assignment
                 stages.update(index.stages)
                 tiers.update(index.tiers)
+                recall.update(index.recall)
         for stage in Stage.ALL:
             metrics.USERS_BY_STAGE.labels(stage).set(stages[stage])
         for tier in self.policy.tier_names:
             metrics.USERS_BY_TIER.labels(tier).set(tiers[tier])
+        # Cells seen before stay at 0 rather than vanish (a scrape never sees a half update).
+        self.recall_cells.update(recall)
+        for cell in self.recall_cells:
+            metrics.RECALL_WARNINGS.labels(*cell).set(recall[cell])
 
 
 class _Batch:
@@ -263,6 +317,7 @@ class _Batch:
     def event(self, msg: Any) -> None:
         proc = self.proc
         proc.read_offsets[msg.partition] = msg.offset
+        proc.high_marks[msg.partition] = max(proc.high_marks.get(msg.partition, -1), msg.offset)
         self.consumed += 1
         if msg.value is None and msg.key:
             self.erase(bytes(msg.key), msg.partition)
@@ -342,6 +397,12 @@ class _Batch:
 
     async def commit(self, consumed: float) -> None:
         """Send everything, wait for the broker's acks, then write the states."""
+        try:
+            await self._commit(consumed)
+        except LogRewound as exc:
+            self.proc.data_lost(str(exc))
+
+    async def _commit(self, consumed: float) -> None:
         publisher = self.proc.publisher
         if self.sends:
             await publisher.publish(self.sends)
