@@ -82,3 +82,15 @@ async def own_broker_stack(
 
 
 __all__ = ["Stack", "StackFactory", "long_runs", "start_extra_worker", "start_redis"]
+
+
+@pytest.fixture
+async def own_redis_stack(
+    own_servers: list[Server], broker: Server, tmp_path: Path
+) -> AsyncIterator[tuple[Stack, Server]]:
+    """A Stack (started worker) whose Redis view is a redis-server of its own (to kill)."""
+    server = start_redis()
+    own_servers.append(server)
+    s = await _new_stack(broker, server, tmp_path / "own-redis", {}, True)
+    yield s, server
+    s.stop()
