@@ -14,7 +14,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from services import live, routes_events, routes_ops, routes_segments, routes_users
+from services import (
+    live,
+    routes_events,
+    routes_ops,
+    routes_recall,
+    routes_segments,
+    routes_users,
+)
 from services.auth import parse_api_keys
 from services.broker import EventProducer
 from services.errors import install_handlers
@@ -71,7 +78,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    for module in (routes_users, routes_segments, routes_events, routes_ops, live):
+    for module in (routes_users, routes_segments, routes_recall, routes_events, routes_ops, live):
         app.include_router(module.router)
     return app
 

@@ -59,8 +59,9 @@ class UserView(BaseModel):
 
 
 class Transition(BaseModel):
-    """One output document as published on its topic (lifecycle_changed, churn_warning or
-    tier_changed; the kind-specific fields are those of streams/schemas/*.schema.json)."""
+    """One output document as published on its topic (lifecycle_changed, churn_warning,
+    tier_changed or recall_reactivated; the kind-specific fields are those of
+    streams/schemas/*.schema.json)."""
 
     model_config = ConfigDict(extra="allow")
     schema_version: int
@@ -106,6 +107,47 @@ class Stats(BaseModel):
         description="Churn warnings whose event time lies within the last hour / day of wall "
         "time (see GET /v1/stats)."
     )
+    as_of: str
+
+
+class RecallGroupFigures(BaseModel):
+    """One group's churn warnings in a slice."""
+
+    warned: int = Field(description="Churn warnings issued.")
+    open: int = Field(description="Warnings whose attribution window is still running.")
+    judged: int = Field(description="Warnings whose window has ended: the rate's sample size.")
+    reactivated: int = Field(description="Judged warnings whose user came back in the window.")
+    not_reactivated: int = Field(description="Judged warnings whose user did not come back.")
+    rate: float | None = Field(description="reactivated / judged; null when nothing is judged.")
+
+
+class RecallComparison(BaseModel):
+    """Treated (contacted) against holdout (not contacted) in one slice."""
+
+    tier: str | None = Field(description="The tier when warned; null: every tier.")
+    reason: str | None = Field(description="The warning's reason; null: every reason.")
+    treated: RecallGroupFigures
+    holdout: RecallGroupFigures
+    uplift: float | None = Field(
+        description="treated rate - holdout rate; null until both groups have judged warnings."
+    )
+    ci_low: float | None = Field(description="Lower bound of the uplift's 95% interval.")
+    ci_high: float | None = Field(description="Upper bound of the uplift's 95% interval.")
+
+
+class RecallStats(BaseModel):
+    """Did the recall work? Reactivation of warned users, treated against holdout, summed over
+    every user's tally in the view (see README, "Did the recall work?")."""
+
+    confidence: float = Field(default=0.95, description="Confidence level of the intervals.")
+    interval: Literal["newcombe_hybrid_score"] = Field(
+        default="newcombe_hybrid_score",
+        description="Newcombe (1998) method 10: the difference of two Wilson score intervals.",
+    )
+    overall: RecallComparison
+    by_tier: list[RecallComparison]
+    by_reason: list[RecallComparison]
+    by_tier_and_reason: list[RecallComparison]
     as_of: str
 
 

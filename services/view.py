@@ -91,6 +91,11 @@ class View:
             stages, tiers, hour, day = await pipe.execute()
         return stages, tiers, int(hour), int(day)
 
+    async def recall_counts(self) -> dict[str, str]:
+        """The recall totals hash: "group|tier|reason|outcome" -> churn warnings."""
+        raw = await self.redis.hgetall(viewkeys.recall_counts_key(self.prefix))
+        return {str(k): str(v) for k, v in raw.items()}
+
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
 

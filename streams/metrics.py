@@ -84,6 +84,14 @@ USERS_BY_TIER = Gauge(
     registry=REGISTRY,
 )
 
+RECALL_WARNINGS = Gauge(
+    "pulse_recall_warnings",
+    "Churn warnings of this worker's users by holdout group, tier and reason when warned, and "
+    "outcome: open (attribution window running), reactivated or not_reactivated (judged)",
+    ["group", "tier", "reason", "outcome"],
+    registry=REGISTRY,
+)
+
 
 def serve(host: str, port: int) -> None:
     """Expose /metrics on host:port (a daemon thread)."""

@@ -1,5 +1,5 @@
 """What a worker keeps in memory about one table partition: who falls due when, and how many
-users are in each stage and tier.
+users are in each stage and tier, and their recall tallies.
 
 Derived from the table (rebuilt after every rebalance), so it needs no changelog of its own. The
 due-time heap makes a sweep cost what is due, not what is known: entries are invalidated
@@ -13,6 +13,7 @@ import heapq
 from collections import Counter
 
 from streams.engine import NEVER
+from streams.recall import cell_counts
 from streams.state import UserState
 
 
@@ -24,6 +25,8 @@ class PartitionIndex:
         self._heap: list[tuple[int, bytes]] = []
         self.stages: Counter[str] = Counter()
         self.tiers: Counter[str] = Counter()
+        # (group, tier, reason, outcome) -> warnings: the recall tallies of these users.
+        self.recall: Counter[tuple[str, str, str, str]] = Counter()
 
     def __len__(self) -> int:
         return len(self.next_check)
@@ -34,13 +37,18 @@ class PartitionIndex:
         self.schedule(key, new.next_check if new is not None else NEVER)
 
     def count(self, old: UserState | None, new: UserState | None) -> None:
-        """Move one user between the stage and tier counts."""
+        """Move one user between the stage and tier counts and the recall tallies."""
         if old is not None:
             self.stages[old.stage] -= 1
             self.tiers[old.tier] -= 1
         if new is not None:
             self.stages[new.stage] += 1
             self.tiers[new.tier] += 1
+        before = old.recall_tally if old is not None else ()
+        after = new.recall_tally if new is not None else ()
+        if before is not after and before != after:  # unchanged tallies are the same tuple
+            self.recall.subtract(cell_counts(before))
+            self.recall.update(cell_counts(after))
 
     def schedule(self, key: bytes, next_check: int) -> None:
         """`key` falls due at `next_check` (NEVER: not at all)."""

@@ -20,7 +20,7 @@ from streams.state import UserState, decode_state
 from streams.view import Published, View
 from streams.viewkeys import TRANSITIONS_KEPT
 
-_KIND_ORDER = {Kind.LIFECYCLE: 0, Kind.WARNING: 1, Kind.TIER: 2}
+_KIND_ORDER = {Kind.LIFECYCLE: 0, Kind.RECALL: 1, Kind.WARNING: 2, Kind.TIER: 3}
 _WIRE_ONLY = (
     "schema_version",
     "kind",
@@ -81,8 +81,9 @@ def _output(doc: dict[str, Any]) -> Output:
 def recent_outputs(values: list[bytes]) -> dict[str, list[Published]]:
     """Per user, the last TRANSITIONS_KEPT distinct published outputs in emission order.
 
-    Per user, outputs are emitted in event-time order, lifecycle before warning before tier
-    within one decision, so sorting on that restores the order across the three topics.
+    Per user, outputs are emitted in event-time order, lifecycle before recall reactivation
+    before warning before tier within one decision, so sorting on that restores the order
+    across the three topics.
     """
     seen: set[str] = set()
     per_user: dict[str, list[Published]] = defaultdict(list)

@@ -65,4 +65,6 @@ class WorkerSettings(SharedSettings):
             "lifecycle_changed": self.lifecycle_topic,
             "churn_warning": self.warnings_topic,
             "tier_changed": self.tiers_topic,
+            # Reactivations attributed to a warning go out with the lifecycle changes.
+            "recall_reactivated": self.lifecycle_topic,
         }

@@ -10,12 +10,13 @@ from streams.settings import WorkerSettings
 
 def topic_names(settings: WorkerSettings) -> list[str]:
     """Every topic Pulse needs before a worker starts (Faust creates its own changelog)."""
-    return [
+    names = [
         settings.events_topic,
         settings.ticks_topic,
         settings.dlq_topic,
         *settings.output_topics.values(),
     ]
+    return list(dict.fromkeys(names))  # several output kinds share a topic
 
 
 async def ensure_topics(settings: WorkerSettings) -> list[str]:

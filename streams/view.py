@@ -24,11 +24,13 @@ from redis.exceptions import RedisError
 from streams import metrics
 from streams.outputs import Output
 from streams.policy import Policy
+from streams.recall import cell_counts
 from streams.snapshot import snapshot
 from streams.state import UserState
 from streams.viewkeys import (
     TRANSITIONS_KEPT,
     WARNINGS_KEPT_MS,
+    recall_counts_key,
     stage_counts_key,
     tier_counts_key,
     transitions_key,
@@ -53,19 +55,41 @@ if old[2] then
 end
 """
 
-# KEYS: user, transitions, stage counts, tier counts, warnings
+# Moves the user's recall tally (KEYS[1] field `recall`) to `new_recall` in the totals
+# (KEYS[6]): the old cells leave, the new ones join, so the totals are always the sum of the
+# tallies the view holds, whatever order or how often writes arrive.
+_MOVE_RECALL = """
+local function recall_cells(text, sign)
+  if not text or text == '' then return end
+  for _, c in ipairs(cjson.decode(text)) do
+    local f = c[1] .. '|' .. c[2] .. '|' .. c[3] .. '|' .. c[4]
+    if redis.call('HINCRBY', KEYS[6], f, sign * c[5]) <= 0 then redis.call('HDEL', KEYS[6], f) end
+  end
+end
+local old_recall = redis.call('HGET', KEYS[1], 'recall') or ''
+if old_recall ~= new_recall then
+  recall_cells(old_recall, -1)
+  recall_cells(new_recall, 1)
+end
+"""
+
+# KEYS: user, transitions, stage counts, tier counts, warnings, recall counts
 # ARGV: prefix, user_id, version, stage, tier, risk, doc, outputs (JSON list of
-#       [kind, idempotency_key, event_time_ms, document]), transitions kept, warnings kept ms
+#       [kind, idempotency_key, event_time_ms, document]), transitions kept, warnings kept ms,
+#       recall tally (JSON, '' when never warned)
 WRITE_LUA = (
     """
 local cur = redis.call('HGET', KEYS[1], 'version')
 if cur and tonumber(cur) >= tonumber(ARGV[3]) then return 0 end
-local p, uid = ARGV[1], ARGV[2]
+local p, uid, new_recall = ARGV[1], ARGV[2], ARGV[11]
 """
     + _LEAVE_SEGMENTS
+    + _MOVE_RECALL
     + """
 redis.call('HSET', KEYS[1], 'version', ARGV[3], 'stage', ARGV[4], 'tier', ARGV[5],
            'risk', ARGV[6], 'doc', ARGV[7])
+if new_recall == '' then redis.call('HDEL', KEYS[1], 'recall')
+else redis.call('HSET', KEYS[1], 'recall', new_recall) end
 redis.call('ZADD', p .. ':seg:stage:' .. ARGV[4], ARGV[6], uid)
 redis.call('ZADD', p .. ':seg:tier:' .. ARGV[5], ARGV[6], uid)
 redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
@@ -88,12 +112,13 @@ return 1
 """
 )
 
-# KEYS: user, transitions, stage counts, tier counts; ARGV: prefix, user_id
+# KEYS: as for WRITE_LUA; ARGV: prefix, user_id
 ERASE_LUA = (
     """
-local p, uid = ARGV[1], ARGV[2]
+local p, uid, new_recall = ARGV[1], ARGV[2], ''
 """
     + _LEAVE_SEGMENTS
+    + _MOVE_RECALL
     + """
 return redis.call('DEL', KEYS[1], KEYS[2])
 """
@@ -109,6 +134,13 @@ def view_doc(state: UserState, policy: Policy) -> dict[str, Any]:
     doc = snapshot(state, state.evaluated_at, policy)
     doc["updated_at"] = doc["as_of"]
     return doc
+
+
+def recall_doc(state: UserState) -> str:
+    """The user's recall tally as the view stores it: JSON [[group, tier, reason, outcome,
+    warnings], ...] in a fixed order ('' when the user was never warned)."""
+    cells = sorted(cell_counts(state.recall_tally).items())
+    return _json.encode([[*k, n] for k, n in cells]).decode() if cells else ""
 
 
 # An output with the exact JSON published for it (the transitions list keeps those bytes).
@@ -139,6 +171,7 @@ class View:
             stage_counts_key(p),
             tier_counts_key(p),
             warnings_key(p),
+            recall_counts_key(p),
         ]
 
     def write_args(self, state: UserState, outputs: list[Published]) -> tuple[list[str], list[Any]]:
@@ -154,6 +187,7 @@ class View:
             _json.encode(outs).decode(),
             TRANSITIONS_KEPT,
             WARNINGS_KEPT_MS,
+            recall_doc(state),
         ]
         return self._keys(state.user_id), args
 
@@ -163,14 +197,14 @@ class View:
         return bool(await self._write(keys=keys, args=args))
 
     async def erase(self, user_id: str) -> None:
-        await self._erase(keys=self._keys(user_id)[:4], args=[self.prefix, user_id])
+        await self._erase(keys=self._keys(user_id), args=[self.prefix, user_id])
 
     async def write_many(self, items: dict[str, _Pending]) -> None:
         pipe = self.client.pipeline(transaction=False)
         for user_id, item in items.items():
             if item.state is None:
                 await self._erase(
-                    keys=self._keys(user_id)[:4], args=[self.prefix, user_id], client=pipe
+                    keys=self._keys(user_id), args=[self.prefix, user_id], client=pipe
                 )
             else:
                 keys, args = self.write_args(item.state, item.outputs)

@@ -12,6 +12,11 @@ the view and the API that reads it. All keys share a prefix (PULSE_VIEW_PREFIX, 
   {p}:count:tier              hash   tier -> users
   {p}:warnings                zset   member idempotency_key, score event time ms of the warning
                                      (kept for WARNINGS_KEPT_MS)
+  {p}:count:recall            hash   "group|tier|reason|outcome" -> churn warnings (outcome open,
+                                     reactivated, not_reactivated; streams/recall.py): the sum of
+                                     every user's tally, whose own copy is the user hash's
+                                     `recall` field (JSON [[group, tier, reason, outcome, n]...],
+                                     absent while the user was never warned)
 
 Writes are compare-and-set on `version` inside one Lua script, so the per-user hash, the
 segment sets and the counts always change together and an older version never overwrites a
@@ -50,3 +55,18 @@ def tier_counts_key(prefix: str) -> str:
 
 def warnings_key(prefix: str) -> str:
     return f"{prefix}:warnings"
+
+
+def recall_counts_key(prefix: str) -> str:
+    return f"{prefix}:count:recall"
+
+
+def recall_field(group: str, tier: str, reason: str, outcome: str) -> str:
+    return f"{group}|{tier}|{reason}|{outcome}"
+
+
+def parse_recall_field(field: str) -> tuple[str, str, str, str]:
+    """Inverse of recall_field (a tier name may itself hold '|'; the others never do)."""
+    group, rest = field.split("|", 1)
+    tier, reason, outcome = rest.rsplit("|", 2)
+    return group, tier, reason, outcome

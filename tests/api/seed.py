@@ -94,3 +94,13 @@ async def seed_user(
 
 async def seed_warning(r: aioredis.Redis, prefix: str, key: str, event_ms: int) -> None:
     await r.zadd(viewkeys.warnings_key(prefix), {key: event_ms})
+
+
+async def seed_recall(
+    r: aioredis.Redis, prefix: str, counts: dict[tuple[str, str, str, str], int]
+) -> None:
+    """The recall totals: (group, tier, reason, outcome) -> churn warnings."""
+    await r.hset(
+        viewkeys.recall_counts_key(prefix),
+        mapping={viewkeys.recall_field(*cell): n for cell, n in counts.items()},
+    )

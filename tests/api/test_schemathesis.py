@@ -23,7 +23,7 @@ from services.app import create_app
 from services.settings import ApiSettings
 from streams.embedded import Server
 from tests.api.conftest import ALL_KEY
-from tests.api.seed import seed_user
+from tests.api.seed import seed_recall, seed_user
 
 
 async def _seed(redis_port: int, prefix: str) -> None:
@@ -33,6 +33,7 @@ async def _seed(redis_port: int, prefix: str) -> None:
             await seed_user(
                 r, prefix, f"u-{i}", stage=stage, tier="gold", risk=i / 4, transitions=3
             )
+        await seed_recall(r, prefix, {("treated", "gold", "activity_drop", "reactivated"): 3})
     finally:
         await r.aclose()
 
@@ -67,7 +68,7 @@ def test_api_conforms_to_its_openapi(api_schema: schemathesis.schemas.BaseSchema
     operations = [result.ok() for result in api_schema.get_all_operations()]
     # The live feed is an endless event stream: the browser test covers it.
     operations = [op for op in operations if op.path != "/live/feed"]
-    assert len(operations) == 11
+    assert len(operations) == 12
     statuses: Counter[int] = Counter()
     for operation, mode in itertools.product(operations, GenerationMode):
 

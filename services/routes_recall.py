@@ -1,0 +1,64 @@
+"""GET /v1/stats/recall: did the recall work? Treated against holdout, from the view's totals."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from services.auth import require
+from services.deps import get_view
+from services.errors import error_responses
+from services.models import RecallComparison, RecallStats
+from services.view import View
+from streams.eventtime import format_ts
+from streams.recall import Comparison, compare, comparison_doc, totals
+from streams.viewkeys import parse_recall_field
+
+router = APIRouter(prefix="/v1/stats", tags=["segments"])
+
+
+def _model(c: Comparison) -> RecallComparison:
+    return RecallComparison.model_validate(comparison_doc(c))
+
+
+@router.get(
+    "/recall",
+    response_model=RecallStats,
+    dependencies=[Depends(require("read"))],
+    responses=error_responses(401, 403),
+    summary="Reactivation of warned users, treated against holdout",
+)
+async def recall_stats(view: Annotated[View, Depends(get_view)]) -> RecallStats:
+    """Per holdout group, and overall, per tier, per warning reason and per tier and reason:
+    churn warnings issued, still open (attribution window running), judged, reactivated
+    within the window, the reactivation rate (reactivated / judged), and the uplift
+    (treated rate - holdout rate) with its 95% confidence interval (Newcombe's hybrid score
+    interval). Rates and uplifts are null until the groups have judged warnings.
+
+    The figures are the sum of every user's tally in the view, kept by the worker as states
+    change: no history is scanned. Tiers and reasons are listed by name.
+    """
+    raw = await view.recall_counts()
+    rows = []
+    for field, n in raw.items():
+        try:
+            rows.append((*parse_recall_field(field), int(n)))
+        except ValueError:
+            continue  # not a field the worker writes
+    by_cell = totals(rows)
+    tiers = sorted({t for _, t, _ in by_cell})
+    reasons = sorted({r for _, _, r in by_cell})
+    return RecallStats(
+        overall=_model(compare(by_cell)),
+        by_tier=[_model(compare(by_cell, tier=t)) for t in tiers],
+        by_reason=[_model(compare(by_cell, reason=r)) for r in reasons],
+        by_tier_and_reason=[
+            _model(c)
+            for t in tiers
+            for r in reasons
+            if (c := compare(by_cell, tier=t, reason=r)).treated.warned or c.holdout.warned
+        ],
+        as_of=format_ts(time.time_ns() // 1_000_000),
+    )
