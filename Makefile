@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv browser prometheus run test test-unit test-integration bench lint fmt clean
+.PHONY: help venv browser prometheus run test test-unit test-integration bench soak lint fmt clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n", $$1, $$2}'
@@ -56,9 +56,13 @@ test-integration: $(STAMP) ## Run the integration tests only
 bench: $(STAMP) ## Run the benchmark (not part of make test); results in bench/results.json
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# SOAK_ARGS: --minutes 10 --rate 500 --users 2000 (defaults); figures in .pulse/soak.json
+soak: $(STAMP) ## Soak the embedded stack under steady load (10 min; not part of make test)
+	$(BIN)/python -m tests.soak.run $(SOAK_ARGS)
+
 lint: $(STAMP) ## Ruff and mypy
-	$(BIN)/ruff check streams services tests
-	$(BIN)/ruff format --check streams services tests
+	$(BIN)/ruff check streams services tests bench
+	$(BIN)/ruff format --check streams services tests bench
 	$(BIN)/mypy
 
 fmt: $(STAMP) ## Format and fix imports
