@@ -166,9 +166,15 @@ def describe(topic: str, doc: dict[str, Any], s: WorkerSettings) -> str | None:
     when = format_ts(doc["event_time_ms"])[:16].replace("T", " ")
     user = doc["user_id"]
     if doc["kind"] == "churn_warning":
+        holdout = " (holdout: not contacted)" if doc.get("group") == "holdout" else ""
         return (
             f"{when}  WARNING  {user:<16} {doc['reason']} risk={doc['risk_score']:.2f} "
-            f"silent {doc['figures']['silence_days']:.1f}d"
+            f"silent {doc['figures']['silence_days']:.1f}d{holdout}"
+        )
+    if doc["kind"] == "recall_reactivated":
+        return (
+            f"{when}  back     {user:<16} {doc['days_to_return']:.1f}d after the warning "
+            f"({doc['group']}, {doc['from_stage']} -> {doc['to_stage']})"
         )
     if doc["kind"] == "tier_changed":
         if doc["direction"] == "initial" and doc["to_tier"] == "bronze":
