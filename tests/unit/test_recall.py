@@ -4,17 +4,19 @@ uplift's interval; through the core and a replay of a scripted history."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.backtest import recall_report
+from streams.backtest import recall_report, report_data
 from streams.engine import NEVER, apply_event, sweep
 from streams.eventtime import DAY_MS, HOUR_MS
 from streams.holdout import Group, assign_group
-from streams.outputs import Kind, warning_key
+from streams.launcher import describe
+from streams.outputs import Kind, to_wire, warning_key
 from streams.policy import Policy
 from streams.recall import (
     Counts,
@@ -26,7 +28,9 @@ from streams.recall import (
     uplift,
     wilson,
 )
-from streams.replay import replay
+from streams.replay import ReplayRun, replay
+from streams.report import render_report
+from streams.settings import WorkerSettings
 from streams.state import UserState, decode_state, encode_state
 from tests.unit.pulse_testkit import PROPERTY, at, ev
 
@@ -277,3 +281,43 @@ def test_every_warning_is_counted_once_and_judged_once_its_window_ends(
         assert o.payload["warning_key"] in keys
         assert 0 < o.payload["days_to_return"] < policy.attribution_window_days
     assert state.next_check == NEVER or state.next_check > state.evaluated_at
+
+
+def test_the_report_answers_did_the_recall_work(tmp_path: Path) -> None:
+    run = replay(scripted_history(), POLICY, now_ms=UNTIL + DAY_MS, until=UNTIL)
+    data = report_data(
+        run,
+        POLICY,
+        source="scripted.jsonl",
+        seconds=0.1,
+        horizon_days=14,
+        baseline_days=14,
+        now_ms=UNTIL,
+    )
+    page = render_report(data, tmp_path).read_text()
+    section = page[page.index("<h2>Did the recall work?</h2>") :]
+    first_row = section[section.index("<td>all</td><td>all</td>") :].split("</tr>")[0]
+    cells = [c.split("<")[0] for c in first_row.split('class="num">')[1:]]
+    # treated: warned, open, judged, reactivated, rate; holdout the same; uplift; interval
+    assert cells == [
+        "21", "1", "20", "14", "70.0%", "10", "0", "10", "3", "30.0%", "+40.0", "+2.6 to +64.7"
+    ]  # fmt: skip
+    assert "holdout: 3 returns, median 3 days" in section
+
+
+def test_the_live_feed_of_pulse_run_shows_returns_and_holdout_warnings() -> None:
+    settings = WorkerSettings()
+    recall = next(o for o, _ in _scripted_run().outputs if o.kind == Kind.RECALL)
+    line = describe(settings.lifecycle_topic, to_wire(recall, recall.ts), settings)
+    assert line is not None and "back" in line and "after the warning" in line
+    warning = next(
+        o
+        for o, _ in _scripted_run().outputs
+        if o.kind == Kind.WARNING and o.payload["group"] == Group.HOLDOUT
+    )
+    line = describe(settings.warnings_topic, to_wire(warning, warning.ts), settings)
+    assert line is not None and "holdout: not contacted" in line
+
+
+def _scripted_run() -> ReplayRun:
+    return replay(scripted_history(), POLICY, now_ms=UNTIL + DAY_MS, until=UNTIL)
