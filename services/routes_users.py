@@ -62,7 +62,8 @@ async def get_transitions(
     limit: Annotated[int, Query(ge=1, le=TRANSITIONS_KEPT)] = 20,
 ) -> dict[str, Any]:
     """Up to `limit` of the user's latest outputs (lifecycle_changed, churn_warning,
-    tier_changed documents as published), newest first. 404 user_not_found."""
+    tier_changed and recall_reactivated documents as published), newest first.
+    404 user_not_found."""
     items = await view.transitions(user_id, limit)
     if items is None:
         raise _not_found(user_id)
