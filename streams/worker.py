@@ -44,6 +44,8 @@ log = logging.getLogger("pulse.worker")
 
 # The worker's exit status when the broker lost records it had already handled.
 EXIT_BROKER_DATA_LOST = 3
+# ... and when handling a batch failed (e.g. the broker did not acknowledge its outputs).
+EXIT_BATCH_FAILED = 4
 
 
 class Tick(msgspec.Struct, frozen=True):
@@ -169,17 +171,21 @@ class Processor:
         committing anything is as safe as a kill -9: delivery is at-least-once.
         """
         message = (
-            f"pulse worker: the broker lost data this worker already handled ({detail}). "
+            f"the broker lost data this worker already handled ({detail}). "
             "It was probably restarted without its storage (the embedded Tansu keeps "
             "everything in memory). Stopping instead of continuing with a table that the "
             "broker's logs no longer back. Recovery: stop every worker, recreate the topics "
             "(`pulse topics`), republish the input, start the workers, then `pulse "
             "rebuild-view` (README, Reliability)."
         )
+        self.stop_process(message, EXIT_BROKER_DATA_LOST)
+
+    def stop_process(self, message: str, status: int) -> None:
+        """Log `message` and exit at once with `status`, committing nothing more."""
         log.critical(message)
-        print(message, file=sys.stderr, flush=True)
+        print(f"pulse worker: {message}", file=sys.stderr, flush=True)
         logging.shutdown()
-        os._exit(EXIT_BROKER_DATA_LOST)
+        os._exit(status)
 
     # -- helpers ------------------------------------------------------------------------
     def load(self, key: bytes) -> UserState | None:
@@ -515,8 +521,15 @@ def build_app(settings: WorkerSettings, policy: Policy) -> tuple[PulseApp, Proce
         stream.add_processor(_arrived)
         # take_events acks a batch's records only after the loop body has handled them.
         batches = stream.take_events(settings.batch_max, within=settings.batch_window_ms / 1000)
-        async for events in batches:
-            await proc.on_batch(events)
+        try:
+            async for events in batches:
+                await proc.on_batch(events)
+        except Exception as exc:
+            # Faust would restart the agent, but a restarted take_events stream was seen to
+            # stall for good (no progress, no error). Nothing of the failed batch was
+            # committed, so exiting is as safe as a kill -9 and the restart is visible.
+            log.exception("the batch failed")
+            proc.stop_process(f"a batch failed with {exc!r}", EXIT_BATCH_FAILED)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _forget_indexes(app: Any, revoked: Any, **kwargs: Any) -> None:
