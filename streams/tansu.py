@@ -75,6 +75,33 @@ class TansuConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
 
+    async def seek_to_committed(self) -> Mapping[Any, int]:
+        """Seek to the committed offsets, and input partitions without one to their start.
+
+        Faust drops records it already fetched when the group generation changes or flow
+        stops mid-batch, then seeks back to the committed offsets to read them again. aiokafka
+        leaves a partition without a committed offset where it is, past the dropped records:
+        a worker that took over a partition nobody had committed yet lost them (seen in
+        tests/reliability: a rebalance right after a member was killed). Without a commit,
+        the group's position is the log start (auto_offset_reset=earliest); redelivered
+        records are recognised by their offsets in the users' states. Changelog partitions
+        are left alone: table recovery positions them itself.
+        """
+        committed: Mapping[Any, int] = await self.call_thread(self._seek_to_committed_or_start)
+        return committed
+
+    async def _seek_to_committed_or_start(self) -> Mapping[Any, int]:
+        consumer = self._ensure_consumer()
+        committed = await consumer.seek_to_committed()
+        fresh = [
+            tp
+            for tp, offset in committed.items()
+            if offset is None and not tp.topic.endswith("-changelog")
+        ]
+        if fresh:
+            await consumer.seek_to_beginning(*fresh)
+        return dict(committed)
+
     async def _highwaters(self, partitions: list[Any]) -> Mapping[Any, int]:
         reported = await super()._highwaters(partitions)
         if self.consumer.in_transaction:

@@ -89,7 +89,7 @@ async def outputs_by_key(
     deadline = time.monotonic() + timeout
     while True:
         got: dict[str, list[dict[str, object]]] = {}
-        for topic in stack.settings.output_topics.values():
+        for topic in sorted(set(stack.settings.output_topics.values())):
             for doc in await stack.outputs(topic):
                 got.setdefault(str(doc["idempotency_key"]), []).append(doc)
         if expected <= set(got) or time.monotonic() > deadline:

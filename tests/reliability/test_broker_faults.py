@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 
 from streams.embedded import Server, start_tansu
 from streams.topics import ensure_topics
@@ -31,7 +32,9 @@ async def test_broker_restarted_empty_makes_the_worker_exit_loudly_and_recovery_
     after = traffic(100, 20, seed=4, prefix="b", days=1)
     await stack.produce(after)
 
+    produced = time.monotonic()
     code = await wait_exit(stack.procs[0], 60)
+    print(f"broker restart: worker exited {code} after {time.monotonic() - produced:.1f} s")
     assert code == EXIT_BROKER_DATA_LOST, stack.worker_log()
     assert "the broker lost data this worker already handled" in stack.worker_log()
     # Nothing was folded silently into a table the broker does not back.

@@ -62,6 +62,8 @@ async def test_kill9_mid_stream_loses_no_output_and_duplicates_are_exact_repeats
     assert len(expected) == len(run.outputs) > 100
     live = await outputs_by_key(stack, set(expected))
     assert set(live) == set(expected)
+    repeats = sum(len(d) - 1 for d in live.values())
+    print(f"kill -9: {len(expected)} outputs, {repeats} re-emitted as exact repeats")
     for key, docs in live.items():
         assert docs[0]["user_id"] == expected[key].user_id
         assert docs[0]["event_time_ms"] == expected[key].ts
@@ -107,5 +109,7 @@ async def test_two_workers_one_killed_and_back_count_every_event_once(
     expected = {o.idempotency_key for o, _ in run.outputs}
     live = await outputs_by_key(stack, expected)
     assert set(live) == expected
+    repeats = sum(len(d) - 1 for d in live.values())
+    print(f"rebalances: {len(expected)} outputs, {repeats} re-emitted as exact repeats")
     for key, docs in live.items():
         assert all(without_emitted_at(d) == without_emitted_at(docs[0]) for d in docs), key
