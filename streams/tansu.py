@@ -27,6 +27,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from streams.consumer import PulseConsumer, PulseConsumerThread, PulseTransport
+
 
 async def corrected_highwaters(
     bootstrap: str | list[str], reported: Mapping[Any, int], timeout_s: float = 10.0
@@ -68,39 +70,12 @@ async def corrected_highwaters(
 FETCH_MAX_WAIT_MS = 20
 
 
-class TansuConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+class TansuConsumerThread(PulseConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # aiokafka reads it when the consumer starts its fetcher; Faust passes no way to set it.
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
-
-    async def seek_to_committed(self) -> Mapping[Any, int]:
-        """Seek to the committed offsets, and input partitions without one to their start.
-
-        Faust drops records it already fetched when the group generation changes or flow
-        stops mid-batch, then seeks back to the committed offsets to read them again. aiokafka
-        leaves a partition without a committed offset where it is, past the dropped records:
-        a worker that took over a partition nobody had committed yet lost them (seen in
-        tests/reliability: a rebalance right after a member was killed). Without a commit,
-        the group's position is the log start (auto_offset_reset=earliest); redelivered
-        records are recognised by their offsets in the users' states. Changelog partitions
-        are left alone: table recovery positions them itself.
-        """
-        committed: Mapping[Any, int] = await self.call_thread(self._seek_to_committed_or_start)
-        return committed
-
-    async def _seek_to_committed_or_start(self) -> Mapping[Any, int]:
-        consumer = self._ensure_consumer()
-        committed = await consumer.seek_to_committed()
-        fresh = [
-            tp
-            for tp, offset in committed.items()
-            if offset is None and not tp.topic.endswith("-changelog")
-        ]
-        if fresh:
-            await consumer.seek_to_beginning(*fresh)
-        return dict(committed)
 
     async def _highwaters(self, partitions: list[Any]) -> Mapping[Any, int]:
         reported = await super()._highwaters(partitions)
@@ -111,12 +86,12 @@ class TansuConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return await corrected_highwaters(servers, reported)
 
 
-class TansuConsumer(faust_aiokafka.Consumer):
+class TansuConsumer(PulseConsumer):
     def _new_consumer_thread(self) -> TansuConsumerThread:
         return TansuConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
-class TansuTransport(faust_aiokafka.Transport):
+class TansuTransport(PulseTransport):
     """The aiokafka transport with Tansu-safe end offsets."""
 
     Consumer = TansuConsumer

@@ -27,6 +27,7 @@ from faust.types import TP
 
 from streams import metrics
 from streams.clock import virtual_now
+from streams.consumer import PulseTransport
 from streams.contract import InvalidEvent, Reason, parse_event
 from streams.dlq import dead_letter, encode_dead_letter
 from streams.engine import NEVER, Result, Status, apply_event, sweep
@@ -70,7 +71,7 @@ class PulseApp(faust.App):
     def _new_transport(self) -> Any:
         if self.tansu_compat:
             return TansuTransport(self.conf.broker_consumer, self)
-        return super()._new_transport()
+        return PulseTransport(self.conf.broker_consumer, self)
 
 
 class Processor:
