@@ -44,8 +44,10 @@ prometheus: ## Install Debian's prometheus (prometheus + promtool) if missing (n
 run: $(STAMP) ## Run the whole pipeline on the embedded broker and Redis (Ctrl-C stops it)
 	$(BIN)/pulse run
 
+# Three processes, a test file each at a time: most of the wall time is waiting on the servers
+# (group joins, restarts), and every process starts its own Tansu and redis-server.
 test: $(STAMP) browser prometheus ## Run every test (unit, integration on real Tansu + redis-server, e2e, deploy)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile
 
 test-unit: $(STAMP) ## Run the pure-core unit tests only
 	$(BIN)/python -m pytest -q tests/unit

@@ -6,9 +6,13 @@ import argparse
 import asyncio
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from streams.policy import PolicyError, load_policy
 from streams.settings import WorkerSettings
+
+if TYPE_CHECKING:
+    from streams.history import CsvMapping
 
 
 def _worker(_: argparse.Namespace) -> int:
@@ -92,19 +96,12 @@ def _replay(args: argparse.Namespace) -> int:
 
     from streams.backtest import run_backtest
     from streams.eventtime import TimestampError, parse_ts
-    from streams.history import CsvMapping, HistoryError
+    from streams.history import HistoryError
 
     try:
         policy = load_policy(args.policy, args.churn_model)
         until = parse_ts(args.until) if args.until else None
-        mapping = CsvMapping(
-            user=args.user_col,
-            time=args.time_col,
-            amount=args.amount_col,
-            type=args.type_col,
-            event_id=args.id_col,
-            default_type=args.default_type,
-        )
+        mapping = _csv_mapping(args)
         data = run_backtest(
             Path(args.file),
             Path(args.out),
@@ -141,21 +138,12 @@ def _fit(args: argparse.Namespace) -> int:
     from streams.bgnbd import FitError
     from streams.eventtime import TimestampError
     from streams.fit import fit_history, parse_until, write_params
-    from streams.history import CsvMapping, HistoryError
+    from streams.history import HistoryError
 
     try:
         policy = load_policy(args.policy)
         until = parse_until(args.until) if args.until else None
-        mapping = CsvMapping(
-            user=args.user_col,
-            time=args.time_col,
-            amount=args.amount_col,
-            type=args.type_col,
-            event_id=args.id_col,
-            default_type=args.default_type,
-            delimiter=args.delimiter,
-            columns=tuple(c.strip() for c in args.columns.split(",")) if args.columns else (),
-        )
+        mapping = _csv_mapping(args)
         params = fit_history(
             Path(args.file), until_ms=until, mapping=mapping, purchase_types=policy.spend_types
         )
@@ -180,6 +168,39 @@ def _run(args: argparse.Namespace) -> int:
     from streams.launcher import run_stack
 
     return run_stack(users=args.users, rate=args.rate, partitions=args.partitions)
+
+
+def _add_csv_options(parser: argparse.ArgumentParser) -> None:
+    """How to read a CSV history (`pulse replay`, `pulse fit`)."""
+    parser.add_argument("--user-col", default="user_id", help="CSV: user column")
+    parser.add_argument(
+        "--time-col", default="ts", help="CSV: time column (RFC 3339, date, millis)"
+    )
+    parser.add_argument("--amount-col", default="amount", help="CSV: amount column ('' for none)")
+    parser.add_argument("--type-col", default="type", help="CSV: event type column")
+    parser.add_argument("--id-col", default="event_id", help="CSV: event id column")
+    parser.add_argument("--default-type", default="purchase", help="CSV: type when no type column")
+    parser.add_argument(
+        "--delimiter", default=",", help="CSV: delimiter, or 'whitespace' for runs of blanks"
+    )
+    parser.add_argument(
+        "--columns", default="", help="CSV without a header row: its column names, comma-separated"
+    )
+
+
+def _csv_mapping(args: argparse.Namespace) -> CsvMapping:
+    from streams.history import CsvMapping
+
+    return CsvMapping(
+        user=args.user_col,
+        time=args.time_col,
+        amount=args.amount_col,
+        type=args.type_col,
+        event_id=args.id_col,
+        default_type=args.default_type,
+        delimiter=args.delimiter,
+        columns=tuple(c.strip() for c in args.columns.split(",")) if args.columns else (),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,12 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         default=14,
         help="the baseline rule warns after this many silent days (default 14)",
     )
-    rp.add_argument("--user-col", default="user_id", help="CSV: user column")
-    rp.add_argument("--time-col", default="ts", help="CSV: time column (RFC 3339, date, millis)")
-    rp.add_argument("--amount-col", default="amount", help="CSV: amount column ('' for none)")
-    rp.add_argument("--type-col", default="type", help="CSV: event type column")
-    rp.add_argument("--id-col", default="event_id", help="CSV: event id column")
-    rp.add_argument("--default-type", default="purchase", help="CSV: type when no type column")
+    _add_csv_options(rp)
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
     ft = sub.add_parser("fit", help="fit the BG/NBD churn model to a history file")
     ft.add_argument("file", help="events: .jsonl in the input contract, or .csv/.tsv/.txt")
@@ -226,18 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         help="calibration end: date or time; its UTC day is included (default: last purchase)",
     )
     ft.add_argument("--policy", default=None, help="policy file: its spend_types are purchases")
-    ft.add_argument("--user-col", default="user_id", help="CSV: user column")
-    ft.add_argument("--time-col", default="ts", help="CSV: time column (RFC 3339, date, millis)")
-    ft.add_argument("--amount-col", default="amount", help="CSV: amount column ('' for none)")
-    ft.add_argument("--type-col", default="type", help="CSV: event type column")
-    ft.add_argument("--id-col", default="event_id", help="CSV: event id column")
-    ft.add_argument("--default-type", default="purchase", help="CSV: type when no type column")
-    ft.add_argument(
-        "--delimiter", default=",", help="CSV: delimiter, or 'whitespace' for runs of blanks"
-    )
-    ft.add_argument(
-        "--columns", default="", help="CSV without a header row: its column names, comma-separated"
-    )
+    _add_csv_options(ft)
     run = sub.add_parser("run", help="run broker, Redis, worker and demo on loopback")
     run.add_argument("--users", type=int, default=200, help="demo users (default 200)")
     run.add_argument(

@@ -10,6 +10,7 @@ import asyncio
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -126,6 +127,8 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
                 tmp / "prometheus.log",
             )
         )
+        # Prometheus takes a few seconds to listen on a loaded machine.
+        _wait_listening(prom_port, procs[-1], tmp / "prometheus.log")
         yield Running(
             worker_url=f"http://127.0.0.1:{worker_port}/metrics",
             api_url=f"http://127.0.0.1:{api_port}",
@@ -139,6 +142,21 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
             terminate(proc)
         redis.stop()
         broker.stop()
+
+
+def _wait_listening(
+    port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
 async def _query(client: httpx.AsyncClient, expr: str) -> list[dict[str, Any]]:
