@@ -47,9 +47,8 @@ class WorkerSettings(SharedSettings):
     sweep_interval_seconds: float = Field(default=5.0, ge=0)
     # Ticks are held back for a partition with more unread events than this.
     tick_max_lag: int = Field(default=0, ge=0)
-    # Records are handled in batches: up to batch_max, or what arrived within batch_window_ms.
+    # Records are handled in batches: what one fetch returned, at most batch_max records.
     batch_max: int = Field(default=2000, ge=1)
-    batch_window_ms: float = Field(default=50, gt=0)
     clock_origin_ms: int = 0
     clock_rate: float = Field(default=1.0, gt=0)
     metrics_host: str = "127.0.0.1"
