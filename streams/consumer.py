@@ -125,6 +125,7 @@ class PulseConsumer(faust_aiokafka.Consumer):
         fetched_at = time.perf_counter()
         generation = self.app.consumer_generation_id
         batch: list[tuple[Any, list[Any]]] = []
+        others: list[tuple[Any, list[Any]]] = []
         for tp, recs in records.items():
             # What Faust's getmany checks per record: records fetched before a rebalance or
             # for a paused partition are dropped (Faust seeks back to the committed offsets).
@@ -138,22 +139,27 @@ class PulseConsumer(faust_aiokafka.Consumer):
             fresh = recs if read is None else [r for r in recs if r.offset >= read]
             if not fresh:
                 continue
-            if tp.topic in self.batch_topics:
-                batch.append((tp, fresh))
-            else:
-                await self._one_by_one(tp, fresh)
+            (batch if tp.topic in self.batch_topics else others).append((tp, fresh))
+        if others:
+            # Faust races each record's delivery against a flow suspension (a rebalance), so a
+            # delivery blocked on a full queue is given up; one race per fetch does the same
+            # for a fraction of the cost (four futures per record made changelog recovery
+            # crawl at ~10k records/s).
+            await self.wait_first(self._one_by_one(others), self.suspend_flow.wait())
         if batch:
             await self._handle(batch, fetched_at)
 
-    async def _one_by_one(self, tp: Any, records: list[Any]) -> None:
-        for record in records:
-            message = self._to_message(tp, record)
-            if self.app.topics.acks_enabled_for(message.topic):
+    async def _one_by_one(self, runs: list[tuple[Any, list[Any]]]) -> None:
+        """Deliver records the Faust way: one at a time to the conductor, with gap tracking."""
+        callback, to_message = self.callback, self._to_message
+        for tp, records in runs:
+            acks = self.app.topics.acks_enabled_for(tp.topic)
+            for record in records:
                 read = self._read_offset[tp]
-                if read is not None and message.offset - read > 1:
-                    await self._add_gap(tp, read + 1, message.offset)
-            await self.wait_first(self.callback(message), self.suspend_flow.wait())
-            self._read_offset[tp] = message.offset
+                if acks and read is not None and record.offset - read > 1:
+                    await self._add_gap(tp, read + 1, record.offset)
+                await callback(to_message(tp, record))
+                self._read_offset[tp] = record.offset
 
     async def _handle(self, batch: list[tuple[Any, list[Any]]], fetched_at: float) -> None:
         handler = self.batch_handler
