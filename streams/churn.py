@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from streams.eventtime import DAY_MS
 from streams.facts import Facts
 from streams.policy import Policy
 
@@ -48,12 +49,17 @@ def risk_score(f: Facts, policy: Policy) -> float:
     score and they compound. The model looks only at purchase days, the other two at all
     activity: a user who browses daily but stopped buying keeps s = 0 and still gets a score.
     """
-    s = min(1.0, f.silence_days / policy.dormant_after_days)
-    rate7, rate30 = _rates(f)
-    enough_history = f.active_days_30d >= policy.drop_min_active_days_30d
-    d = max(0.0, 1.0 - rate7 / rate30) if enough_history else 0.0
-    alive = 1.0 if f.p_alive is None else f.p_alive
-    return round(1.0 - (1.0 - s) * (1.0 - d) * alive, 4)
+    # The same float operations in the same order as the formula reads (f.silence_days is
+    # silence_ms / DAY_MS), so the score is bit for bit what it always was.
+    s = min(1.0, f.silence_ms / DAY_MS / policy.dormant_after_days)
+    d = 0.0
+    if f.active_days_30d >= policy.drop_min_active_days_30d:  # enough history for a rate
+        rate7, rate30 = _rates(f)
+        d = max(0.0, 1.0 - rate7 / rate30)
+    kept = (1.0 - s) * (1.0 - d) * (1.0 if f.p_alive is None else f.p_alive)
+    if kept == 1.0:  # nothing points to a loss (the usual case at an event): round(0.0, 4)
+        return 0.0
+    return round(1.0 - kept, 4)
 
 
 def warning_figures(f: Facts) -> dict[str, Any]:

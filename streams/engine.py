@@ -18,8 +18,8 @@ from msgspec.structs import replace
 
 from streams.churn import risk_score, warning_figures
 from streams.contract import Event, InvalidEvent, Reason
-from streams.eventtime import DAY_MS, day_of
-from streams.facts import Facts, facts_at, p_alive_checkpoint
+from streams.eventtime import DAY_MS
+from streams.facts import Facts, facts_of, p_alive_checkpoint, scan_at
 from streams.holdout import assign_group
 from streams.lifecycle import Stage, decide_stage
 from streams.outputs import (
@@ -29,11 +29,11 @@ from streams.outputs import (
     recall_reactivated,
     tier_changed,
 )
-from streams.policy import Policy, days_ms
+from streams.policy import Derived, Policy, derived
 from streams.recall import Tally, count_judged, count_warning
 from streams.state import UserState, fingerprint
 from streams.tiers import decide_tier
-from streams.windows import add_to_buckets, has_any, prune
+from streams.windows import Scan, add_to_buckets, has_any, prune
 
 NEVER = 2**62
 
@@ -65,16 +65,21 @@ class TooLate(InvalidEvent):
         )
 
 
-def _figures(f: Facts) -> dict[str, object]:
-    return warning_figures(f)
+def _evaluate(
+    state: UserState, at: int, policy: Policy, version: int | None = None
+) -> tuple[UserState, list[Output]]:
+    """Decide stage, warning and tier as of `at` (>= state.evaluated_at).
 
-
-def _evaluate(state: UserState, at: int, policy: Policy) -> tuple[UserState, list[Output]]:
-    """Decide stage, warning and tier as of `at` (>= state.evaluated_at)."""
+    `version`, when given, is set in the same step (one struct copy fewer per event).
+    """
+    d = derived(policy)
     # Buckets that left the largest window go first, so the facts, the decisions and the next
     # checkpoint all see the same history.
-    state = replace(state, buckets=prune(state.buckets, day_of(at), policy.horizon_days))
-    f = facts_at(state, at, policy)
+    buckets = prune(state.buckets, at // DAY_MS, d.horizon_days)
+    if buckets is not state.buckets:
+        state = replace(state, buckets=buckets)
+    scanned = scan_at(state, at, policy)
+    f = facts_of(state, at, policy, scanned)
     prev = state.stage or None
     stage, reason = decide_stage(
         prev,
@@ -87,13 +92,16 @@ def _evaluate(state: UserState, at: int, policy: Policy) -> tuple[UserState, lis
     risk = risk_score(f, policy)
     outs: list[Output] = []
     changes: dict[str, object] = {}
+    # As they will be after this evaluation, for the next checkpoint.
+    returned_at, recall_at = state.returned_at, state.recall_at
     # A warning whose attribution window ended is judged before anything else happens at `at`.
-    if state.recall_at is not None and at >= state.recall_at + days_ms(
-        policy.attribution_window_days
-    ):
+    if recall_at is not None and at >= recall_at + d.attribution_ms:
         changes.update(_judge_recall(state))
+        recall_at = None
     if stage != prev:
-        outs.append(lifecycle_changed(state.user_id, at, prev, stage, reason, _figures(f)))
+        # The same figures go with a warning: taken once, each output gets its own copy.
+        figures = warning_figures(f)
+        outs.append(lifecycle_changed(state.user_id, at, prev, stage, reason, figures))
         changes.update(stage=stage, stage_since=at, stage_reason=reason)
         if (
             state.recall_at is not None
@@ -120,15 +128,17 @@ def _evaluate(state: UserState, at: int, policy: Policy) -> tuple[UserState, lis
             group = assign_group(state.user_id, policy)
             outs.append(
                 churn_warning(
-                    state.user_id, at, reason, risk, prev or "", state.tier, _figures(f), group
+                    state.user_id, at, reason, risk, prev or "", state.tier, dict(figures), group
                 )
             )
             changes.update(episode_start=at, last_warning_at=at, last_warning_reason=reason)
             changes.update(_open_recall(replace(state, **changes), at, group, reason))
+            recall_at = at
         elif prev == Stage.AT_RISK:
             changes.update(episode_start=None)
         if stage == Stage.REACTIVATED and prev in (Stage.DORMANT, Stage.CHURNED):
             changes.update(returned_at=at)
+            returned_at = at
     tier = decide_tier(state.tier, state.downgrade_pending_since, f.spend_window_cents, at, policy)
     if tier.direction is not None:
         outs.append(
@@ -144,14 +154,30 @@ def _evaluate(state: UserState, at: int, policy: Policy) -> tuple[UserState, lis
             )
         )
         changes.update(tier=tier.tier, tier_since=at)
+    evaluated_at = max(at, state.evaluated_at)
+    # `at` is the new evaluated_at, so f (taken at `at` on the same buckets) holds for it. The
+    # stage is `stage` whether it changed or not.
+    next_check = _next_check(
+        state,
+        d,
+        policy,
+        f,
+        scanned,
+        t0=evaluated_at,
+        stage=stage,
+        returned_at=returned_at,
+        pending_since=tier.pending_since,
+        recall_at=recall_at,
+    )
     changes.update(
         downgrade_pending_since=tier.pending_since,
         risk=risk,
-        evaluated_at=max(at, state.evaluated_at),
+        evaluated_at=evaluated_at,
+        next_check=next_check,
     )
-    new = replace(state, **changes)
-    # `at` is the new evaluated_at, so f (taken at `at` on the same buckets) holds for it.
-    return replace(new, next_check=next_checkpoint(new, policy, f)), outs
+    if version is not None:
+        changes["version"] = version
+    return replace(state, **changes), outs
 
 
 # Stages a warned user is away in, and the ones that mean they came back.
@@ -211,91 +237,111 @@ def next_checkpoint(state: UserState, policy: Policy, f: Facts | None = None) ->
     `_next_window_exit`. Users with nothing pending are not due, so a sweep's cost follows the
     users due, not the users known.
     """
-    t0 = state.evaluated_at
-    last = state.last_active if state.last_active is not None else state.first_seen
+    scanned = scan_at(state, state.evaluated_at if f is None else f.at, policy)
     if f is None:
-        f = facts_at(state, t0, policy)
-    cands = [
+        f = facts_of(state, state.evaluated_at, policy, scanned)
+    return _next_check(
+        state,
+        derived(policy),
+        policy,
+        f,
+        scanned,
+        t0=state.evaluated_at,
+        stage=state.stage,
+        returned_at=state.returned_at,
+        pending_since=state.downgrade_pending_since,
+        recall_at=state.recall_at,
+    )
+
+
+def _next_check(
+    state: UserState,
+    d: Derived,
+    policy: Policy,
+    f: Facts,
+    scanned: Scan,
+    *,
+    t0: int,
+    stage: str,
+    returned_at: int | None,
+    pending_since: int | None,
+    recall_at: int | None,
+) -> int:
+    """`next_checkpoint` of `state` with `evaluated_at`, `stage`, `returned_at`,
+    `downgrade_pending_since` and `recall_at` as given (the other fields as they are)."""
+    last = state.last_active if state.last_active is not None else state.first_seen
+    exit_day = _next_window_exit(f, scanned, d, policy)
+    candidates = (
         last + f.threshold_ms,
-        last + days_ms(policy.dormant_after_days),
-        last + days_ms(policy.churned_after_days),
-    ]
-    if state.stage == Stage.NEW:
-        cands.append(state.first_seen + days_ms(policy.new_user_days))
-    if state.returned_at is not None:
-        cands.append(state.returned_at + days_ms(policy.reactivated_days))
-    if state.downgrade_pending_since is not None:
-        cands.append(state.downgrade_pending_since + days_ms(policy.downgrade_grace_days))
-    if state.recall_at is not None:  # the warning under measurement is judged then
-        cands.append(state.recall_at + days_ms(policy.attribution_window_days))
-    exit_day = _next_window_exit(state, f, policy)
-    if exit_day is not None:
-        cands.append(exit_day * DAY_MS)
-    # With a churn model, silence lowers P(alive): re-score when it has fallen a step.
-    rescore = p_alive_checkpoint(state, t0, policy)
-    if rescore is not None:
-        cands.append(rescore)
-    later = [c for c in cands if c > t0]
-    return min(later) if later else NEVER
+        last + d.dormant_ms,
+        last + d.churned_ms,
+        state.first_seen + d.new_user_ms if stage == Stage.NEW else None,
+        returned_at + d.reactivated_ms if returned_at is not None else None,
+        pending_since + d.grace_ms if pending_since is not None else None,
+        # the warning under measurement is judged then
+        recall_at + d.attribution_ms if recall_at is not None else None,
+        exit_day * DAY_MS if exit_day is not None else None,
+        # With a churn model, silence lowers P(alive): re-score when it has fallen a step.
+        p_alive_checkpoint(state, t0, policy) if policy.churn_model is not None else None,
+    )
+    best: int | None = None  # the earliest candidate after t0
+    for c in candidates:
+        if c is not None and c > t0 and (best is None or c < best):
+            best = c
+    return NEVER if best is None else best
 
 
-def _next_window_exit(state: UserState, f: Facts, policy: Policy) -> int | None:
+def _next_window_exit(f: Facts, scanned: Scan, d: Derived, policy: Policy) -> int | None:
     """The first UTC day after today whose midnight changes a figure a decision reads.
 
     Without events, figures only fall as days leave windows: the typical gap changes when an
     active day leaves the largest window (it is pruned); the tier's spend when a day with
     spend leaves the tier window; the activity-drop rule's 7- and 30-day rates when an active
     day leaves them, but only while the user has enough 30-day activity for the rule to apply
-    (that count cannot grow without events).
+    (that count cannot grow without events). The buckets are sorted by day, so the first
+    bucket of each kind exits first (`scanned` has their days, from the pass that took `f`).
     """
-    today = day_of(f.at)
+    today = f.at // DAY_MS
+    exits = [
+        scanned.first_active + d.horizon_days if scanned.first_active is not None else None,
+        scanned.first_spend + policy.tier_window_days if scanned.first_spend is not None else None,
+    ]
+    if f.active_days_30d >= policy.drop_min_active_days_30d:
+        # After today - 7 (30), so they leave the window after today.
+        exits.append(scanned.first_active_7d + 7 if scanned.first_active_7d is not None else None)
+        exits.append(
+            scanned.first_active_30d + 30 if scanned.first_active_30d is not None else None
+        )
     best: int | None = None
-
-    def consider(day: int) -> None:
-        nonlocal best
-        if day > today and (best is None or day < best):
+    for day in exits:
+        if day is not None and day > today and (best is None or day < best):
             best = day
-
-    drop_applies = f.active_days_30d >= policy.drop_min_active_days_30d
-    gap_seen = spend_seen = False
-    for b in state.buckets:  # sorted by day: the first bucket of each kind exits first
-        if b.active and not gap_seen:
-            consider(b.day + policy.horizon_days)
-            gap_seen = True
-        if b.spend_cents and not spend_seen:
-            consider(b.day + policy.tier_window_days)
-            spend_seen = True
-        if drop_applies and b.active:
-            for days in (7, 30):
-                if b.day + days > today:
-                    consider(b.day + days)
     return best
 
 
 def sweep(state: UserState, now: int, policy: Policy) -> Result:
     """Let event time pass up to `now`: evaluate every checkpoint that fell due, in order."""
-    outs: list[Output] = []
-    swept = False
-    while state.next_check <= now:
-        state, o = _evaluate(state, state.next_check, policy)
-        outs.extend(o)
-        swept = True
-    if not swept:
+    if state.next_check > now:
         return Result(state, (), Status.IDLE)
-    return Result(replace(state, version=state.version + 1), tuple(outs), Status.SWEPT)
+    outs: list[Output] = []
+    # A sweep is one new version however many checkpoints it evaluates: each evaluation sets
+    # it, and only the last state leaves the sweep.
+    version = state.version + 1
+    while state.next_check <= now:
+        state, o = _evaluate(state, state.next_check, policy, version)
+        outs.extend(o)
+    return Result(state, tuple(outs), Status.SWEPT)
 
 
-def _count_purchase_day(state: UserState, event: Event, policy: Policy) -> UserState:
-    """Keep the BG/NBD statistics: a purchase on a day without one yet is a new purchase day.
+def _count_purchase_day(state: UserState, event: Event, d: Derived) -> UserState:
+    """Keep the BG/NBD statistics: a purchase (an event of a spend type) on a day without one
+    yet is a new purchase day.
 
     Late purchases are within the allowed lateness, so their day is still in the buckets and
     the check is exact whatever the arrival order.
     """
-    if event.type not in policy.spend_types:
-        return state
-    day = day_of(event.ts)
-    spend_indexes = tuple(_type_index(t, policy) for t in policy.spend_types)
-    if has_any(state.buckets, day, spend_indexes):
+    day = event.ts // DAY_MS
+    if has_any(state.buckets, day, d.spend_indexes):
         return state
     first, last = state.first_purchase_day, state.last_purchase_day
     return replace(
@@ -309,13 +355,6 @@ def _count_purchase_day(state: UserState, event: Event, policy: Policy) -> UserS
 def _advance(state: UserState, partition: int, offset: int) -> int:
     """The last applied offset after applying `offset`: offsets compare only within a partition."""
     return max(offset, state.last_offset) if partition == state.partition else offset
-
-
-def _type_index(etype: str, policy: Policy) -> int:
-    try:
-        return policy.event_types.index(etype)
-    except ValueError:
-        return len(policy.event_types)
 
 
 def _fresh(event: Event) -> UserState:
@@ -346,6 +385,7 @@ def apply_event(
     if state is not None and partition == state.partition and 0 <= offset <= state.last_offset:
         return Result(state, (), Status.REDELIVERED)
     fp = fingerprint(event.event_id)
+    d = derived(policy)
     if state is None:
         state = _fresh(event)
     else:
@@ -354,40 +394,44 @@ def apply_event(
                 state, partition=partition, last_offset=_advance(state, partition, offset)
             )
             return Result(moved, (), Status.DUPLICATE)
-        cutoff = state.evaluated_at - policy.lateness_ms
+        cutoff = state.evaluated_at - d.lateness_ms
         if event.ts < cutoff:
             raise TooLate(event.ts, cutoff, event.user_id)
         # Decisions that fell due before this event happened are made first.
-        swept = sweep(state, event.ts, policy)
-        state, outs = swept.state, list(swept.outputs)
+        if state.next_check <= event.ts:
+            swept = sweep(state, event.ts, policy)
+            state, outs = swept.state, list(swept.outputs)
 
-    active = event.type not in policy.passive_types
-    spend = event.amount_cents if event.type in policy.spend_types else 0
-    n_types = len(policy.event_types) + 1
-    ids = (*state.recent_ids, fp)[-policy.dedup_capacity :]
+    ts, etype = event.ts, event.type
+    active = etype not in d.passive_types
+    spend = event.amount_cents if etype in d.spend_types else 0
+    ids = state.recent_ids + (fp,)
+    if len(ids) > policy.dedup_capacity:
+        ids = ids[-policy.dedup_capacity :]
     last_active = state.last_active
     if active:
-        last_active = event.ts if last_active is None else max(last_active, event.ts)
-    state = _count_purchase_day(state, event, policy)
+        last_active = ts if last_active is None else max(last_active, ts)
+    if etype in d.spend_types:
+        state = _count_purchase_day(state, event, d)
     state = replace(
         state,
         buckets=add_to_buckets(
             state.buckets,
-            day_of(event.ts),
-            _type_index(event.type, policy),
-            n_types,
+            ts // DAY_MS,
+            d.type_index.get(etype, d.n_types - 1),
+            d.n_types,
             spend,
             active,
         ),
         recent_ids=ids,
-        first_seen=min(state.first_seen, event.ts),
-        last_seen=max(state.last_seen, event.ts),
+        first_seen=min(state.first_seen, ts),
+        last_seen=max(state.last_seen, ts),
         last_active=last_active,
         total_events=state.total_events + 1,
         total_spend_cents=state.total_spend_cents + spend,
         partition=partition,
         last_offset=_advance(state, partition, offset),
     )
-    state, o = _evaluate(state, max(event.ts, state.evaluated_at), policy)
+    state, o = _evaluate(state, max(ts, state.evaluated_at), policy, state.version + 1)
     outs.extend(o)
-    return Result(replace(state, version=state.version + 1), tuple(outs), Status.APPLIED)
+    return Result(state, tuple(outs), Status.APPLIED)

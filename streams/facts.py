@@ -5,13 +5,16 @@ from __future__ import annotations
 import msgspec
 
 from streams.bgnbd import day_p_alive_falls, p_alive, state_summary
-from streams.eventtime import DAY_MS, day_of
-from streams.policy import Policy, days_ms
+from streams.eventtime import DAY_MS
+from streams.policy import Policy, days_ms, derived
 from streams.state import UserState
-from streams.windows import decision_figures
+from streams.windows import Scan, scan
 
 
-class Facts(msgspec.Struct, frozen=True):
+# gc=False: frozen, holding only numbers, strings and tuples of those or of other such structs,
+# so never part of a reference cycle; untracked, its many short-lived copies do not set off
+# garbage collections.
+class Facts(msgspec.Struct, frozen=True, gc=False):
     at: int
     age_ms: int
     silence_ms: int
@@ -32,7 +35,7 @@ class Facts(msgspec.Struct, frozen=True):
 def silence_threshold_ms(gap_days: float | None, policy: Policy) -> int:
     """How long a silence is normal for a user with this typical gap (floor and ceiling applied)."""
     if gap_days is None:
-        return days_ms(policy.at_risk_default_days)
+        return derived(policy).default_threshold_ms
     days = gap_days * policy.at_risk_gap_multiplier
     return days_ms(min(max(days, policy.at_risk_floor_days), policy.at_risk_ceiling_days))
 
@@ -60,9 +63,17 @@ def p_alive_checkpoint(state: UserState, at: int, policy: Policy, step: float = 
 
 def facts_at(state: UserState, at: int, policy: Policy) -> Facts:
     """Facts about `state` as of event time `at`."""
-    active7, active30, spend, gap = decision_figures(
-        state.buckets, day_of(at), policy.tier_window_days, policy.min_gaps_for_typical
-    )
+    return facts_of(state, at, policy, scan_at(state, at, policy))
+
+
+def scan_at(state: UserState, at: int, policy: Policy) -> Scan:
+    """The pass over the user's buckets that the facts as of `at` come from."""
+    return scan(state.buckets, at // DAY_MS, policy.tier_window_days, policy.min_gaps_for_typical)
+
+
+def facts_of(state: UserState, at: int, policy: Policy, scanned: Scan) -> Facts:
+    """`facts_at(state, at, policy)`, from `scan_at(state, at, policy)` already taken."""
+    gap = scanned.typical_gap_days
     last = state.last_active if state.last_active is not None else state.first_seen
     return Facts(
         at=at,
@@ -70,9 +81,9 @@ def facts_at(state: UserState, at: int, policy: Policy) -> Facts:
         silence_ms=max(0, at - last),
         typical_gap_days=gap,
         threshold_ms=silence_threshold_ms(gap, policy),
-        active_days_7d=active7,
-        active_days_30d=active30,
-        spend_window_cents=spend,
+        active_days_7d=scanned.active_days_7d,
+        active_days_30d=scanned.active_days_30d,
+        spend_window_cents=scanned.spend_cents,
         last_active=state.last_active,
-        p_alive=churn_p_alive(state, at, policy),
+        p_alive=churn_p_alive(state, at, policy) if policy.churn_model is not None else None,
     )

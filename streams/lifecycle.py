@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from streams.churn import WarningReason, is_dropping, is_silent
 from streams.facts import Facts
-from streams.policy import Policy, days_ms
+from streams.policy import Policy, derived
 
 
 class Stage:
@@ -36,9 +36,10 @@ def decide_stage(
     at_risk: an episode ends only through activity after it started, never because a sliding
     window changed the user's typical gap while they stayed silent.
     """
-    if f.silence_ms >= days_ms(policy.churned_after_days):
+    d = derived(policy)
+    if f.silence_ms >= d.churned_ms:
         return Stage.CHURNED, "silence_churned"
-    if f.silence_ms >= days_ms(policy.dormant_after_days):
+    if f.silence_ms >= d.dormant_ms:
         return Stage.DORMANT, "silence_dormant"
     if prev in (Stage.DORMANT, Stage.CHURNED):
         return Stage.REACTIVATED, "returned"
@@ -54,12 +55,12 @@ def decide_stage(
     drop_episode = in_episode and episode_reason == WarningReason.ACTIVITY_DROP
     if is_dropping(f, policy, in_episode=drop_episode):
         return Stage.AT_RISK, WarningReason.ACTIVITY_DROP
-    if prev in (None, Stage.NEW) and f.age_ms < days_ms(policy.new_user_days):
+    if prev in (None, Stage.NEW) and f.age_ms < d.new_user_ms:
         return Stage.NEW, "first_seen"
     if (
         prev in (Stage.REACTIVATED, Stage.AT_RISK)
         and returned_at is not None
-        and f.at - returned_at < days_ms(policy.reactivated_days)
+        and f.at - returned_at < d.reactivated_ms
     ):
         return Stage.REACTIVATED, "returned"
     if in_episode:

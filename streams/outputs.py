@@ -8,11 +8,12 @@ redelivery produces the same key and a sender can drop the repeat.
 from __future__ import annotations
 
 import hashlib
+from datetime import date
 from typing import Any
 
 import msgspec
 
-from streams.eventtime import format_ts
+from streams.eventtime import DAY_MS, format_ts
 
 SCHEMA_VERSION = 1
 
@@ -38,7 +39,7 @@ class Output(msgspec.Struct, frozen=True):
 
 def idempotency_key(kind: str, user_id: str, *cause: object) -> str:
     """sha256 over kind, user and cause; 32 hex characters."""
-    text = "\x1f".join([kind, user_id, *(str(c) for c in cause)])
+    text = "\x1f".join([kind, user_id, *map(str, cause)])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -99,7 +100,7 @@ def recall_reactivated(
     wkey = warning_key(user_id, warned_at)
     payload = {
         "warning_key": wkey,
-        "warned_at": format_ts(warned_at),
+        "warned_at": wire_time(warned_at),
         "warned_at_ms": warned_at,
         "days_to_return": round((at - warned_at) / 86_400_000, 3),
         "group": group,
@@ -133,6 +134,43 @@ def tier_changed(
     return Output(Kind.TIER, user_id, at, key, payload)
 
 
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+# format_ts goes through a float of seconds, which is exact to the millisecond below 2**32 s
+# (in 2106); the integer formatting below gives the same text there, and format_ts elsewhere.
+_EXACT_UNTIL_MS = 2**32 * 1000
+# Remembered texts, cleared when full: outputs repeat their times (those of a worker batch
+# share their emitted_at, sweeps emit at the same UTC midnights for many users) and days.
+_KEPT = 4096
+_TIMES: dict[int, str] = {}
+_DATES: dict[int, str] = {}
+
+
+def wire_time(ts_ms: int) -> str:
+    """`format_ts(ts_ms)`, faster: formatted with integers, and remembered."""
+    text = _TIMES.get(ts_ms)
+    if text is None:
+        if len(_TIMES) >= _KEPT:
+            _TIMES.clear()
+        text = _TIMES[ts_ms] = _format_ts(ts_ms)
+    return text
+
+
+def _format_ts(ts_ms: int) -> str:
+    if not 0 <= ts_ms < _EXACT_UNTIL_MS:
+        return format_ts(ts_ms)
+    days, ms = divmod(ts_ms, DAY_MS)
+    day = _DATES.get(days)
+    if day is None:
+        if len(_DATES) >= _KEPT:
+            _DATES.clear()
+        day = _DATES[days] = date.fromordinal(_EPOCH_ORDINAL + days).isoformat()
+    seconds, ms = divmod(ms, 1000)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    # %-formatting: a third faster than the f-string with the same padding (measured).
+    return "%sT%02d:%02d:%02d.%03dZ" % (day, hours, minutes, seconds, ms)  # noqa: UP031
+
+
 def to_wire(out: Output, emitted_at_ms: int) -> dict[str, Any]:
     """The JSON document published for an output (see streams/schemas/*.schema.json)."""
     return {
@@ -140,9 +178,9 @@ def to_wire(out: Output, emitted_at_ms: int) -> dict[str, Any]:
         "kind": out.kind,
         "idempotency_key": out.idempotency_key,
         "user_id": out.user_id,
-        "event_time": format_ts(out.ts),
+        "event_time": wire_time(out.ts),
         "event_time_ms": out.ts,
-        "emitted_at": format_ts(emitted_at_ms),
+        "emitted_at": wire_time(emitted_at_ms),
         **out.payload,
     }
 

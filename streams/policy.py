@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -143,6 +144,90 @@ class Policy(BaseModel):
 def days_ms(days: float) -> int:
     """Days as integer milliseconds."""
     return int(days * DAY_MS)
+
+
+@dataclass(frozen=True, slots=True)
+class Derived:
+    """Figures the core derives from a policy, computed once per policy rather than per event.
+
+    Each is exactly the expression the rules would otherwise evaluate (e.g. `new_user_ms` is
+    `days_ms(policy.new_user_days)`), so reading it here changes no result.
+    """
+
+    horizon_days: int
+    lateness_ms: int
+    n_types: int  # the policy's event types plus the trailing "other"
+    type_index: dict[str, int]  # first position of each type in `event_types`
+    passive_types: frozenset[str]
+    spend_types: frozenset[str]
+    spend_indexes: tuple[int, ...]  # positions of `spend_types` in the bucket counts
+    new_user_ms: int
+    dormant_ms: int
+    churned_ms: int
+    reactivated_ms: int
+    grace_ms: int
+    attribution_ms: int
+    default_threshold_ms: int
+    tier_names: tuple[str, ...]
+    tier_cents: tuple[int, ...]  # each tier's min_spend in cents, as eligibility compares it
+    tier_rank: dict[str, int]
+    tier_min_spend: dict[str, float]
+
+
+def _type_index(etype: str, types: tuple[str, ...]) -> int:
+    """Where `etype` is counted: its position in `types`, or the trailing "other" slot."""
+    return types.index(etype) if etype in types else len(types)
+
+
+def _derive(policy: Policy) -> Derived:
+    types = policy.event_types
+    # As `tuple.index` finds them: a name given twice is at its first position.
+    index: dict[str, int] = {}
+    for i, name in enumerate(types):
+        index.setdefault(name, i)
+    rank: dict[str, int] = {}
+    min_spend: dict[str, float] = {}
+    for i, tier in enumerate(policy.tiers):
+        rank.setdefault(tier.name, i)
+        min_spend.setdefault(tier.name, tier.min_spend)
+    return Derived(
+        horizon_days=policy.horizon_days,
+        lateness_ms=policy.lateness_ms,
+        n_types=len(types) + 1,
+        type_index=index,
+        passive_types=frozenset(policy.passive_types),
+        spend_types=frozenset(policy.spend_types),
+        spend_indexes=tuple(_type_index(t, types) for t in policy.spend_types),
+        new_user_ms=days_ms(policy.new_user_days),
+        dormant_ms=days_ms(policy.dormant_after_days),
+        churned_ms=days_ms(policy.churned_after_days),
+        reactivated_ms=days_ms(policy.reactivated_days),
+        grace_ms=days_ms(policy.downgrade_grace_days),
+        attribution_ms=days_ms(policy.attribution_window_days),
+        default_threshold_ms=days_ms(policy.at_risk_default_days),
+        tier_names=policy.tier_names,
+        tier_cents=tuple(round(t.min_spend * 100) for t in policy.tiers),
+        tier_rank=rank,
+        tier_min_spend=min_spend,
+    )
+
+
+# The last policy derived, with its figures. A policy is frozen, so the figures stay valid for
+# as long as it is the same object; keeping it referenced here means its id cannot be reused.
+# Not a cached_property: `model_copy(update=...)` copies the instance dict, cached values and
+# all, so a copy with another field would keep the figures of the original.
+_last: tuple[Policy, Derived] | None = None
+
+
+def derived(policy: Policy) -> Derived:
+    """The derived figures of `policy` (computed on first use of each policy object)."""
+    global _last
+    last = _last
+    if last is not None and last[0] is policy:
+        return last[1]
+    figures = _derive(policy)
+    _last = (policy, figures)
+    return figures
 
 
 class PolicyError(ValueError):

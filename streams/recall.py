@@ -34,7 +34,10 @@ class Outcome:
     ALL = (OPEN, REACTIVATED, NOT_REACTIVATED)
 
 
-class RecallCell(msgspec.Struct, frozen=True, array_like=True):
+# gc=False: frozen, holding only numbers, strings and tuples of those or of other such structs,
+# so never part of a reference cycle; untracked, its many short-lived copies do not set off
+# garbage collections.
+class RecallCell(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """One user's warnings in one (group, tier, reason) cell, by outcome so far."""
 
     group: str

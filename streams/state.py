@@ -12,7 +12,10 @@ from streams.windows import DayBucket
 STATE_FORMAT = 1
 
 
-class UserState(msgspec.Struct, frozen=True, array_like=True):
+# gc=False: frozen, holding only numbers, strings and tuples of those or of other such structs,
+# so never part of a reference cycle; untracked, its many short-lived copies do not set off
+# garbage collections.
+class UserState(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """Everything Pulse remembers about one user; bounded in size by the policy.
 
     Times are epoch millis. `evaluated_at` is the user's event-time clock: the latest event time

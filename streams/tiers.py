@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import msgspec
 
-from streams.policy import Policy, days_ms
+from streams.policy import Policy, derived
 
 
-class TierDecision(msgspec.Struct, frozen=True):
+# gc=False: frozen, holding only numbers, strings and tuples of those or of other such structs,
+# so never part of a reference cycle; untracked, its many short-lived copies do not set off
+# garbage collections.
+class TierDecision(msgspec.Struct, frozen=True, gc=False):
     tier: str
     pending_since: int | None
     direction: str | None  # "initial", "upgrade", "downgrade" or None when unchanged
@@ -17,22 +20,17 @@ class TierDecision(msgspec.Struct, frozen=True):
 
 def eligible_tier(spend_cents: int, policy: Policy) -> str:
     """The highest tier whose threshold the spend reaches."""
-    name = policy.tiers[0].name
-    for tier in policy.tiers:
-        if spend_cents >= round(tier.min_spend * 100):
-            name = tier.name
-    return name
+    d = derived(policy)
+    return d.tier_names[_eligible(spend_cents, d.tier_cents)]
 
 
-def _rank(name: str, policy: Policy) -> int:
-    for i, tier in enumerate(policy.tiers):
-        if tier.name == name:
-            return i
-    return -1
-
-
-def _threshold(name: str, policy: Policy) -> float:
-    return next(t.min_spend for t in policy.tiers if t.name == name)
+def _eligible(spend_cents: int, tier_cents: tuple[int, ...]) -> int:
+    """The index of the last tier whose threshold (cents) the spend reaches; 0 when none."""
+    found = 0
+    for i, cents in enumerate(tier_cents):
+        if spend_cents >= cents:
+            found = i
+    return found
 
 
 def decide_tier(
@@ -43,23 +41,24 @@ def decide_tier(
     A tier that vanished from the policy counts as below every tier, so the user is re-tiered
     at once.
     """
-    target = eligible_tier(spend_cents, policy)
+    d = derived(policy)
+    target = d.tier_names[_eligible(spend_cents, d.tier_cents)]
     if not current:
-        return TierDecision(target, None, "initial", "first_seen", _threshold(target, policy))
-    cur, tgt = _rank(current, policy), _rank(target, policy)
+        return TierDecision(target, None, "initial", "first_seen", d.tier_min_spend[target])
+    cur, tgt = d.tier_rank.get(current, -1), d.tier_rank[target]
     if tgt > cur:
         return TierDecision(
-            target, None, "upgrade", "spend_reached_threshold", _threshold(target, policy)
+            target, None, "upgrade", "spend_reached_threshold", d.tier_min_spend[target]
         )
     if tgt == cur:
         return TierDecision(current, None, None)
     since = pending_since if pending_since is not None else at
-    if at - since >= days_ms(policy.downgrade_grace_days) or cur < 0:
+    if at - since >= d.grace_ms or cur < 0:
         return TierDecision(
             target,
             None,
             "downgrade",
             "spend_below_threshold_past_grace",
-            _threshold(current, policy) if cur >= 0 else 0.0,
+            d.tier_min_spend[current] if cur >= 0 else 0.0,
         )
     return TierDecision(current, since, None)

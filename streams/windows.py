@@ -12,7 +12,10 @@ from statistics import median
 import msgspec
 
 
-class DayBucket(msgspec.Struct, frozen=True, array_like=True):
+# gc=False: frozen, holding only numbers, strings and tuples of those or of other such structs,
+# so never part of a reference cycle; untracked, its many short-lived copies do not set off
+# garbage collections.
+class DayBucket(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """Everything kept about one UTC day of one user."""
 
     day: int
@@ -39,19 +42,26 @@ def add_to_buckets(
     spend_cents: int,
     active: bool,
 ) -> tuple[DayBucket, ...]:
-    """Buckets with one more event on `day` (kept sorted by day)."""
-    out = list(buckets)
-    for i, b in enumerate(out):
+    """Buckets with one more event on `day` (kept sorted by day).
+
+    `buckets` must be sorted by day with one bucket per day, as this function keeps them.
+    """
+    # Events mostly arrive in time order, so the day is the newest bucket's or a new one after
+    # it: search from the newest end. The first bucket at or before `day` is the place.
+    i = len(buckets)
+    while i:
+        b = buckets[i - 1]
         if b.day == day:
             counts = list(b.counts)
             counts[type_index] += 1
-            out[i] = DayBucket(day, tuple(counts), b.spend_cents + spend_cents, b.active or active)
-            return tuple(out)
+            new = DayBucket(day, tuple(counts), b.spend_cents + spend_cents, b.active or active)
+            return buckets[: i - 1] + (new,) + buckets[i:]
+        if b.day < day:
+            break
+        i -= 1
     counts = [0] * n_types
     counts[type_index] = 1
-    out.append(DayBucket(day, tuple(counts), spend_cents, active))
-    out.sort(key=lambda b: b.day)
-    return tuple(out)
+    return buckets[:i] + (DayBucket(day, tuple(counts), spend_cents, active),) + buckets[i:]
 
 
 def has_any(buckets: tuple[DayBucket, ...], day: int, type_indexes: tuple[int, ...]) -> bool:
@@ -112,27 +122,70 @@ def decision_figures(
     The same figures as `active_days_in`, `spend_in` and `typical_gap_days`; the rules read
     them at every evaluation, so they are gathered together.
     """
+    s = scan(buckets, today, spend_days, min_gaps)
+    return s.active_days_7d, s.active_days_30d, s.spend_cents, s.typical_gap_days
+
+
+# gc=False: as DayBucket.
+class Scan(msgspec.Struct, frozen=True, gc=False):
+    """What one pass over sorted buckets finds as of `today`: the decision figures, and the
+    first days of the kinds whose leaving a window changes them (any day, today or not)."""
+
+    active_days_7d: int
+    active_days_30d: int
+    spend_cents: int  # over the spend window
+    typical_gap_days: float | None
+    first_active: int | None
+    first_spend: int | None  # the first day with spend
+    first_active_7d: int | None  # the first active day after today - 7
+    first_active_30d: int | None  # the first active day after today - 30
+
+
+def scan(buckets: tuple[DayBucket, ...], today: int, spend_days: int, min_gaps: int) -> Scan:
+    """The figures of `decision_figures` and the first days a window exit depends on.
+
+    `buckets` must be sorted by day (as `add_to_buckets` keeps them).
+    """
     first7, first30, first_spend = today - 6, today - 29, today - spend_days + 1
     active7 = active30 = spend = 0
     gaps: list[int] = []
     prev: int | None = None
+    first_active = spend_day = in7 = in30 = None
     for b in buckets:
         day = b.day
         if day > today:
             break
-        if first_spend <= day:
-            spend += b.spend_cents
+        if b.spend_cents:
+            if spend_day is None:
+                spend_day = day
+            if first_spend <= day:
+                spend += b.spend_cents
         if b.active:
             if day >= first30:
                 active30 += 1
+                if in30 is None:
+                    in30 = day
                 if day >= first7:
                     active7 += 1
-            if prev is not None:
+                    if in7 is None:
+                        in7 = day
+            if prev is None:
+                first_active = day
+            else:
                 gaps.append(day - prev)
             prev = day
-    if len(gaps) < min_gaps:
-        return active7, active30, spend, None
-    gaps.sort()
-    mid = len(gaps) // 2
-    gap = float(gaps[mid]) if len(gaps) % 2 else (gaps[mid - 1] + gaps[mid]) / 2
-    return active7, active30, spend, gap
+    if buckets and buckets[-1].day > today:  # days after today count only as first days
+        for b in buckets:
+            if b.day > today:
+                if b.spend_cents and spend_day is None:
+                    spend_day = b.day
+                if b.active:
+                    first_active = b.day if first_active is None else first_active
+                    in7 = b.day if in7 is None else in7
+                    in30 = b.day if in30 is None else in30
+    gap: float | None = None
+    if len(gaps) >= min_gaps:
+        gaps.sort()
+        mid = len(gaps) // 2
+        gap = float(gaps[mid]) if len(gaps) % 2 else (gaps[mid - 1] + gaps[mid]) / 2
+    return Scan(active7, active30, spend, gap, first_active, spend_day, in7, in30)
