@@ -96,6 +96,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"comma-separated phases to run, of {','.join(PHASES)} (default: all)",
     )
     p.add_argument("--policy", default=None, help="Pulse policy file (default: built-in)")
+    p.add_argument(
+        "--store",
+        default="memory://",
+        help="the Pulse workers' table store: memory:// (recovery replays the whole changelog) "
+        "or rocksdb:// (the production setting: a restart on the same disk reads only the "
+        "changelog tail)",
+    )
     p.add_argument("--out", type=Path, default=Path("bench/results.json"))
     p.add_argument(
         "--quick",
@@ -140,6 +147,7 @@ class Bench:
                 "quick": args.quick,
                 "phases": args.phases,
                 "policy": args.policy or "built-in defaults",
+                "store": args.store,
                 "checkout": str(Path.cwd()),
                 "end_ms": self.end_ms,
             },
@@ -253,6 +261,7 @@ class Bench:
             self.args.partitions,
             data_dir,
             policy_file=self.args.policy,
+            store=self.args.store,
         )
 
     async def idle_rss(self, data_dir: Path) -> int:

@@ -64,6 +64,7 @@ class PulseWorker:
     partitions: int
     data_dir: Path
     policy_file: str | None = None
+    store: str = "memory://"
     runs: int = 0
 
     @property
@@ -100,6 +101,7 @@ class PulseWorker:
                 "PULSE_SWEEP_INTERVAL_SECONDS": "0",
                 "PULSE_REDIS_URL": "",
                 "PULSE_LOG_LEVEL": "info",
+                "PULSE_STORE": self.store,
             }
         )
         if self.policy_file:

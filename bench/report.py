@@ -99,7 +99,10 @@ def evaluate(res: dict[str, Any]) -> list[dict[str, Any]]:
     rec = scale.get("recovery", {})
     secs = rec.get("probes_s") if rec.get("complete") else None
     shown = _num(secs, "{:.1f} s") if rec.get("complete") or not rec else "incomplete"
-    out.append(target(f"recovery after kill -9 <= 60 s {at}", secs, 60, shown, at_most=True))
+    store = res["config"].get("store", "memory://")
+    out.append(
+        target(f"recovery after kill -9 <= 60 s {at}, {store} store", secs, 60, shown, at_most=True)
+    )
     if rec and not rec.get("complete"):
         out[-1]["verdict"] = "FAIL"
     return out
