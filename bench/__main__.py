@@ -15,7 +15,7 @@ Every process is stopped at the end, also on failure, Ctrl-C or SIGTERM. Logs ar
 directory: to measure another checkout (e.g. a `git worktree` of an older commit), run
 `/path/to/.venv/bin/python -m bench` from that checkout.
 
-A full run (1M events, 1M scale users) takes tens of minutes on two cores, mostly the naive
+A full run (1M events, 1M scale users) takes ~35 minutes on two cores, mostly the naive
 windowed contender and loading the scale users; --quick takes a few minutes.
 """
 
@@ -51,7 +51,7 @@ from streams.embedded import Server, start_tansu
 
 EXAMPLES = """examples:
   python -m bench --quick          # 100k events: a few minutes
-  python -m bench                  # 1M events, 1M scale users: about an hour on two cores
+  python -m bench                  # 1M events, 1M scale users: about 35 minutes on two cores
   python -m bench --only ceiling,pulse --events 200000 --users 20000
   make bench BENCH_ARGS=--quick
 """
