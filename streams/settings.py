@@ -57,6 +57,8 @@ class WorkerSettings(SharedSettings):
     # (Tansu reports the wrong value; harmless and exact on Apache Kafka).
     tansu_compat: bool = True
     session_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Python's garbage-collector thresholds for the worker (gc.set_threshold), e.g. [700,10,10].
+    gc_threshold: tuple[int, int, int] = (200_000, 50, 1_000)
 
     @property
     def output_topics(self) -> dict[str, str]:
