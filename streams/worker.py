@@ -534,7 +534,7 @@ class _Batch:
 
 
 def build_app(settings: WorkerSettings, policy: Policy) -> tuple[PulseApp, Processor]:
-    """The Faust app with its table, topics, agent and timers."""
+    """The Faust app with its table, topics, batch handler and timers."""
     app = PulseApp(
         settings.app_id,
         broker=settings.broker_url,
