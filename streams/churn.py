@@ -30,11 +30,15 @@ def is_dropping(f: Facts, policy: Policy, *, in_episode: bool) -> bool:
     Inside an at-risk episode the user must climb back above the (higher) recovery ratio to
     leave it, so a rate hovering at the threshold does not flap in and out of risk.
     """
-    if f.active_days_30d < policy.drop_min_active_days_30d:
+    return drops(f.active_days_7d, f.active_days_30d, policy, in_episode=in_episode)
+
+
+def drops(active_days_7d: int, active_days_30d: int, policy: Policy, *, in_episode: bool) -> bool:
+    """`is_dropping` on the two counts it reads (the engine also asks it of days to come)."""
+    if active_days_30d < policy.drop_min_active_days_30d:
         return False
-    rate7, rate30 = _rates(f)
     ratio = policy.drop_recover_ratio if in_episode else policy.drop_ratio
-    return rate7 < ratio * rate30
+    return active_days_7d / 7 < ratio * (active_days_30d / 30)
 
 
 def risk_score(f: Facts, policy: Policy) -> float:

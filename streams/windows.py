@@ -137,8 +137,6 @@ class Scan(msgspec.Struct, frozen=True, gc=False):
     typical_gap_days: float | None
     first_active: int | None
     first_spend: int | None  # the first day with spend
-    first_active_7d: int | None  # the first active day after today - 7
-    first_active_30d: int | None  # the first active day after today - 30
 
 
 def scan(buckets: tuple[DayBucket, ...], today: int, spend_days: int, min_gaps: int) -> Scan:
@@ -150,7 +148,7 @@ def scan(buckets: tuple[DayBucket, ...], today: int, spend_days: int, min_gaps: 
     active7 = active30 = spend = 0
     gaps: list[int] = []
     prev: int | None = None
-    first_active = spend_day = in7 = in30 = None
+    first_active = spend_day = None
     for b in buckets:
         day = b.day
         if day > today:
@@ -163,12 +161,8 @@ def scan(buckets: tuple[DayBucket, ...], today: int, spend_days: int, min_gaps: 
         if b.active:
             if day >= first30:
                 active30 += 1
-                if in30 is None:
-                    in30 = day
                 if day >= first7:
                     active7 += 1
-                    if in7 is None:
-                        in7 = day
             if prev is None:
                 first_active = day
             else:
@@ -179,13 +173,11 @@ def scan(buckets: tuple[DayBucket, ...], today: int, spend_days: int, min_gaps: 
             if b.day > today:
                 if b.spend_cents and spend_day is None:
                     spend_day = b.day
-                if b.active:
-                    first_active = b.day if first_active is None else first_active
-                    in7 = b.day if in7 is None else in7
-                    in30 = b.day if in30 is None else in30
+                if b.active and first_active is None:
+                    first_active = b.day
     gap: float | None = None
     if len(gaps) >= min_gaps:
         gaps.sort()
         mid = len(gaps) // 2
         gap = float(gaps[mid]) if len(gaps) % 2 else (gaps[mid - 1] + gaps[mid]) / 2
-    return Scan(active7, active30, spend, gap, first_active, spend_day, in7, in30)
+    return Scan(active7, active30, spend, gap, first_active, spend_day)

@@ -13,7 +13,7 @@ from streams.engine import NEVER, Status, TooLate, apply_event, sweep
 from streams.eventtime import DAY_MS, HOUR_MS, day_of
 from streams.lifecycle import Stage
 from streams.outputs import Kind, Output
-from streams.policy import Policy
+from streams.policy import ChurnModel, Policy
 from streams.state import UserState, decode_state, encode_state
 from streams.windows import window
 
@@ -332,3 +332,49 @@ def test_risk_score_is_always_between_0_and_1(records: list[Event], sweep_days: 
     for o in [*rp.outputs, *swept.outputs]:
         if o.kind == Kind.WARNING:
             assert 0.0 <= o.payload["risk_score"] <= 1.0
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+CHECKPOINT_POLICIES = (
+    POLICY,
+    # The activity-drop rule applies from 3 active days: it decides often in short histories.
+    Policy(drop_min_active_days_30d=3),
+    Policy(churn_model=ChurnModel(r=0.243, alpha=4.414, a=0.793, b=2.426)),
+)
+
+
+@st.composite
+def active_days(draw: st.DrawFn) -> list[Event]:
+    """One event on each of a set of days, in order: regular users who slow down or pause,
+    the histories the activity-drop rule decides on."""
+    days = sorted(draw(st.sets(st.integers(0, 45), min_size=3, max_size=35)))
+    hours = draw(st.lists(st.integers(0, 23), min_size=len(days), max_size=len(days)))
+    return [
+        ev(BASE + d * DAY_MS + h * HOUR_MS, "session_start", event_id=f"d{d}")
+        for d, h in zip(days, hours, strict=True)
+    ]
+
+
+@PROPERTY
+@given(
+    records=st.one_of(histories(max_delay_hours=0), active_days()),
+    policy=st.sampled_from(CHECKPOINT_POLICIES),
+    data=st.data(),
+)
+def test_no_decision_changes_before_the_next_checkpoint(
+    records: list[Event], policy: Policy, data: st.DataObject
+) -> None:
+    """A sweep visits a user only at checkpoints, so a decision between two of them would be
+    missed: deciding at any earlier moment (every midnight, when windows slide, and a few
+    others) must change nothing."""
+    s = feed(records, policy).state
+    assert s is not None
+    end = min(s.next_check, s.evaluated_at + 100 * DAY_MS)
+    midnights = range((day_of(s.evaluated_at) + 1) * DAY_MS, end, DAY_MS)
+    others = data.draw(st.lists(st.integers(s.evaluated_at + 1, end - 1), max_size=5))
+    for t in [*midnights, *others, end - 1]:
+        if s.evaluated_at < t < s.next_check:
+            early = sweep(replace(s, next_check=t), t, policy)
+            assert early.outputs == ()
+            assert (early.state.stage, early.state.tier) == (s.stage, s.tier)
