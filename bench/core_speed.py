@@ -35,9 +35,10 @@ from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
 
 from bench.workload import DAY_MS, HOUR_MS, Plan, WorkloadSpec  # noqa: E402
+from streams.checkpoints import NEVER  # noqa: E402
 from streams.contract import InvalidEvent, parse_event  # noqa: E402
 from streams.demo import build_schedule  # noqa: E402
-from streams.engine import NEVER, Result, apply_event, sweep  # noqa: E402
+from streams.engine import Result, apply_event, sweep  # noqa: E402
 from streams.eventtime import parse_ts  # noqa: E402
 from streams.outputs import encode_output  # noqa: E402
 from streams.policy import ChurnModel, Policy  # noqa: E402

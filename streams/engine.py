@@ -16,10 +16,11 @@ from __future__ import annotations
 import msgspec
 from msgspec.structs import replace
 
-from streams.churn import WarningReason, drops, risk_score, warning_figures
+from streams.checkpoints import NEVER, checkpoint_after
+from streams.churn import WarningReason, risk_score, warning_figures
 from streams.contract import Event, InvalidEvent, Reason
 from streams.eventtime import DAY_MS
-from streams.facts import Facts, facts_of, p_alive_checkpoint, scan_at
+from streams.facts import facts_of, scan_at
 from streams.holdout import assign_group
 from streams.lifecycle import Stage, decide_stage
 from streams.outputs import (
@@ -33,9 +34,7 @@ from streams.policy import Derived, Policy, derived
 from streams.recall import Tally, count_judged, count_warning
 from streams.state import UserState, fingerprint
 from streams.tiers import decide_tier
-from streams.windows import DayBucket, Scan, add_to_buckets, has_any, prune
-
-NEVER = 2**62
+from streams.windows import add_to_buckets, has_any, prune
 
 
 class Status:
@@ -158,13 +157,12 @@ def _evaluate(
     warning_reason = changes.get("last_warning_reason", state.last_warning_reason)
     # `at` is the new evaluated_at, so f (taken at `at` on the same buckets) holds for it. The
     # stage is `stage` whether it changed or not.
-    next_check = _next_check(
+    next_check = checkpoint_after(
         state,
         d,
         policy,
         f,
         scanned,
-        t0=evaluated_at,
         stage=stage,
         returned_at=returned_at,
         pending_since=tier.pending_since,
@@ -228,159 +226,6 @@ def _open_recall(state: UserState, at: int, group: str, reason: str) -> dict[str
         "recall_reason": reason,
         "recall_returned_at": None,
     }
-
-
-def next_checkpoint(state: UserState, policy: Policy, f: Facts | None = None) -> int:
-    """The next event time after `state.evaluated_at` at which a decision could change.
-
-    `f` are the facts at `state.evaluated_at` when the caller has them. Without new events a
-    decision can change only when a silence reaches a threshold, a period (new user,
-    reactivation, downgrade grace) ends, or a day leaves a window that a rule reads: see
-    `_next_window_exit`. Users with nothing pending are not due, so a sweep's cost follows the
-    users due, not the users known.
-    """
-    scanned = scan_at(state, state.evaluated_at if f is None else f.at, policy)
-    if f is None:
-        f = facts_of(state, state.evaluated_at, policy, scanned)
-    return _next_check(
-        state,
-        derived(policy),
-        policy,
-        f,
-        scanned,
-        t0=state.evaluated_at,
-        stage=state.stage,
-        returned_at=state.returned_at,
-        pending_since=state.downgrade_pending_since,
-        recall_at=state.recall_at,
-        drop_episode=state.stage == Stage.AT_RISK
-        and state.last_warning_reason == WarningReason.ACTIVITY_DROP,
-    )
-
-
-def _next_check(
-    state: UserState,
-    d: Derived,
-    policy: Policy,
-    f: Facts,
-    scanned: Scan,
-    *,
-    t0: int,
-    stage: str,
-    returned_at: int | None,
-    pending_since: int | None,
-    recall_at: int | None,
-    drop_episode: bool,
-) -> int:
-    """`next_checkpoint` of `state` with `evaluated_at`, `stage`, `returned_at`,
-    `downgrade_pending_since` and `recall_at` as given (the other fields as they are);
-    `drop_episode`: the user is in an at-risk episode opened by the activity-drop rule."""
-    last = state.last_active if state.last_active is not None else state.first_seen
-    exit_day = _next_window_exit(state.buckets, f, scanned, d, policy, drop_episode)
-    candidates = (
-        last + f.threshold_ms,
-        last + d.dormant_ms,
-        last + d.churned_ms,
-        state.first_seen + d.new_user_ms if stage == Stage.NEW else None,
-        returned_at + d.reactivated_ms if returned_at is not None else None,
-        pending_since + d.grace_ms if pending_since is not None else None,
-        # the warning under measurement is judged then
-        recall_at + d.attribution_ms if recall_at is not None else None,
-        exit_day * DAY_MS if exit_day is not None else None,
-        # With a churn model, silence lowers P(alive): re-score when it has fallen a step.
-        p_alive_checkpoint(state, t0, policy) if policy.churn_model is not None else None,
-    )
-    best: int | None = None  # the earliest candidate after t0
-    for c in candidates:
-        if c is not None and c > t0 and (best is None or c < best):
-            best = c
-    return NEVER if best is None else best
-
-
-def _next_window_exit(
-    buckets: tuple[DayBucket, ...],
-    f: Facts,
-    scanned: Scan,
-    d: Derived,
-    policy: Policy,
-    drop_episode: bool,
-) -> int | None:
-    """The first UTC day after today whose midnight can change a decision.
-
-    Without events, figures only fall as days leave windows: the typical gap changes when an
-    active day leaves the largest window (it is pruned); the tier's spend when a day with
-    spend leaves the tier window. The buckets are sorted by day, so the first bucket of each
-    kind exits first (`scanned` has their days, from the pass that took `f`). The activity-drop
-    rule reads the 7- and 30-day active days, which move at almost every midnight for a
-    regular user, so for it the day is the one its answer flips (`_drop_flip_day`): a sweep
-    then visits the users whose decision can change, not every regular user every night.
-    """
-    today = f.at // DAY_MS
-    exits = [
-        scanned.first_active + d.horizon_days if scanned.first_active is not None else None,
-        scanned.first_spend + policy.tier_window_days if scanned.first_spend is not None else None,
-    ]
-    exits.append(_drop_flip_day(buckets, f, policy, drop_episode))
-    best: int | None = None
-    for day in exits:
-        if day is not None and day > today and (best is None or day < best):
-            best = day
-    return best
-
-
-def _drop_flip_day(
-    buckets: tuple[DayBucket, ...], f: Facts, policy: Policy, in_episode: bool
-) -> int | None:
-    """The first day after today (`f.at`) on which the activity-drop rule's answer differs
-    from today's if no event arrives; None if it never does.
-
-    The rule reads how many of the last 7 and 30 days were active; without events those
-    counts change only as active days leave the windows (or, for days dated after today,
-    enter them). After a week no active day is left in the 7-day window, and the answer is
-    then "dropping" exactly while the 30-day count is at the rule's minimum or above.
-    """
-    today = f.at // DAY_MS
-    if buckets and buckets[-1].day > today:
-        return _drop_flip_day_ahead(buckets, today, policy, in_episode)
-    m, n, a7 = policy.drop_min_active_days_30d, f.active_days_30d, f.active_days_7d
-    if n < m:
-        return None  # the 30-day count cannot grow without events: always "no"
-    now = drops(a7, n, policy, in_episode=in_episode)
-    days = [b.day for b in buckets if b.active and b.day > today - 30]
-    # Day by day through the week in which the 7-day window empties.
-    left30, left7 = 0, n - a7  # days[:left30] have left the 30-day window, days[:left7] the 7
-    for day in range(today + 1, today + 8):
-        moved = False
-        while left30 < n and days[left30] <= day - 30:
-            left30 += 1
-            moved = True
-        while left7 < n and days[left7] <= day - 7:
-            left7 += 1
-            moved = True
-        if moved and drops(n - left7, n - left30, policy, in_episode=in_episode) != now:
-            return day
-    # From here on "dropping" while the 30-day count is >= m, which it stops being when the
-    # m-th latest active day leaves the window.
-    return days[n - m] + 30 if now else None
-
-
-def _drop_flip_day_ahead(
-    buckets: tuple[DayBucket, ...], today: int, policy: Policy, in_episode: bool
-) -> int | None:
-    """`_drop_flip_day` with active days dated after today (rare: an evaluation is normally
-    at the latest event): every day a count can change on is tried."""
-    days = [b.day for b in buckets if b.active and b.day > today - 30]
-
-    def answer(day: int) -> bool:
-        a7 = sum(1 for x in days if day - 7 < x <= day)
-        a30 = sum(1 for x in days if day - 30 < x <= day)
-        return drops(a7, a30, policy, in_episode=in_episode)
-
-    now = answer(today)
-    for day in sorted({c for x in days for c in (x, x + 7, x + 30) if c > today}):
-        if answer(day) != now:
-            return day
-    return None
 
 
 def sweep(state: UserState, now: int, policy: Policy) -> Result:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 
-from streams.engine import NEVER
+from streams.checkpoints import NEVER
 from streams.recall import cell_counts
 from streams.state import UserState
 

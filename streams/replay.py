@@ -14,8 +14,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from streams.checkpoints import NEVER
 from streams.contract import InvalidEvent, Reason, parse_event
-from streams.engine import NEVER, Result, Status, apply_event, sweep
+from streams.engine import Result, Status, apply_event, sweep
 from streams.eventtime import DAY_MS
 from streams.lifecycle import Stage
 from streams.outputs import Output

@@ -178,6 +178,11 @@ def scan(buckets: tuple[DayBucket, ...], today: int, spend_days: int, min_gaps: 
     gap: float | None = None
     if len(gaps) >= min_gaps:
         gaps.sort()
-        mid = len(gaps) // 2
-        gap = float(gaps[mid]) if len(gaps) % 2 else (gaps[mid - 1] + gaps[mid]) / 2
+        gap = median_of_sorted(gaps)
     return Scan(active7, active30, spend, gap, first_active, spend_day)
+
+
+def median_of_sorted(gaps: list[int]) -> float:
+    """The median of a sorted, non-empty list of day gaps: the typical gap."""
+    mid = len(gaps) // 2
+    return float(gaps[mid]) if len(gaps) % 2 else (gaps[mid - 1] + gaps[mid]) / 2

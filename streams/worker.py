@@ -29,11 +29,12 @@ from faust.streams import _current_event
 from faust.types import TP
 
 from streams import metrics
+from streams.checkpoints import NEVER
 from streams.clock import virtual_now
 from streams.consumer import PulseTransport, RecordBatch
 from streams.contract import InvalidEvent, Reason, parse_event
 from streams.dlq import dead_letter, encode_dead_letter
-from streams.engine import NEVER, Result, Status, apply_event, sweep
+from streams.engine import Result, Status, apply_event, sweep
 from streams.lifecycle import Stage
 from streams.outputs import Kind, Output, encode_output
 from streams.partindex import PartitionIndex

@@ -6,9 +6,10 @@ import re
 
 import pytest
 
+from streams.checkpoints import NEVER, next_checkpoint
 from streams.churn import WarningReason
 from streams.contract import Event, Reason
-from streams.engine import NEVER, Status, TooLate, apply_event, next_checkpoint, sweep
+from streams.engine import Status, TooLate, apply_event, sweep
 from streams.eventtime import DAY_MS, HOUR_MS, day_of
 from streams.lifecycle import Stage
 from streams.outputs import Kind, Output, encode_output, to_wire

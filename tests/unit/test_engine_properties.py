@@ -8,8 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from msgspec.structs import replace
 
+from streams.checkpoints import NEVER
 from streams.contract import Event
-from streams.engine import NEVER, Status, TooLate, apply_event, sweep
+from streams.engine import Status, TooLate, apply_event, sweep
 from streams.eventtime import DAY_MS, HOUR_MS, day_of
 from streams.lifecycle import Stage
 from streams.outputs import Kind, Output

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.engine import NEVER
+from streams.checkpoints import NEVER
 from streams.partindex import PartitionIndex
 from streams.state import UserState
 

@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.backtest import recall_report, report_data
-from streams.engine import NEVER, apply_event, sweep
+from streams.checkpoints import NEVER
+from streams.engine import apply_event, sweep
 from streams.eventtime import DAY_MS, HOUR_MS
 from streams.holdout import Group, assign_group
 from streams.launcher import describe
