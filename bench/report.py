@@ -212,7 +212,7 @@ def render(res: dict[str, Any]) -> str:
         )
     for s in scale.get("sweeps", {}).get("runs", []):
         lines.append(
-            f"  sweep {s['label']:<16} CPU {_num(s.get('cpu_seconds'), '{:.3f} s'):>9}, wall "
+            f"  sweep {s['label']:<22} CPU {_num(s.get('cpu_seconds'), '{:.3f} s'):>9}, wall "
             f"{s['wall_seconds']:.2f} s, {s['users_swept']:,} users swept"
             + (
                 f" ({s['cpu_us_per_swept_user']:.0f} us CPU each)"
