@@ -349,7 +349,8 @@ CHECKPOINT_POLICIES = (
 def active_days(draw: st.DrawFn) -> list[Event]:
     """One event on each of a set of days, in order: regular users who slow down or pause,
     the histories the activity-drop rule decides on."""
-    days = sorted(draw(st.sets(st.integers(0, 45), min_size=3, max_size=35)))
+    span = draw(st.sampled_from([45, 150]))  # 150: days leave the 90-day window too
+    days = sorted(draw(st.sets(st.integers(0, span), min_size=3, max_size=35)))
     hours = draw(st.lists(st.integers(0, 23), min_size=len(days), max_size=len(days)))
     return [
         ev(BASE + d * DAY_MS + h * HOUR_MS, "session_start", event_id=f"d{d}")
@@ -373,7 +374,7 @@ def test_no_decision_changes_before_the_next_checkpoint(
     assert s is not None
     end = min(s.next_check, s.evaluated_at + 100 * DAY_MS)
     midnights = range((day_of(s.evaluated_at) + 1) * DAY_MS, end, DAY_MS)
-    others = data.draw(st.lists(st.integers(s.evaluated_at + 1, end - 1), max_size=5))
+    others = data.draw(st.lists(st.integers(s.evaluated_at, end), max_size=5))
     for t in [*midnights, *others, end - 1]:
         if s.evaluated_at < t < s.next_check:
             early = sweep(replace(s, next_check=t), t, policy)
