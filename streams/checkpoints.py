@@ -112,16 +112,17 @@ def window_exit_day(
     """
     today = f.at // DAY_MS
     last_day = (before - 1) // DAY_MS  # a later midnight is not before `before`
+    if buckets and buckets[-1].day > today:
+        # Days dated after today enter the windows as well. An evaluation is at the user's
+        # latest event or later, so the engine never has such days: simply look again tomorrow.
+        return today + 1 if today + 1 <= last_day else None
     found: int | None = None
     drop = _drop_flip_day(buckets, f, policy, drop_episode)
     if drop is not None and drop <= last_day:
         found, last_day = drop, drop - 1
-    # Active or spend days dated after today (rare: an evaluation is normally at the latest
-    # event) would enter the windows too: for those the first exit is taken as it is.
-    ahead = bool(buckets) and buckets[-1].day > today
     for day in (
-        _threshold_change_day(buckets, f, scanned, d, policy, last_day, ahead),
-        _tier_change_day(buckets, f, scanned, policy, last_day, ahead),
+        _threshold_change_day(buckets, f, scanned, d, policy, last_day),
+        _tier_change_day(buckets, f, scanned, policy, last_day),
     ):
         if day is not None and day <= last_day:
             found, last_day = day, day - 1
@@ -135,17 +136,12 @@ def _threshold_change_day(
     d: Derived,
     policy: Policy,
     last_day: int,
-    ahead: bool,
 ) -> int | None:
     """The first day up to `last_day` on which an active day leaving the largest window
     changes the silence threshold (each takes its gap to the next active day with it)."""
-    if scanned.first_active is None:
+    if scanned.first_active is None or scanned.first_active + d.horizon_days > last_day:
         return None
     today = f.at // DAY_MS
-    if ahead:  # an active day entering the window changes the gaps too
-        return min(scanned.first_active + d.horizon_days, _first_day_after(buckets, today, True))
-    if scanned.first_active + d.horizon_days > last_day:
-        return None
     days = [b.day for b in buckets if b.active and b.day <= today]
     gaps = sorted(b - a for a, b in zip(days, days[1:], strict=False))
     min_gaps = policy.min_gaps_for_typical
@@ -167,19 +163,13 @@ def _tier_change_day(
     scanned: Scan,
     policy: Policy,
     last_day: int,
-    ahead: bool,
 ) -> int | None:
     """The first day up to `last_day` on which a day with spend leaving the tier window
     changes the tier the spend qualifies for."""
     window = policy.tier_window_days
     today = f.at // DAY_MS
     first = today - window + 1  # the tier window's first day
-    if scanned.first_spend is None:
-        return None
-    if ahead:  # a day with spend entering the window changes the spend too
-        exits = [b.day + window for b in buckets if b.spend_cents and first <= b.day <= today]
-        return min(exits[:1] + [_first_day_after(buckets, today, False)])
-    if max(scanned.first_spend, first) + window > last_day:
+    if scanned.first_spend is None or max(scanned.first_spend, first) + window > last_day:
         return None
     spend = f.spend_window_cents
     now = eligible_tier(spend, policy)
@@ -195,14 +185,6 @@ def _tier_change_day(
     return None
 
 
-def _first_day_after(buckets: tuple[DayBucket, ...], today: int, active: bool) -> int:
-    """The first day after today with activity (`active`) or spend; NEVER if none."""
-    for b in buckets:
-        if b.day > today and (b.active if active else b.spend_cents > 0):
-            return b.day
-    return NEVER
-
-
 def _drop_flip_day(
     buckets: tuple[DayBucket, ...], f: Facts, policy: Policy, in_episode: bool
 ) -> int | None:
@@ -210,13 +192,11 @@ def _drop_flip_day(
     from today's if no event arrives; None if it never does.
 
     The rule reads how many of the last 7 and 30 days were active; without events those
-    counts change only as active days leave the windows (or, for days dated after today,
-    enter them). After a week no active day is left in the 7-day window, and the answer is
+    counts change only as active days leave the windows (`buckets` end today at the latest).
+    After a week no active day is left in the 7-day window, and the answer is
     then "dropping" exactly while the 30-day count is at the rule's minimum or above.
     """
     today = f.at // DAY_MS
-    if buckets and buckets[-1].day > today:
-        return _drop_flip_day_ahead(buckets, today, policy, in_episode)
     m, n, a7 = policy.drop_min_active_days_30d, f.active_days_30d, f.active_days_7d
     if n < m:
         return None  # the 30-day count cannot grow without events: always "no"
@@ -237,22 +217,3 @@ def _drop_flip_day(
     # From here on "dropping" while the 30-day count is >= m, which it stops being when the
     # m-th latest active day leaves the window.
     return days[n - m] + 30 if now else None
-
-
-def _drop_flip_day_ahead(
-    buckets: tuple[DayBucket, ...], today: int, policy: Policy, in_episode: bool
-) -> int | None:
-    """`_drop_flip_day` with active days dated after today: every day a count can change
-    on is tried."""
-    days = [b.day for b in buckets if b.active and b.day > today - 30]
-
-    def answer(day: int) -> bool:
-        a7 = sum(1 for x in days if day - 7 < x <= day)
-        a30 = sum(1 for x in days if day - 30 < x <= day)
-        return drops(a7, a30, policy, in_episode=in_episode)
-
-    now = answer(today)
-    for day in sorted({c for x in days for c in (x, x + 7, x + 30) if c > today}):
-        if answer(day) != now:
-            return day
-    return None
