@@ -24,6 +24,9 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
+from streams.metrics import CHANGELOG_RESTORED
+from streams.restore import apply_fetch
+
 
 class PulseConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     async def seek_to_committed(self) -> Mapping[Any, int]:
@@ -141,6 +144,8 @@ class PulseConsumer(faust_aiokafka.Consumer):
                 continue
             (batch if tp.topic in self.batch_topics else others).append((tp, fresh))
         if others:
+            others = await self._restore(others)
+        if others:
             # Faust races each record's delivery against a flow suspension (a rebalance), so a
             # delivery blocked on a full queue is given up; one race per fetch does the same
             # for a fraction of the cost (four futures per record made changelog recovery
@@ -148,6 +153,29 @@ class PulseConsumer(faust_aiokafka.Consumer):
             await self.wait_first(self._one_by_one(others), self.suspend_flow.wait())
         if batch:
             await self._handle(batch, fetched_at)
+
+    async def _restore(self, runs: list[tuple[Any, list[Any]]]) -> list[tuple[Any, list[Any]]]:
+        """Apply changelog fetches to their tables at once (streams/restore.py); returns the
+        runs left for Faust's path: other topics, fetches it must take, and the last record of
+        a partition that caught up, so that Faust's recovery loop sees that it did."""
+        changelogs = self.app.tables.changelog_topics
+        left: list[tuple[Any, list[Any]]] = []
+        for tp, records in runs:
+            if tp.topic not in changelogs:
+                left.append((tp, records))
+                continue
+            caught_up = None
+            if not self.app.topics.acks_enabled_for(tp.topic):
+                caught_up = await apply_fetch(self.app, tp, records, self._to_message)
+            if caught_up is None:
+                CHANGELOG_RESTORED.labels("faust").inc(len(records))
+                left.append((tp, records))
+                continue
+            CHANGELOG_RESTORED.labels("fetch").inc(len(records))
+            self._read_offset[tp] = records[-1].offset
+            if caught_up:
+                left.append((tp, records[-1:]))
+        return left
 
     async def _one_by_one(self, runs: list[tuple[Any, list[Any]]]) -> None:
         """Deliver records the Faust way: one at a time to the conductor, with gap tracking."""

@@ -41,6 +41,13 @@ LAST_CONSUMED = Gauge(
     "Wall time of the last record consumed (liveness)",
     registry=REGISTRY,
 )
+CHANGELOG_RESTORED = Counter(
+    "pulse_changelog_records_restored",
+    "Changelog records read into the table in recovery and on standbys (path: fetch, a whole"
+    " fetch at once; faust, one by one through Faust's recovery loop)",
+    ["path"],
+    registry=REGISTRY,
+)
 ERASURES = Counter("pulse_erasures", "Users erased on request (tombstones)", registry=REGISTRY)
 VIEW_WRITES = Counter(
     "pulse_view_writes", "User states written to the Redis view", registry=REGISTRY
