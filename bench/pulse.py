@@ -429,6 +429,8 @@ async def recovery(
             result["note"] = f"probes not all applied within {timeout:.0f}s"
     finally:
         await tail.stop()
+        # The worker may log 'Worker ready' a moment before the probes show: one more poll.
+        await asyncio.sleep(0.2)
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
