@@ -7,6 +7,8 @@ then every contender reads it with its own consumer group, one after the other:
 2. naive Faust, and naive Faust with hopping windowed tables (bench/naive.py)
 3. the Pulse worker (`python -m streams.cli worker`), followed on the same worker by the
    latency phase (a paced producer at --rate events/s), state bytes and RSS per user;
+   then (phase pulse-group) --group-workers Pulse workers in one consumer group on this
+   machine, throughput only: how far scaling out by processes goes here;
 4. the scale phase: a second topic with --scale-users users loaded into a fresh Pulse worker:
    RSS and state per user, recovery after kill -9, idle CPU, and the CPU of single sweeps.
 
@@ -55,7 +57,7 @@ EXAMPLES = """examples:
   python -m bench --only ceiling,pulse --events 200000 --users 20000
   make bench BENCH_ARGS=--quick
 """
-CONTENDERS = ("ceiling", "naive", "windowed", "pulse")
+CONTENDERS = ("ceiling", "naive", "windowed", "pulse", "pulse-group")
 PHASES = (*CONTENDERS, "scale")
 
 
@@ -94,6 +96,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only",
         default=",".join(PHASES),
         help=f"comma-separated phases to run, of {','.join(PHASES)} (default: all)",
+    )
+    p.add_argument(
+        "--group-workers",
+        type=int,
+        default=2,
+        help="Pulse workers in the pulse-group phase's consumer group (2)",
     )
     p.add_argument("--policy", default=None, help="Pulse policy file (default: built-in)")
     p.add_argument(
@@ -240,8 +248,10 @@ class Bench:
                     )
                     results[name] = await self.timed(run, topic, loaded)
                     self.sup.stop(run.proc)
-                else:
+                elif name == "pulse":
                     results[name] = await self.pulse_main(topic, plan, loaded, data_dir)
+                else:
+                    results[name] = await self.pulse_group(topic, loaded, data_dir)
             except Exception as exc:
                 self.error(f"contender {name}", exc)
             self.res["throughput"] = [r.to_json() for r in results.values()]
@@ -312,6 +322,22 @@ class Bench:
             return result
         finally:
             self.sup.stop(run.proc)
+
+    async def pulse_group(self, topic: str, loaded: Loaded, data_dir: Path) -> Throughput:
+        """Several workers in one group (a fresh app: its own group, changelog and outputs),
+        started together so that they join in the same round, as a deployment of N
+        workers does; a rebalance during the run shows in its rate."""
+        n = self.args.group_workers
+        worker = self.worker("bench-pulse-group", topic, data_dir)
+        await worker.create_topics()
+        name = f"pulse, {n} workers"
+        runs = [worker.start(name) for _ in range(n)]
+        runs[0].peers = runs[1:]
+        try:
+            return await self.timed(runs[0], topic, loaded)
+        finally:
+            for run in runs:
+                self.sup.stop(run.proc)
 
     async def scale(self, data_dir: Path) -> None:
         a = self.args
@@ -408,15 +434,19 @@ def ratios(results: dict[str, Throughput]) -> dict[str, float | None]:
         r = results.get(name)
         return r.events_per_s if r is not None else None
 
-    pulse = rate("pulse")
     out: dict[str, float | None] = {}
-    for other, key in (
-        ("naive", "pulse_over_naive"),
-        ("windowed", "pulse_over_naive_windowed"),
-        ("ceiling", "pulse_over_ceiling"),
-    ):
-        base = rate(other)
-        out[key] = pulse / base if pulse and base else None
+    for mine, prefix in (("pulse", "pulse"), ("pulse-group", "pulse_group")):
+        pulse = rate(mine)
+        for other, key in (
+            ("naive", "over_naive"),
+            ("windowed", "over_naive_windowed"),
+            ("ceiling", "over_ceiling"),
+            ("pulse", "over_pulse"),
+        ):
+            if other == mine:
+                continue
+            base = rate(other)
+            out[f"{prefix}_{key}"] = pulse / base if pulse and base else None
     return out
 
 

@@ -30,7 +30,7 @@ TIMING_METHOD = (
     "first above 0 (scraped every 20 ms); end: admin OffsetFetch every 25 ms (Faust flushes "
     "changelog writes before committing, so the state is on the changelog; includes up to "
     "one commit interval, 2.8 s in Faust). CPU s: the contender process (user+system) over "
-    "that interval; peak RSS: its VmHWM."
+    "that interval; peak RSS: its VmHWM (a contender of several processes: their sums)."
 )
 
 
@@ -69,6 +69,12 @@ class Running:
     metric: str  # its consumed-records counter
     group: str
     started: float = field(default_factory=time.monotonic)
+    # Other processes in the same consumer group, timed with this one as one contender.
+    peers: list[Running] = field(default_factory=list)
+
+    @property
+    def members(self) -> list[Running]:
+        return [self, *self.peers]
 
 
 def start_ceiling(sup: Supervisor, bootstrap: str, topic: str, max_seconds: float) -> Running:
@@ -101,11 +107,23 @@ def start_naive(
 
 
 async def consumed(run: Running) -> float | None:
-    """The contender's consumed-records counter (None while its endpoint is not up)."""
-    try:
-        return total(await scrape(run.metrics_port, timeout=2.0), run.metric)
-    except (OSError, TimeoutError):
-        return None
+    """The contender's consumed-records counter, summed over its processes (None while no
+    endpoint is up)."""
+    counts = []
+    for member in run.members:
+        try:
+            counts.append(total(await scrape(member.metrics_port, timeout=2.0), run.metric))
+        except (OSError, TimeoutError):
+            pass
+    return sum(counts) if counts else None
+
+
+def _exited(run: Running) -> subprocess.Popen[bytes] | None:
+    return next((m.proc for m in run.members if m.proc.poll() is not None), None)
+
+
+def _cpu(pids: list[int]) -> float:
+    return sum(sample(pid).cpu_seconds for pid in pids)
 
 
 async def time_run(
@@ -151,13 +169,13 @@ async def _time(
     start_timeout: float,
 ) -> None:
     n = res.input_records
-    pid = run.proc.pid
+    pids = [m.proc.pid for m in run.members]
     # Start: the counter first above zero.
     prev_t = time.monotonic()
     deadline = prev_t + start_timeout
     while True:
-        if run.proc.poll() is not None:
-            res.status, res.note = "exited", f"exit code {run.proc.returncode} before consuming"
+        if (gone := _exited(run)) is not None:
+            res.status, res.note = "exited", f"exit code {gone.returncode} before consuming"
             return
         count = await consumed(run)
         now = time.monotonic()
@@ -169,7 +187,7 @@ async def _time(
         prev_t = now
         await asyncio.sleep(0.02)
     t0 = (prev_t + now) / 2
-    cpu0, broker0 = sample(pid).cpu_seconds, sample(broker_pid).cpu_seconds
+    cpu0, broker0 = _cpu(pids), sample(broker_pid).cpu_seconds
     res.startup_seconds = t0 - run.started
     last_progress, last_committed = now, 0
     last_scrape = 0.0
@@ -181,8 +199,8 @@ async def _time(
             break
         if committed > last_committed:
             last_committed, last_progress = committed, now
-        if run.proc.poll() is not None:
-            res.status, res.note = "exited", f"exit code {run.proc.returncode}"
+        if (gone := _exited(run)) is not None:
+            res.status, res.note = "exited", f"exit code {gone.returncode}"
             break
         if now - t0 > cap_seconds:
             res.status = "capped"
@@ -203,12 +221,15 @@ async def _time(
     if res.status in ("ok", "capped") and res.seconds > 0:
         res.events_per_s = committed / res.seconds
     try:
-        s = sample(pid)
+        samples = [sample(pid) for pid in pids]
     except OSError:
         return
-    res.cpu_seconds = s.cpu_seconds - cpu0
-    res.cpu_total_seconds = s.cpu_seconds
-    res.peak_rss_bytes, res.rss_bytes = s.peak_rss_bytes, s.rss_bytes
+    # A group's figures are its processes' sums.
+    cpu = sum(s.cpu_seconds for s in samples)
+    res.cpu_seconds = cpu - cpu0
+    res.cpu_total_seconds = cpu
+    res.peak_rss_bytes = sum(s.peak_rss_bytes for s in samples)
+    res.rss_bytes = sum(s.rss_bytes for s in samples)
     res.broker_cpu_seconds = sample(broker_pid).cpu_seconds - broker0
     if committed:
         res.cpu_us_per_event = res.cpu_seconds / committed * 1e6
