@@ -7,6 +7,8 @@ import urllib.request
 from collections import Counter
 from typing import Any
 
+from aiokafka.partitioner import murmur2
+
 from streams.eventtime import DAY_MS
 
 from .conftest import Stack
@@ -175,3 +177,20 @@ async def test_worker_timer_warns_a_silent_user_in_real_time(make_stack: Any) ->
         await asyncio.sleep(0.2)
     await stack.wait_sweeps(stack.metric("pulse_sweeps_total") + 2 * stack.settings.partitions)
     assert len(await stack.outputs(stack.settings.warnings_topic)) == 1
+
+
+async def test_outputs_are_keyed_and_partitioned_by_user_as_any_kafka_client_would(
+    stack: Stack,
+) -> None:
+    """A sender consuming one partition sees all of its users' outputs: each lands where
+    Kafka's default partitioner (murmur2, the Java client's) puts its user id."""
+    users = [f"part-{i}" for i in range(24)]
+    await stack.produce([ev(f"p{i}", u, "signup", day_base(1)) for i, u in enumerate(users)])
+    records = await stack.read(
+        stack.settings.lifecycle_topic,
+        lambda rs: {r.key.decode() for r in rs} >= set(users),
+    )
+    mine = [r for r in records if r.key.decode() in users]
+    assert {r.partition for r in mine} == set(range(stack.settings.partitions))
+    count = stack.settings.partitions
+    assert all(r.partition == (murmur2(r.key) & 0x7FFFFFFF) % count for r in mine)
