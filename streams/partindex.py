@@ -14,7 +14,7 @@ from collections import Counter
 
 from streams.checkpoints import NEVER
 from streams.recall import cell_counts
-from streams.state import UserState
+from streams.state import Summary
 
 
 class PartitionIndex:
@@ -31,12 +31,26 @@ class PartitionIndex:
     def __len__(self) -> int:
         return len(self.next_check)
 
-    def put(self, key: bytes, old: UserState | None, new: UserState | None) -> None:
+    # A rebuild after a rebalance: `load` every user of the partition, then `seal` once. The
+    # heap is made once at the end: with due times pushed one by one, a rebuild over 1M users
+    # took 7.0-8.0 s, with the heap made at the end (and `decode_summary`) 3.8-4.3 s.
+    def load(self, key: bytes, user: Summary) -> None:
+        """Count `user` and note its due time, without the heap (see `seal`)."""
+        self.count(None, user)
+        if user.next_check < NEVER:
+            self.next_check[key] = user.next_check
+
+    def seal(self) -> PartitionIndex:
+        """Make the heap of the due times `load`ed; the index is then ready."""
+        self._compact()
+        return self
+
+    def put(self, key: bytes, old: Summary | None, new: Summary | None) -> None:
         """Record that `key`'s state went from `old` to `new` (None: absent or erased)."""
         self.count(old, new)
         self.schedule(key, new.next_check if new is not None else NEVER)
 
-    def count(self, old: UserState | None, new: UserState | None) -> None:
+    def count(self, old: Summary | None, new: Summary | None) -> None:
         """Move one user between the stage and tier counts and the recall tallies."""
         if old is not None:
             self.stages[old.stage] -= 1

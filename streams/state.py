@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Protocol, cast
 
 import msgspec
 
@@ -77,6 +78,45 @@ def encode_state(state: UserState) -> bytes:
 def decode_state(data: bytes) -> UserState:
     """Inverse of encode_state. Raises msgspec.DecodeError on foreign bytes."""
     return _decoder.decode(data)
+
+
+class Summary(Protocol):
+    """What a partition's index keeps of a user (streams/partindex.py)."""
+
+    @property
+    def partition(self) -> int: ...
+    @property
+    def stage(self) -> str: ...
+    @property
+    def tier(self) -> str: ...
+    @property
+    def next_check(self) -> int: ...
+    @property
+    def recall_tally(self) -> tuple[RecallCell, ...]: ...
+
+
+# UserState's layout with the two long tuples left undecoded: rebuilding the indexes after a
+# rebalance reads every state in the table, and the day buckets and event-id fingerprints are
+# a third of a state's decoding time (1M states of the benchmark's workload: 1.35 s instead
+# of 2.0 s). Derived from UserState's fields, so it follows every change to them.
+_Summary = msgspec.defstruct(
+    "_Summary",
+    [
+        (f.name, msgspec.Raw if f.name in ("buckets", "recent_ids") else f.type, f.default)
+        if f.default is not msgspec.NODEFAULT
+        else (f.name, f.type)
+        for f in msgspec.structs.fields(UserState)
+    ],
+    frozen=True,
+    gc=False,
+    array_like=True,
+)
+_summary_decoder = msgspec.msgpack.Decoder(_Summary)
+
+
+def decode_summary(data: bytes) -> Summary:
+    """The fields of `decode_state(data)` an index needs, decoded at a fraction of the cost."""
+    return cast(Summary, _summary_decoder.decode(data))
 
 
 def fingerprint(event_id: str) -> int:

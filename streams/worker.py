@@ -41,7 +41,7 @@ from streams.partindex import PartitionIndex
 from streams.policy import Policy
 from streams.publisher import LogRewound, Publisher, Record
 from streams.settings import WorkerSettings
-from streams.state import UserState, decode_state, encode_state
+from streams.state import UserState, decode_state, decode_summary, encode_state
 from streams.tansu import TansuTransport
 from streams.view import Published, View, ViewWriter
 
@@ -238,10 +238,15 @@ class Processor:
         """One pass over the table for every partition without an index (after a rebalance)."""
         fresh: dict[int, PartitionIndex] = {}
         for key, raw in self.table.items():
-            state = decode_state(raw)
-            if state.partition not in self.indexes:
-                fresh.setdefault(state.partition, PartitionIndex()).put(key, None, state)
-        self.indexes.update(fresh)
+            user = decode_summary(raw)
+            if user.partition in self.indexes:
+                continue
+            index = fresh.get(user.partition)
+            if index is None:
+                index = fresh[user.partition] = PartitionIndex()
+            index.load(key, user)
+        for partition, index in fresh.items():
+            self.indexes[partition] = index.seal()
 
     def dead_letter_doc(self, msg: Any, reason: str, detail: str, user_id: str | None) -> bytes:
         return encode_dead_letter(

@@ -15,7 +15,7 @@ from streams.eventtime import DAY_MS, HOUR_MS, day_of
 from streams.lifecycle import Stage
 from streams.outputs import Kind, Output
 from streams.policy import ChurnModel, Policy
-from streams.state import UserState, decode_state, encode_state
+from streams.state import UserState, decode_state, decode_summary, encode_state
 from streams.windows import window
 
 from .pulse_testkit import BASE, POLICY, PROPERTY, ev, figures, keys, unversioned
@@ -320,6 +320,9 @@ def test_state_round_trips_through_its_encoding(records: list[Event], sweep_days
         data = encode_state(s)
         assert isinstance(data, bytes)
         assert decode_state(data) == s
+        summary = decode_summary(data)  # what an index rebuild reads
+        for name in ("partition", "stage", "tier", "next_check", "recall_tally"):
+            assert getattr(summary, name) == getattr(s, name)
 
 
 @PROPERTY

@@ -70,3 +70,25 @@ def test_counts_follow_a_user_between_stages_and_tiers() -> None:
     index.put(b"u", _state("active", "silver"), None)
     assert +index.stages == {} and +index.tiers == {}
     assert index.pop_due(NEVER - 1) == []
+
+
+users = st.lists(
+    st.tuples(
+        st.sampled_from(["new", "active", "at_risk"]),
+        st.sampled_from(["bronze", "silver"]),
+        times,
+    ),
+    max_size=40,
+)
+
+
+@given(users)
+def test_a_rebuilt_index_is_the_one_kept_user_by_user(found: list[tuple[str, str, int]]) -> None:
+    kept, rebuilt = PartitionIndex(), PartitionIndex()
+    for i, (stage, tier, due) in enumerate(found):
+        kept.put(b"%d" % i, None, _state(stage, tier, due))
+        rebuilt.load(b"%d" % i, _state(stage, tier, due))
+    rebuilt.seal()
+    assert +rebuilt.stages == +kept.stages and +rebuilt.tiers == +kept.tiers
+    assert rebuilt.next_check == kept.next_check
+    assert rebuilt.pop_due(NEVER - 1) == kept.pop_due(NEVER - 1)

@@ -32,7 +32,7 @@ from streams.recall import (
 from streams.replay import ReplayRun, replay
 from streams.report import render_report
 from streams.settings import WorkerSettings
-from streams.state import UserState, decode_state, encode_state
+from streams.state import UserState, decode_state, decode_summary, encode_state
 from tests.unit.pulse_testkit import PROPERTY, at, ev
 
 BASE = 1_795_305_600_000  # 2026-11-22T00:00:00Z
@@ -244,6 +244,7 @@ def test_states_written_before_the_recall_fields_still_decode() -> None:
     old = list(fields.values())[: list(fields).index("format") + 1]
     back = decode_state(msgspec.msgpack.encode(old))
     assert back.recall_at is None and back.recall_tally == ()
+    assert decode_summary(msgspec.msgpack.encode(old)).recall_tally == ()
     assert decode_state(encode_state(s)) == s
 
 
