@@ -14,8 +14,8 @@ import asyncio
 import functools
 import random
 from collections import defaultdict
-from dataclasses import dataclass
 
+import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
@@ -25,8 +25,9 @@ class LogRewound(RuntimeError):
     partition's log was lost (e.g. a memory-only broker restarted) and was started afresh."""
 
 
-@dataclass(frozen=True)
-class Record:
+# A struct, not a dataclass: about two are made per event (outputs, changelog records), and a
+# frozen dataclass costs ~0.5 us to create against ~0.05 us. gc=False: strings, bytes, ints.
+class Record(msgspec.Struct, frozen=True, gc=False):
     topic: str
     key: bytes | None
     value: bytes | None
