@@ -102,9 +102,11 @@ class Summary(Protocol):
 _Summary = msgspec.defstruct(
     "_Summary",
     [
-        (f.name, msgspec.Raw if f.name in ("buckets", "recent_ids") else f.type, f.default)
-        if f.default is not msgspec.NODEFAULT
-        else (f.name, f.type)
+        (
+            f.name,
+            msgspec.Raw if f.name in ("buckets", "recent_ids") else f.type,
+            msgspec.field(default=f.default, default_factory=f.default_factory),
+        )
         for f in msgspec.structs.fields(UserState)
     ],
     frozen=True,
