@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ import httpx
 from services.app import create_app
 from services.settings import ApiSettings
 from streams.embedded import Server, start_redis
+from streams.state import UserState
 
 from .conftest import Stack
 from .faults import per_user, total, traffic
@@ -33,6 +35,29 @@ def api_settings(stack: Stack) -> ApiSettings:
     )
 
 
+Get = Callable[[str], Awaitable[httpx.Response]]
+
+
+async def view_docs(
+    get: Get, states: dict[str, UserState], timeout: float
+) -> dict[str, dict[str, Any]]:
+    """The API's documents for these users once they show these versions (or at the deadline)."""
+    deadline = time.monotonic() + timeout
+    docs: dict[str, dict[str, Any]] = {}
+    while time.monotonic() < deadline:
+        docs = {}
+        for user in states:
+            resp = await get(f"/v1/users/{user}")
+            if resp.status_code == 200:
+                docs[user] = resp.json()
+        if len(docs) == len(states) and all(
+            docs[u]["version"] == s.version for u, s in states.items()
+        ):
+            break
+        await asyncio.sleep(0.5)
+    return docs
+
+
 async def test_redis_outage_api_503_stream_continues_view_converges(
     own_redis_stack: tuple[Stack, Server], own_servers: list[Server]
 ) -> None:
@@ -40,7 +65,7 @@ async def test_redis_outage_api_503_stream_continues_view_converges(
     users = 40
     records = traffic(2400, users, seed=31)
     await stack.produce(records[:800])
-    await stack.states(lambda s: total(s) >= 800)
+    first = await stack.states(lambda s: total(s) >= 800)
     app = create_app(api_settings(stack))
     headers = {"X-API-Key": KEY}
     async with app.router.lifespan_context(app):
@@ -50,7 +75,12 @@ async def test_redis_outage_api_503_stream_continues_view_converges(
             async def get(path: str) -> httpx.Response:
                 return await client.get(path, headers=headers)
 
-            assert (await get("/v1/users/u000")).status_code == 200
+            # The view trails the changelog (its writer flushes in the background, every 50 ms):
+            # wait until it holds the first 800 events, so the outage starts from a known view.
+            before = await view_docs(get, first, timeout=30)
+            assert {u: d["version"] for u, d in before.items()} == {
+                u: s.version for u, s in first.items()
+            }
 
             redis.proc.kill()
             redis.proc.wait()
@@ -74,19 +104,7 @@ async def test_redis_outage_api_503_stream_continues_view_converges(
 
             # Redis comes back (empty: persistence is off) on the same port.
             own_servers.append(start_redis(port=redis.port))
-            deadline = time.monotonic() + 30
-            docs: dict[str, Any] = {}
-            while time.monotonic() < deadline:
-                docs = {}
-                for user in states:
-                    resp = await get(f"/v1/users/{user}")
-                    if resp.status_code == 200:
-                        docs[user] = resp.json()
-                if len(docs) == len(states) and all(
-                    docs[u]["version"] == s.version for u, s in states.items()
-                ):
-                    break
-                await asyncio.sleep(0.5)
+            docs = await view_docs(get, states, timeout=30)
     assert len(states) == users
     for user, state in states.items():
         doc = docs.get(user)
