@@ -57,6 +57,16 @@ VIEW_WRITE_FAILURES = Counter(
     "Failed Redis view flushes (retried with backoff)",
     registry=REGISTRY,
 )
+VIEW_RESYNCS = Counter(
+    "pulse_view_resyncs",
+    "Times this worker found the Redis view lost (epoch token changed) and wrote its users again",
+    registry=REGISTRY,
+)
+VIEW_RESYNCED_USERS = Counter(
+    "pulse_view_resynced_users",
+    "User states written again to the Redis view after it was lost",
+    registry=REGISTRY,
+)
 VIEW_PENDING = Gauge(
     "pulse_view_pending", "Users whose view update waits to be written", registry=REGISTRY
 )

@@ -7,13 +7,16 @@ a replay) never overwrites a newer one. Key layout: streams/viewkeys.py.
 
 `ViewWriter` decouples the stream from Redis: the agent hands over states without awaiting
 Redis; a background task coalesces them per user and writes in pipelines, retrying with
-backoff while Redis is away, so processing never stalls on the view.
+backoff while Redis is away, so processing never stalls on the view. When Redis comes back
+without the view (the epoch token it saw is gone), it writes its users again from the table.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +33,7 @@ from streams.state import UserState
 from streams.viewkeys import (
     TRANSITIONS_KEPT,
     WARNINGS_KEPT_MS,
+    epoch_key,
     recall_counts_key,
     stage_counts_key,
     tier_counts_key,
@@ -80,20 +84,40 @@ end
 WRITE_LUA = (
     """
 local cur = redis.call('HGET', KEYS[1], 'version')
-if cur and tonumber(cur) >= tonumber(ARGV[3]) then return 0 end
+if cur and tonumber(cur) > tonumber(ARGV[3]) then return 0 end
 local p, uid, new_recall = ARGV[1], ARGV[2], ARGV[11]
+local same = cur and tonumber(cur) == tonumber(ARGV[3])
+if same then
+  -- The same state again: a redelivery, a resync or a rebuild. Only a rebuild brings outputs
+  -- the list lacks (the view lost them, the state came back without them); its outputs are
+  -- the user's latest from the topics, so they replace the list.
+  local outs = cjson.decode(ARGV[8])
+  if #outs == 0 then return 0 end
+  local have = {}
+  for _, doc in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+    have[cjson.decode(doc)['idempotency_key']] = true
+  end
+  local missing = false
+  for _, out in ipairs(outs) do
+    if not have[out[2]] then missing = true end
+  end
+  if not missing then return 0 end
+  redis.call('DEL', KEYS[2])
+end
+if not same then
 """
     + _LEAVE_SEGMENTS
     + _MOVE_RECALL
     + """
-redis.call('HSET', KEYS[1], 'version', ARGV[3], 'stage', ARGV[4], 'tier', ARGV[5],
-           'risk', ARGV[6], 'doc', ARGV[7])
-if new_recall == '' then redis.call('HDEL', KEYS[1], 'recall')
-else redis.call('HSET', KEYS[1], 'recall', new_recall) end
-redis.call('ZADD', p .. ':seg:stage:' .. ARGV[4], ARGV[6], uid)
-redis.call('ZADD', p .. ':seg:tier:' .. ARGV[5], ARGV[6], uid)
-redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
-redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
+  redis.call('HSET', KEYS[1], 'version', ARGV[3], 'stage', ARGV[4], 'tier', ARGV[5],
+             'risk', ARGV[6], 'doc', ARGV[7])
+  if new_recall == '' then redis.call('HDEL', KEYS[1], 'recall')
+  else redis.call('HSET', KEYS[1], 'recall', new_recall) end
+  redis.call('ZADD', p .. ':seg:stage:' .. ARGV[4], ARGV[6], uid)
+  redis.call('ZADD', p .. ':seg:tier:' .. ARGV[5], ARGV[6], uid)
+  redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
+  redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
+end
 local warned = false
 for _, out in ipairs(cjson.decode(ARGV[8])) do
   redis.call('LPUSH', KEYS[2], out[4])
@@ -212,14 +236,36 @@ class View:
         await pipe.execute()
 
 
-class ViewWriter:
-    """Coalesces view updates per user and writes them in the background, retrying on errors."""
+# The users a worker writes again when Redis lost the view: its own users' current states, a
+# chunk at a time (read from the table as each chunk is taken, so never older than the table).
+Resync = Callable[[], Iterable[list[UserState]]]
 
-    def __init__(self, view: View, interval_s: float = 0.05, max_backoff_s: float = 5.0) -> None:
+
+class ViewWriter:
+    """Coalesces view updates per user and writes them in the background, retrying on errors.
+
+    It also notices when Redis lost the view (restarted without persistence, flushed): the
+    `{p}:epoch` token it saw last is gone or replaced. It then writes every user of `resync`
+    again, so users without news since the loss come back too, not only those updated after.
+    Compare-and-set on versions makes those writes harmless where the view is already current.
+    """
+
+    def __init__(
+        self,
+        view: View,
+        interval_s: float = 0.05,
+        max_backoff_s: float = 5.0,
+        resync: Resync | None = None,
+        epoch_check_s: float = 1.0,
+    ) -> None:
         self.view = view
         self.interval_s = interval_s
         self.max_backoff_s = max_backoff_s
         self.pending: dict[str, _Pending] = {}
+        self.resync = resync
+        self.epoch_check_s = epoch_check_s
+        self.epoch: bytes | None = None  # the token seen last; None: not looked yet
+        self._epoch_due = 0.0  # loop time of the next look
 
     def put(self, state: UserState, outputs: list[Published]) -> None:
         item = self.pending.get(state.user_id)
@@ -229,6 +275,14 @@ class ViewWriter:
             item.state = state
             item.outputs.extend(outputs)
         metrics.VIEW_PENDING.set(len(self.pending))
+
+    def refresh(self, state: UserState) -> None:
+        """Queue `state` again (no outputs) unless a newer version or an erasure is pending."""
+        item = self.pending.get(state.user_id)
+        if item is None:
+            self.pending[state.user_id] = _Pending(state)
+        elif item.state is not None and item.state.version < state.version:
+            item.state = state
 
     def erase(self, user_id: str) -> None:
         self.pending[user_id] = _Pending(None)
@@ -253,14 +307,53 @@ class ViewWriter:
             metrics.VIEW_PENDING.set(len(self.pending))
         metrics.VIEW_WRITES.inc(len(batch))
 
+    async def read_epoch(self) -> bytes | None:
+        """The view's epoch token, made by this writer when there is none."""
+        client, key = self.view.client, epoch_key(self.view.prefix)
+        # A fresh token each time: this writer may be the one that made the token Redis lost.
+        # SET NX: when several workers find it missing, one token wins and all read that one.
+        await client.set(key, secrets.token_hex(16), nx=True)
+        value: bytes | str | None = await client.get(key)
+        return value.encode() if isinstance(value, str) else value
+
+    async def check_epoch(self) -> bool:
+        """Look at the epoch; when it changed since the last look, write every user again.
+
+        True when it did. The first look only learns the token: what a worker wrote before it
+        started is its predecessors' business (`pulse rebuild-view` after a loss while no worker
+        ran). The token is adopted only once the users are written, so a resync cut short by
+        another outage starts again at the next look.
+        """
+        current = await self.read_epoch()
+        lost = self.epoch is not None and current != self.epoch
+        if lost and self.resync is not None:
+            log.warning("Redis lost the view (new epoch token); writing this worker's users again")
+            users = 0
+            for chunk in self.resync():
+                for state in chunk:
+                    self.refresh(state)
+                users += len(chunk)
+                await self.flush()
+            metrics.VIEW_RESYNCS.inc()
+            metrics.VIEW_RESYNCED_USERS.inc(users)
+            log.warning("view resync done: %d users written again", users)
+        self.epoch = current
+        return lost
+
     async def run(self) -> None:
         backoff = self.interval_s
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(backoff)
             try:
                 await self.flush()
+                if loop.time() >= self._epoch_due:
+                    await self.check_epoch()
+                    self._epoch_due = loop.time() + self.epoch_check_s
                 backoff = self.interval_s
             except (RedisError, OSError) as exc:
                 metrics.VIEW_WRITE_FAILURES.inc()
+                # Redis may come back empty: look at the epoch as soon as a write gets through.
+                self._epoch_due = 0.0
                 backoff = min(self.max_backoff_s, max(backoff * 2, 0.1))
                 log.warning("Redis view write failed (%s); retrying in %.1fs", exc, backoff)

@@ -17,10 +17,13 @@ the view and the API that reads it. All keys share a prefix (PULSE_VIEW_PREFIX, 
                                      every user's tally, whose own copy is the user hash's
                                      `recall` field (JSON [[group, tier, reason, outcome, n]...],
                                      absent while the user was never warned)
+  {p}:epoch                   string a random token; a new one (or none) means Redis lost the
+                                     view since a worker last looked, and every worker writes
+                                     its users again (streams/view.py, ViewWriter)
 
 Writes are compare-and-set on `version` inside one Lua script, so the per-user hash, the
 segment sets and the counts always change together and an older version never overwrites a
-newer one.
+newer one. The same version again only puts back transitions the list lost (a rebuild).
 """
 
 from __future__ import annotations
@@ -59,6 +62,10 @@ def warnings_key(prefix: str) -> str:
 
 def recall_counts_key(prefix: str) -> str:
     return f"{prefix}:count:recall"
+
+
+def epoch_key(prefix: str) -> str:
+    return f"{prefix}:epoch"
 
 
 def recall_field(group: str, tier: str, reason: str, outcome: str) -> str:

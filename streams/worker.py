@@ -19,7 +19,7 @@ import sys
 import time
 import weakref
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import faust
@@ -119,7 +119,8 @@ class Processor:
         self.writer: ViewWriter | None = None
         if settings.redis_url:
             client = aioredis.from_url(settings.redis_url)
-            self.writer = ViewWriter(View(client, settings.view_prefix, policy))
+            view = View(client, settings.view_prefix, policy)
+            self.writer = ViewWriter(view, resync=self.view_states)
         # partition -> offset of the last events record handled here.
         self.read_offsets: dict[int, int] = {}
         # (group, tier, reason, outcome) label sets of pulse_recall_warnings published so far.
@@ -225,6 +226,19 @@ class Processor:
             finally:
                 _current_event.reset(token)
         return decode_state(raw) if raw else None
+
+    def view_states(self, chunk: int = 2000) -> Iterator[list[UserState]]:
+        """The current states of the users of this worker's active partitions, `chunk` users
+        at a time: what this worker writes again when Redis lost the view.
+
+        The keys are listed once (the table changes while the chunks are written); each
+        state is read when its chunk is taken, so it is the table's latest.
+        """
+        keys = list(self.table.keys())
+        for start in range(0, len(keys), chunk):
+            active = set(self.active_partitions())  # a rebalance may come between chunks
+            states = [self.load(key) for key in keys[start : start + chunk]]
+            yield [s for s in states if s is not None and s.partition in active]
 
     def index(self, partition: int) -> PartitionIndex:
         """The partition's due times and counts, rebuilt from the table after a rebalance."""

@@ -7,15 +7,16 @@ import time
 from typing import Any
 
 import msgspec
+import pytest
 import redis.asyncio as aioredis
 
 from streams.eventtime import DAY_MS
 from streams.policy import Policy
 from streams.rebuild import rebuild_view
 from streams.view import View
-from streams.viewkeys import stage_counts_key, tier_counts_key, user_key
+from streams.viewkeys import epoch_key, stage_counts_key, tier_counts_key, user_key
 
-from .conftest import Stack
+from .conftest import Stack, StackFactory
 from .events import day_base, ev
 
 
@@ -24,9 +25,11 @@ def _client(stack: Stack) -> aioredis.Redis:
 
 
 async def _dump(client: aioredis.Redis, prefix: str) -> dict[str, Any]:
-    """Every key of the view with its full content."""
+    """Every key of the view with its full content (not the epoch token: not user data)."""
     out: dict[str, Any] = {}
     async for key in client.scan_iter(match=f"{prefix}:*"):
+        if key == epoch_key(prefix):
+            continue
         kind = await client.type(key)
         if kind == "hash":
             out[key] = await client.hgetall(key)
@@ -63,21 +66,27 @@ async def _scenario(stack: Stack) -> None:
     await stack.wait_sweeps(11 * stack.settings.partitions)
 
 
+async def _caught_up(stack: Stack, client: aioredis.Redis) -> None:
+    """Wait until the view holds every user of the table at the table's version."""
+    p = stack.settings.view_prefix
+    states = await stack.states(lambda s: True)
+
+    async def caught_up() -> bool:
+        for user, state in states.items():
+            version = await client.hget(user_key(p, user), "version")
+            if version is None or int(version) < state.version:
+                return False
+        return True
+
+    await _wait(caught_up)
+
+
 async def test_view_follows_the_table_and_rebuilds_identically(stack: Stack) -> None:
     await _scenario(stack)
     p = stack.settings.view_prefix
     client = _client(stack)
     try:
-        states = await stack.states(lambda s: True)
-
-        async def caught_up() -> bool:
-            for user, state in states.items():
-                version = await client.hget(user_key(p, user), "version")
-                if version is None or int(version) < state.version:
-                    return False
-            return True
-
-        await _wait(caught_up)
+        await _caught_up(stack, client)
         sil = await client.hgetall(user_key(p, "sil"))
         assert sil["stage"] == "at_risk"
         doc = msgspec.json.decode(sil["doc"])
@@ -102,6 +111,51 @@ async def test_view_follows_the_table_and_rebuilds_identically(stack: Stack) -> 
         await view.client.aclose()
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+async def test_the_worker_writes_its_users_again_when_redis_lost_the_view(
+    make_stack: StackFactory, store: str
+) -> None:
+    """Redis restarted empty or flushed: users without news since come back by themselves."""
+    stack = await make_stack(store=store)
+    await _scenario(stack)
+    p = stack.settings.view_prefix
+    client = _client(stack)
+    try:
+        await _caught_up(stack, client)
+        before = await _dump(client, p)
+        assert before[f"{p}:transitions:sil"]  # the worker does not know these: see below
+        async for key in client.scan_iter(match=f"{p}:*"):
+            await client.delete(key)
+
+        # No event arrives: the worker notices the new epoch and writes its users again.
+        per_user = [k for k in before if k.startswith(f"{p}:user:")]
+        users_and_indexes = [k for k in before if ":transitions:" not in k and k != f"{p}:warnings"]
+
+        async def states_back() -> bool:
+            return bool(await client.exists(*per_user) == len(per_user))
+
+        await _wait(states_back, timeout=30)
+        await _wait(lambda: _resyncs(stack), timeout=10)
+        now = await _dump(client, p)
+        assert {k: now.get(k) for k in users_and_indexes} == {
+            k: before[k] for k in users_and_indexes
+        }
+        # Transitions and the warnings index live only on the output topics: rebuild-view
+        # brings them back next to the states already there, and the view is whole again.
+        assert not await client.exists(f"{p}:transitions:sil", f"{p}:warnings")
+        view = View(aioredis.from_url(stack.settings.redis_url), p, Policy())
+        assert await rebuild_view(stack.settings, view) == 3
+        assert await _dump(client, p) == before
+        assert await rebuild_view(stack.settings, view) == 0
+        await view.client.aclose()
+    finally:
+        await client.aclose()
+
+
+async def _resyncs(stack: Stack) -> bool:
+    return await asyncio.to_thread(stack.metric, "pulse_view_resyncs_total") >= 1
 
 
 async def test_a_stale_write_never_overwrites_a_newer_state(stack: Stack) -> None:

@@ -1,0 +1,147 @@
+"""The view writer on a real redis-server: it notices when Redis lost the view and writes its
+users again (each writer its own users, once per loss), and never queues an older state."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from streams.contract import Event
+from streams.embedded import Server
+from streams.engine import apply_event
+from streams.policy import Policy
+from streams.state import UserState
+from streams.view import View, ViewWriter
+from streams.viewkeys import epoch_key, stage_counts_key, user_key
+
+from .events import day_base
+
+POLICY = Policy()
+
+
+def user(user_id: str, events: int = 1) -> UserState:
+    state = None
+    for n in range(events):
+        event = Event(f"{user_id}-{n}", user_id, "page_view", day_base(1) + n)
+        state = apply_event(state, event, POLICY).state
+    assert state is not None
+    return state
+
+
+@pytest.fixture
+async def client(redis_server: Server) -> AsyncIterator[aioredis.Redis]:
+    c = aioredis.from_url(f"redis://127.0.0.1:{redis_server.port}/0")
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"vw{uuid.uuid4().hex[:8]}"
+
+
+async def until(cond: Callable[[], Awaitable[bool]], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await cond():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+async def lose_the_view(client: aioredis.Redis, prefix: str) -> None:
+    """What a restart without persistence or a flush does to this view."""
+    async for key in client.scan_iter(match=f"{prefix}:*"):
+        await client.delete(key)
+
+
+class Users:
+    """A worker's users as its table holds them; counts the resyncs asked of it."""
+
+    def __init__(self, *states: UserState) -> None:
+        self.states = {s.user_id: s for s in states}
+        self.resyncs = 0
+
+    def __call__(self) -> Iterator[list[UserState]]:
+        self.resyncs += 1
+        yield list(self.states.values())
+
+
+def writer(client: aioredis.Redis, prefix: str, users: Users) -> ViewWriter:
+    return ViewWriter(View(client, prefix, POLICY), resync=users, epoch_check_s=0.05)
+
+
+async def test_every_writer_writes_its_own_users_again_once_per_loss(
+    client: aioredis.Redis, prefix: str
+) -> None:
+    mine, theirs = Users(user("a1"), user("a2", 3)), Users(user("b1", 2))
+    writers = [writer(client, prefix, mine), writer(client, prefix, theirs)]
+    tasks = [asyncio.create_task(w.run()) for w in writers]
+    try:
+        for w, users in zip(writers, (mine, theirs), strict=True):
+            for state in users.states.values():
+                w.put(state, [])
+
+        async def written() -> bool:
+            keys = [user_key(prefix, u) for u in ("a1", "a2", "b1")]
+            return bool(await client.exists(*keys) == 3) and all(w.epoch for w in writers)
+
+        await until(written)
+        assert (mine.resyncs, theirs.resyncs) == (0, 0)  # a first look only learns the token
+        before = await client.hgetall(stage_counts_key(prefix))
+        assert before == {b"new": b"3"}
+
+        await lose_the_view(client, prefix)
+        await until(written)
+        assert await client.hget(user_key(prefix, "a2"), "version") == b"3"
+        assert await client.hgetall(stage_counts_key(prefix)) == before  # each user counted once
+        await asyncio.sleep(0.3)  # several more looks: the token is the same, nothing to do
+        assert (mine.resyncs, theirs.resyncs) == (1, 1)
+        assert writers[0].epoch == writers[1].epoch == await client.get(epoch_key(prefix))
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+async def test_a_resync_cut_short_starts_again(client: aioredis.Redis, prefix: str) -> None:
+    states = [user(f"c{n}") for n in range(5)]
+    failed = False
+
+    def flaky() -> Iterator[list[UserState]]:
+        nonlocal failed
+        yield states[:2]
+        if not failed:
+            failed = True
+            raise RedisConnectionError("Redis went away again mid-resync")
+        yield states[2:]
+
+    w = ViewWriter(View(client, prefix, POLICY), resync=flaky)
+    assert not await w.check_epoch()  # learns the token
+    await lose_the_view(client, prefix)
+    with pytest.raises(RedisConnectionError):
+        await w.check_epoch()
+    assert await client.exists(*(user_key(prefix, s.user_id) for s in states)) == 2
+    assert await w.check_epoch()  # the token was not adopted: the resync runs again, whole
+    assert await client.exists(*(user_key(prefix, s.user_id) for s in states)) == 5
+    assert not await w.check_epoch()
+
+
+def test_a_resynced_state_never_replaces_a_newer_pending_one_or_an_erasure() -> None:
+    w = ViewWriter(View(aioredis.Redis(), "unused", POLICY))
+    old, new = user("d", 1), user("d", 2)
+    w.put(new, [])
+    w.refresh(old)
+    assert w.pending["d"].state is new
+    w.erase("d")
+    w.refresh(new)
+    assert w.pending["d"].state is None
+    w.pending.clear()
+    w.put(old, [])
+    w.refresh(new)
+    assert w.pending["d"].state is new
