@@ -6,7 +6,7 @@ numbered from the epoch, so a "7-day window" at time t covers day(t)-6 .. day(t)
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -56,6 +56,32 @@ def day_of(ts_ms: int) -> int:
     return ts_ms // DAY_MS
 
 
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+# The datetime path goes through a float of seconds, exact to the millisecond below 2**32 s (in
+# 2106); the integer formatting gives the same text there (a property test checks both).
+_EXACT_UNTIL_MS = 2**32 * 1000
+# Day texts, cleared when full: timestamps near each other share their day.
+_DAYS_KEPT = 4096
+_DAYS: dict[int, str] = {}
+
+
 def format_ts(ts_ms: int) -> str:
-    """RFC 3339 UTC with milliseconds, e.g. 2026-11-22T10:00:00.000Z."""
-    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """RFC 3339 UTC with milliseconds, e.g. 2026-11-22T10:00:00.000Z.
+
+    Formatted with integers (about 1 us, against 3 us through datetime.strftime): every view
+    document holds six of these, every output two.
+    """
+    if not 0 <= ts_ms < _EXACT_UNTIL_MS:
+        dt = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    days, ms = divmod(ts_ms, DAY_MS)
+    day = _DAYS.get(days)
+    if day is None:
+        if len(_DAYS) >= _DAYS_KEPT:
+            _DAYS.clear()
+        day = _DAYS[days] = date.fromordinal(_EPOCH_ORDINAL + days).isoformat()
+    seconds, ms = divmod(ms, 1000)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    # %-formatting: a third faster than the f-string with the same padding (measured).
+    return "%sT%02d:%02d:%02d.%03dZ" % (day, hours, minutes, seconds, ms)  # noqa: UP031

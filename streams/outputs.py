@@ -8,12 +8,11 @@ redelivery produces the same key and a sender can drop the repeat.
 from __future__ import annotations
 
 import hashlib
-from datetime import date
 from typing import Any
 
 import msgspec
 
-from streams.eventtime import DAY_MS, format_ts
+from streams.eventtime import format_ts
 
 SCHEMA_VERSION = 1
 
@@ -134,41 +133,20 @@ def tier_changed(
     return Output(Kind.TIER, user_id, at, key, payload)
 
 
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-# format_ts goes through a float of seconds, which is exact to the millisecond below 2**32 s
-# (in 2106); the integer formatting below gives the same text there, and format_ts elsewhere.
-_EXACT_UNTIL_MS = 2**32 * 1000
 # Remembered texts, cleared when full: outputs repeat their times (those of a worker batch
-# share their emitted_at, sweeps emit at the same UTC midnights for many users) and days.
+# share their emitted_at, sweeps emit at the same UTC midnights for many users).
 _KEPT = 4096
 _TIMES: dict[int, str] = {}
-_DATES: dict[int, str] = {}
 
 
 def wire_time(ts_ms: int) -> str:
-    """`format_ts(ts_ms)`, faster: formatted with integers, and remembered."""
+    """`format_ts(ts_ms)`, remembered."""
     text = _TIMES.get(ts_ms)
     if text is None:
         if len(_TIMES) >= _KEPT:
             _TIMES.clear()
-        text = _TIMES[ts_ms] = _format_ts(ts_ms)
+        text = _TIMES[ts_ms] = format_ts(ts_ms)
     return text
-
-
-def _format_ts(ts_ms: int) -> str:
-    if not 0 <= ts_ms < _EXACT_UNTIL_MS:
-        return format_ts(ts_ms)
-    days, ms = divmod(ts_ms, DAY_MS)
-    day = _DATES.get(days)
-    if day is None:
-        if len(_DATES) >= _KEPT:
-            _DATES.clear()
-        day = _DATES[days] = date.fromordinal(_EPOCH_ORDINAL + days).isoformat()
-    seconds, ms = divmod(ms, 1000)
-    minutes, seconds = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    # %-formatting: a third faster than the f-string with the same padding (measured).
-    return "%sT%02d:%02d:%02d.%03dZ" % (day, hours, minutes, seconds, ms)  # noqa: UP031
 
 
 def to_wire(out: Output, emitted_at_ms: int) -> dict[str, Any]:

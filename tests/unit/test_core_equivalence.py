@@ -32,7 +32,7 @@ from streams.contract import (
     parse_event,
 )
 from streams.demo import build_schedule
-from streams.eventtime import DAY_MS, TimestampError, parse_ts
+from streams.eventtime import DAY_MS, TimestampError, format_ts, parse_ts
 from streams.facts import Facts, facts_at, scan_at, silence_threshold_ms
 from streams.outputs import encode_output, wire_time
 from streams.policy import ChurnModel, Policy, days_ms, derived
@@ -433,7 +433,9 @@ def test_risk_score_is_bit_for_bit_the_formula(
 @example(ts=2**32 * 1000 - 1)
 @example(ts=2**32 * 1000)
 @example(ts=-1)
-def test_wire_time_is_format_ts(ts: int) -> None:
+def test_format_ts_and_wire_time_are_the_datetime_text(ts: int) -> None:
+    assert format_ts(ts) == ref_format_ts(ts)
+    assert format_ts(ts) == ref_format_ts(ts)  # and again, its day remembered
     assert wire_time(ts) == ref_format_ts(ts)
     assert wire_time(ts) == ref_format_ts(ts)  # and again, remembered
 
