@@ -44,12 +44,12 @@ from bench.contenders import (
     start_naive,
     time_run,
 )
-from bench.measure import sample
+from bench.measure import sample, scrape, total
 from bench.report import evaluate, render
 from bench.supervisor import Supervisor
 from bench.topics import Loaded, create_topics, highwaters, load
 from bench.workload import Plan, WorkloadSpec, default_end_ms
-from streams.embedded import Server, start_tansu
+from streams.embedded import Server, start_redis, start_tansu
 
 EXAMPLES = """examples:
   python -m bench --quick          # 100k events: a few minutes
@@ -57,7 +57,7 @@ EXAMPLES = """examples:
   python -m bench --only ceiling,pulse --events 200000 --users 20000
   make bench BENCH_ARGS=--quick
 """
-CONTENDERS = ("ceiling", "naive", "windowed", "pulse", "pulse-group")
+CONTENDERS = ("ceiling", "naive", "windowed", "pulse", "pulse-group", "pulse-view")
 PHASES = (*CONTENDERS, "scale")
 
 
@@ -250,6 +250,8 @@ class Bench:
                     self.sup.stop(run.proc)
                 elif name == "pulse":
                     results[name] = await self.pulse_main(topic, plan, loaded, data_dir)
+                elif name == "pulse-view":
+                    results[name] = await self.pulse_view(topic, loaded, data_dir)
                 else:
                     results[name] = await self.pulse_group(topic, loaded, data_dir)
             except Exception as exc:
@@ -338,6 +340,41 @@ class Bench:
         finally:
             for run in runs:
                 self.sup.stop(run.proc)
+
+    async def pulse_view(self, topic: str, loaded: Loaded, data_dir: Path) -> Throughput:
+        """One worker as deployed, with the Redis view on (its own redis-server): what the
+        view writer costs the stream. The view trails the commits: how long it takes to catch
+        up after the last commit, the writes and redis-server's CPU go in results["pulse_view"]."""
+        redis = start_redis()
+        try:
+            worker = self.worker("bench-pulse-view", topic, data_dir)
+            worker.redis_url = f"redis://127.0.0.1:{redis.port}/0"
+            await worker.create_topics()
+            run = worker.start("pulse, Redis view on")
+            redis_cpu0 = sample(redis.proc.pid).cpu_seconds
+            try:
+                result = await self.timed(run, topic, loaded)
+                if result.status == "ok":
+                    ended = time.monotonic()
+                    while time.monotonic() - ended < 300:
+                        pending = total(await scrape(run.metrics_port), "pulse_view_pending")
+                        if pending == 0:
+                            break
+                        await asyncio.sleep(0.1)
+                    caught_up = time.monotonic() - ended
+                    written = total(await scrape(run.metrics_port), "pulse_view_writes_total")
+                    redis_cpu = sample(redis.proc.pid).cpu_seconds - redis_cpu0
+                    self.res["pulse_view"] = {
+                        "view_caught_up_after_s": caught_up,
+                        "view_writes": written,
+                        "redis_cpu_seconds": redis_cpu,
+                    }
+                    self.say(f"pulse-view: {self.res['pulse_view']}")
+                return result
+            finally:
+                self.sup.stop(run.proc)
+        finally:
+            redis.stop()
 
     async def scale(self, data_dir: Path) -> None:
         a = self.args
@@ -435,7 +472,11 @@ def ratios(results: dict[str, Throughput]) -> dict[str, float | None]:
         return r.events_per_s if r is not None else None
 
     out: dict[str, float | None] = {}
-    for mine, prefix in (("pulse", "pulse"), ("pulse-group", "pulse_group")):
+    for mine, prefix in (
+        ("pulse", "pulse"),
+        ("pulse-group", "pulse_group"),
+        ("pulse-view", "pulse_view"),
+    ):
         pulse = rate(mine)
         for other, key in (
             ("naive", "over_naive"),

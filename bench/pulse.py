@@ -3,8 +3,9 @@ offered load, state bytes and RSS per user, recovery after kill -9, and the CPU 
 
 The worker runs exactly as deployed (`python -m streams.cli worker`, settings from PULSE_*
 variables, the built-in production policy unless --policy is given), with the Redis view off
-(PULSE_REDIS_URL=""), the tick timer off (PULSE_SWEEP_INTERVAL_SECONDS=0: the benchmark sends
-the ticks itself) and its Prometheus endpoint on a loopback port.
+(PULSE_REDIS_URL="") except in the pulse-view phase, the tick timer off
+(PULSE_SWEEP_INTERVAL_SECONDS=0: the benchmark sends the ticks itself) and its Prometheus
+endpoint on a loopback port.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class PulseWorker:
     policy_file: str | None = None
     store: str = "memory://"
     runs: int = 0
+    redis_url: str = ""  # empty: the Redis view off
 
     @property
     def ticks_topic(self) -> str:
@@ -99,7 +101,8 @@ class PulseWorker:
                 "PULSE_METRICS_PORT": str(metrics_port),
                 "PULSE_DATA_DIR": str(self.data_dir / a),
                 "PULSE_SWEEP_INTERVAL_SECONDS": "0",
-                "PULSE_REDIS_URL": "",
+                "PULSE_REDIS_URL": self.redis_url,
+                "PULSE_VIEW_PREFIX": a,
                 "PULSE_LOG_LEVEL": "info",
                 "PULSE_STORE": self.store,
             }
