@@ -17,8 +17,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streams.outputs import Kind, Output
 from streams.settings import WorkerSettings
 from streams.state import UserState, decode_state
-from streams.view import Published, View
+from streams.view import Pending, Published, View
 from streams.viewkeys import TRANSITIONS_KEPT
+
+_CHUNK = 2000  # users per write_many: one round trip each
 
 _KIND_ORDER = {Kind.LIFECYCLE: 0, Kind.RECALL: 1, Kind.WARNING: 2, Kind.TIER: 3}
 _WIRE_ONLY = (
@@ -108,6 +110,8 @@ async def rebuild_view(settings: WorkerSettings, view: View) -> int:
         raw += [r.value for r in await read_topic(settings.bootstrap, topic)]
     outputs = recent_outputs(raw)
     written = 0
-    for user, state in states.items():
-        written += await view.write(state, outputs.get(user, []))
+    users = list(states.items())
+    for start in range(0, len(users), _CHUNK):
+        chunk = users[start : start + _CHUNK]
+        written += await view.write_many({u: Pending(s, outputs.get(u, [])) for u, s in chunk})
     return written

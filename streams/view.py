@@ -34,119 +34,128 @@ from streams.viewkeys import (
     TRANSITIONS_KEPT,
     WARNINGS_KEPT_MS,
     epoch_key,
-    recall_counts_key,
-    stage_counts_key,
-    tier_counts_key,
-    transitions_key,
-    user_key,
-    warnings_key,
 )
 
 log = logging.getLogger("pulse.view")
 _json = msgspec.json.Encoder()
+_msgpack = msgspec.msgpack.Encoder()
 
-# Takes the user out of the segment sets and counts of its current stage and tier
-# (KEYS[1] user, KEYS[3] stage counts, KEYS[4] tier counts; p = prefix, uid = user id).
-_LEAVE_SEGMENTS = """
-local old = redis.call('HMGET', KEYS[1], 'stage', 'tier')
-if old[1] then
-  redis.call('ZREM', p .. ':seg:stage:' .. old[1], uid)
-  if redis.call('HINCRBY', KEYS[3], old[1], -1) <= 0 then redis.call('HDEL', KEYS[3], old[1]) end
-end
-if old[2] then
-  redis.call('ZREM', p .. ':seg:tier:' .. old[2], uid)
-  if redis.call('HINCRBY', KEYS[4], old[2], -1) <= 0 then redis.call('HDEL', KEYS[4], old[2]) end
-end
-"""
+# One script call writes or erases a batch of users (a msgpack array; see View.write_many): a
+# round trip and a command per batch, not per user. Key names follow streams/viewkeys.py.
+# ARGV: prefix, transitions kept, warnings kept ms, the batch. An item is
+#   ['w', uid, version, stage, tier, risk, doc, outputs, recall]  (outputs: [[kind,
+#   idempotency_key, event_time_ms, document], ...]; recall: JSON, '' when never warned), or
+#   ['e', uid]. Numbers travel as strings: Lua would print big ones in exponent form.
+# Returns how many user states it wrote (a state at or below the view's version is not).
+BATCH_LUA = """
+local p, kept, warn_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local stage_counts, tier_counts = p .. ':count:stage', p .. ':count:tier'
+local warnings, recall_counts = p .. ':warnings', p .. ':count:recall'
 
-# Moves the user's recall tally (KEYS[1] field `recall`) to `new_recall` in the totals
-# (KEYS[6]): the old cells leave, the new ones join, so the totals are always the sum of the
-# tallies the view holds, whatever order or how often writes arrive.
-_MOVE_RECALL = """
+-- Takes the user out of the segment sets and counts of its current stage and tier.
+local function leave_segments(ukey, uid)
+  local old = redis.call('HMGET', ukey, 'stage', 'tier')
+  if old[1] then
+    redis.call('ZREM', p .. ':seg:stage:' .. old[1], uid)
+    if redis.call('HINCRBY', stage_counts, old[1], -1) <= 0 then
+      redis.call('HDEL', stage_counts, old[1])
+    end
+  end
+  if old[2] then
+    redis.call('ZREM', p .. ':seg:tier:' .. old[2], uid)
+    if redis.call('HINCRBY', tier_counts, old[2], -1) <= 0 then
+      redis.call('HDEL', tier_counts, old[2])
+    end
+  end
+end
+
 local function recall_cells(text, sign)
   if not text or text == '' then return end
   for _, c in ipairs(cjson.decode(text)) do
     local f = c[1] .. '|' .. c[2] .. '|' .. c[3] .. '|' .. c[4]
-    if redis.call('HINCRBY', KEYS[6], f, sign * c[5]) <= 0 then redis.call('HDEL', KEYS[6], f) end
+    if redis.call('HINCRBY', recall_counts, f, sign * c[5]) <= 0 then
+      redis.call('HDEL', recall_counts, f)
+    end
   end
 end
-local old_recall = redis.call('HGET', KEYS[1], 'recall') or ''
-if old_recall ~= new_recall then
-  recall_cells(old_recall, -1)
-  recall_cells(new_recall, 1)
-end
-"""
 
-# KEYS: user, transitions, stage counts, tier counts, warnings, recall counts
-# ARGV: prefix, user_id, version, stage, tier, risk, doc, outputs (JSON list of
-#       [kind, idempotency_key, event_time_ms, document]), transitions kept, warnings kept ms,
-#       recall tally (JSON, '' when never warned)
-WRITE_LUA = (
-    """
-local cur = redis.call('HGET', KEYS[1], 'version')
-if cur and tonumber(cur) > tonumber(ARGV[3]) then return 0 end
-local p, uid, new_recall = ARGV[1], ARGV[2], ARGV[11]
-local same = cur and tonumber(cur) == tonumber(ARGV[3])
-if same then
-  -- The same state again: a redelivery, a resync or a rebuild. Only a rebuild brings outputs
-  -- the list lacks (the view lost them, the state came back without them); its outputs are
-  -- the user's latest from the topics, so they replace the list.
-  local outs = cjson.decode(ARGV[8])
-  if #outs == 0 then return 0 end
-  local have = {}
-  for _, doc in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
-    have[cjson.decode(doc)['idempotency_key']] = true
+-- Moves the user's recall tally (its hash's `recall` field) to new_recall in the totals: the
+-- old cells leave, the new ones join, so the totals are always the sum of the tallies the view
+-- holds, whatever order or how often writes arrive.
+local function move_recall(ukey, new_recall)
+  local old_recall = redis.call('HGET', ukey, 'recall') or ''
+  if old_recall ~= new_recall then
+    recall_cells(old_recall, -1)
+    recall_cells(new_recall, 1)
   end
-  local missing = false
+end
+
+local function write(uid, version, stage, tier, risk, doc, outs, new_recall)
+  local ukey, tkey = p .. ':user:' .. uid, p .. ':transitions:' .. uid
+  local cur = redis.call('HGET', ukey, 'version')
+  if cur and tonumber(cur) > tonumber(version) then return 0 end
+  if cur and tonumber(cur) == tonumber(version) then
+    -- The same state again: a redelivery, a resync or a rebuild. Only a rebuild brings
+    -- outputs the list lacks (the view lost them, the state came back without them); its
+    -- outputs are the user's latest from the topics, so they replace the list.
+    if #outs == 0 then return 0 end
+    local have = {}
+    for _, doc in ipairs(redis.call('LRANGE', tkey, 0, -1)) do
+      have[cjson.decode(doc)['idempotency_key']] = true
+    end
+    local missing = false
+    for _, out in ipairs(outs) do
+      if not have[out[2]] then missing = true end
+    end
+    if not missing then return 0 end
+    redis.call('DEL', tkey)
+  else
+    leave_segments(ukey, uid)
+    move_recall(ukey, new_recall)
+    redis.call('HSET', ukey, 'version', version, 'stage', stage, 'tier', tier, 'risk', risk,
+               'doc', doc)
+    if new_recall == '' then redis.call('HDEL', ukey, 'recall')
+    else redis.call('HSET', ukey, 'recall', new_recall) end
+    redis.call('ZADD', p .. ':seg:stage:' .. stage, risk, uid)
+    redis.call('ZADD', p .. ':seg:tier:' .. tier, risk, uid)
+    redis.call('HINCRBY', stage_counts, stage, 1)
+    redis.call('HINCRBY', tier_counts, tier, 1)
+  end
+  local warned = false
   for _, out in ipairs(outs) do
-    if not have[out[2]] then missing = true end
+    redis.call('LPUSH', tkey, out[4])
+    if out[1] == 'churn_warning' then
+      redis.call('ZADD', warnings, out[3], out[2])
+      warned = true
+    end
   end
-  if not missing then return 0 end
-  redis.call('DEL', KEYS[2])
-end
-if not same then
-"""
-    + _LEAVE_SEGMENTS
-    + _MOVE_RECALL
-    + """
-  redis.call('HSET', KEYS[1], 'version', ARGV[3], 'stage', ARGV[4], 'tier', ARGV[5],
-             'risk', ARGV[6], 'doc', ARGV[7])
-  if new_recall == '' then redis.call('HDEL', KEYS[1], 'recall')
-  else redis.call('HSET', KEYS[1], 'recall', new_recall) end
-  redis.call('ZADD', p .. ':seg:stage:' .. ARGV[4], ARGV[6], uid)
-  redis.call('ZADD', p .. ':seg:tier:' .. ARGV[5], ARGV[6], uid)
-  redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
-  redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
-end
-local warned = false
-for _, out in ipairs(cjson.decode(ARGV[8])) do
-  redis.call('LPUSH', KEYS[2], out[4])
-  if out[1] == 'churn_warning' then
-    redis.call('ZADD', KEYS[5], out[3], out[2])
-    warned = true
+  redis.call('LTRIM', tkey, 0, kept - 1)
+  if warned then
+    -- relative to the newest warning kept, so the result does not depend on write order
+    local newest = redis.call('ZRANGE', warnings, 0, 0, 'REV', 'WITHSCORES')[2]
+    redis.call('ZREMRANGEBYSCORE', warnings, '-inf', '(' .. (tonumber(newest) - warn_ms))
   end
+  return 1
 end
-redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[9]) - 1)
-if warned then
-  -- relative to the newest warning kept, so the result does not depend on write order
-  local newest = redis.call('ZRANGE', KEYS[5], 0, 0, 'REV', 'WITHSCORES')[2]
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. (tonumber(newest) - tonumber(ARGV[10])))
-end
-return 1
-"""
-)
 
-# KEYS: as for WRITE_LUA; ARGV: prefix, user_id
-ERASE_LUA = (
-    """
-local p, uid, new_recall = ARGV[1], ARGV[2], ''
+local function erase(uid)
+  local ukey = p .. ':user:' .. uid
+  leave_segments(ukey, uid)
+  move_recall(ukey, '')
+  redis.call('DEL', ukey, p .. ':transitions:' .. uid)
+end
+
+local written = 0
+for _, item in ipairs(cmsgpack.unpack(ARGV[4])) do
+  if item[1] == 'e' then
+    erase(item[2])
+  else
+    written = written + write(item[2], item[3], item[4], item[5], item[6], item[7], item[8],
+                              item[9])
+  end
+end
+return written
 """
-    + _LEAVE_SEGMENTS
-    + _MOVE_RECALL
-    + """
-return redis.call('DEL', KEYS[1], KEYS[2])
-"""
-)
 
 
 def view_doc(state: UserState, policy: Policy) -> dict[str, Any]:
@@ -172,68 +181,62 @@ Published = tuple[Output, str]
 
 
 @dataclass
-class _Pending:
+class Pending:
+    """A user's update for the view: its state (None: erase it) and new outputs."""
+
     state: UserState | None  # None: erase
     outputs: list[Published] = field(default_factory=list)
 
 
 class View:
-    """Scripts bound to one Redis client and key prefix."""
+    """The batch script bound to one Redis client and key prefix."""
+
+    # Users per script call: a call holds Redis for its whole run (a few ms at this size),
+    # and the calls of one flush share a round trip.
+    BATCH = 500
 
     def __init__(self, client: aioredis.Redis, prefix: str, policy: Policy) -> None:
         self.client = client
         self.prefix = prefix
         self.policy = policy
-        self._write = client.register_script(WRITE_LUA)
-        self._erase = client.register_script(ERASE_LUA)
+        self._batch = client.register_script(BATCH_LUA)
 
-    def _keys(self, user_id: str) -> list[str]:
-        p = self.prefix
+    def item(self, state: UserState, outputs: list[Published]) -> list[Any]:
+        """One user's write as the script takes it."""
         return [
-            user_key(p, user_id),
-            transitions_key(p, user_id),
-            stage_counts_key(p),
-            tier_counts_key(p),
-            warnings_key(p),
-            recall_counts_key(p),
-        ]
-
-    def write_args(self, state: UserState, outputs: list[Published]) -> tuple[list[str], list[Any]]:
-        outs = [[o.kind, o.idempotency_key, o.ts, wire] for o, wire in outputs]
-        args: list[Any] = [
-            self.prefix,
+            "w",
             state.user_id,
-            state.version,
+            str(state.version),
             state.stage,
             state.tier,
-            state.risk,
+            repr(state.risk),  # the shortest text that reads back as the same float
+            # str, not bytes: the msgpack library inside Redis does not read the bin types.
             _json.encode(view_doc(state, self.policy)).decode(),
-            _json.encode(outs).decode(),
-            TRANSITIONS_KEPT,
-            WARNINGS_KEPT_MS,
+            [[o.kind, o.idempotency_key, str(o.ts), wire] for o, wire in outputs],
             recall_doc(state),
         ]
-        return self._keys(state.user_id), args
 
     async def write(self, state: UserState, outputs: list[Published]) -> bool:
         """Compare-and-set one user's state; False when the view already has a newer version."""
-        keys, args = self.write_args(state, outputs)
-        return bool(await self._write(keys=keys, args=args))
+        return await self.write_many({state.user_id: Pending(state, outputs)}) == 1
 
     async def erase(self, user_id: str) -> None:
-        await self._erase(keys=self._keys(user_id), args=[self.prefix, user_id])
+        await self.write_many({user_id: Pending(None)})
 
-    async def write_many(self, items: dict[str, _Pending]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for user_id, item in items.items():
-            if item.state is None:
-                await self._erase(
-                    keys=self._keys(user_id), args=[self.prefix, user_id], client=pipe
-                )
+    async def write_many(self, items: dict[str, Pending]) -> int:
+        """Write or erase these users, in batches sent together; returns the states written."""
+        batch: list[list[Any]] = []
+        for user_id, pending in items.items():
+            if pending.state is None:
+                batch.append(["e", user_id])
             else:
-                keys, args = self.write_args(item.state, item.outputs)
-                await self._write(keys=keys, args=args, client=pipe)
-        await pipe.execute()
+                batch.append(self.item(pending.state, pending.outputs))
+        head: list[Any] = [self.prefix, TRANSITIONS_KEPT, WARNINGS_KEPT_MS]
+        pipe = self.client.pipeline(transaction=False)
+        for start in range(0, len(batch), self.BATCH):
+            packed = _msgpack.encode(batch[start : start + self.BATCH])
+            await self._batch(keys=[], args=[*head, packed], client=pipe)
+        return sum(int(n) for n in await pipe.execute())
 
 
 # The users a worker writes again when Redis lost the view: its own users' current states, a
@@ -261,7 +264,7 @@ class ViewWriter:
         self.view = view
         self.interval_s = interval_s
         self.max_backoff_s = max_backoff_s
-        self.pending: dict[str, _Pending] = {}
+        self.pending: dict[str, Pending] = {}
         self.resync = resync
         self.epoch_check_s = epoch_check_s
         self.epoch: bytes | None = None  # the token seen last; None: not looked yet
@@ -270,7 +273,7 @@ class ViewWriter:
     def put(self, state: UserState, outputs: list[Published]) -> None:
         item = self.pending.get(state.user_id)
         if item is None or item.state is None:
-            self.pending[state.user_id] = _Pending(state, list(outputs))
+            self.pending[state.user_id] = Pending(state, list(outputs))
         else:
             item.state = state
             item.outputs.extend(outputs)
@@ -280,12 +283,12 @@ class ViewWriter:
         """Queue `state` again (no outputs) unless a newer version or an erasure is pending."""
         item = self.pending.get(state.user_id)
         if item is None:
-            self.pending[state.user_id] = _Pending(state)
+            self.pending[state.user_id] = Pending(state)
         elif item.state is not None and item.state.version < state.version:
             item.state = state
 
     def erase(self, user_id: str) -> None:
-        self.pending[user_id] = _Pending(None)
+        self.pending[user_id] = Pending(None)
         metrics.VIEW_PENDING.set(len(self.pending))
 
     async def flush(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
@@ -145,3 +146,51 @@ def test_a_resynced_state_never_replaces_a_newer_pending_one_or_an_erasure() -> 
     w.put(old, [])
     w.refresh(new)
     assert w.pending["d"].state is new
+
+
+async def _contents(client: aioredis.Redis, prefix: str) -> dict[str, object]:
+    """The view's keys (prefix taken off) and contents."""
+    out: dict[str, object] = {}
+    async for raw in client.scan_iter(match=f"{prefix}:*", count=1000):
+        key = raw.decode()
+        kind = (await client.type(key)).decode()
+        name = key.removeprefix(prefix)
+        if kind == "hash":
+            out[name] = await client.hgetall(key)
+        elif kind == "zset":
+            out[name] = await client.zrange(key, 0, -1, withscores=True)
+        elif kind == "list":
+            out[name] = await client.lrange(key, 0, -1)
+    return out
+
+
+async def test_one_batch_writes_what_user_by_user_writes(client: aioredis.Redis) -> None:
+    """1,200 users (three script calls in one round trip), some erased in the same flush,
+    some of them buyers (another tier): the same view as one call per user."""
+    from streams.view import Pending
+
+    states = []
+    for n in range(1_200):
+        state = user(f"m{n:04d}", events=1 + n % 3)
+        if n % 7 == 0:  # a purchase: another tier, another risk
+            event = Event(f"m{n}-buy", state.user_id, "purchase", day_base(1) + 10, 60_000, True)
+            state = apply_event(state, event, POLICY).state
+        states.append(state)
+    batched, single = (View(client, f"vb{uuid.uuid4().hex[:8]}", POLICY) for _ in range(2))
+    erased = {s.user_id for s in states[::11]}
+    for view in (batched, single):  # the erased users exist before the flush
+        await view.write_many({u: Pending(user(u)) for u in erased})
+    items = {s.user_id: Pending(None if s.user_id in erased else s) for s in states}
+    assert await batched.write_many(items) == len(states) - len(erased)
+    for user_id, item in items.items():
+        if item.state is None:
+            await single.erase(user_id)
+        else:
+            assert await single.write(item.state, [])
+    got, want = await _contents(client, batched.prefix), await _contents(client, single.prefix)
+    assert got == want
+    kept = [s for s in states if s.user_id not in erased]
+    assert len([k for k in got if k.startswith(":user:")]) == len(kept)
+    tiers = {k.decode(): int(v) for k, v in got[":count:tier"].items()}  # type: ignore[attr-defined]
+    assert tiers == Counter(s.tier for s in kept)
+    assert len(tiers) == 2  # buyers and the others
