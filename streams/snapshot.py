@@ -8,7 +8,8 @@ from typing import Any
 from streams.eventtime import day_of, format_ts
 from streams.policy import Policy
 from streams.state import UserState
-from streams.windows import typical_gap_days, window
+from streams.windows import typical_gap_days
+from streams.windows import windows as rolling_windows
 
 
 def snapshot(state: UserState, at: int, policy: Policy) -> dict[str, Any]:
@@ -16,9 +17,8 @@ def snapshot(state: UserState, at: int, policy: Policy) -> dict[str, Any]:
     today = day_of(at)
     names = (*policy.event_types, "other")
     windows = {}
-    for days in policy.windows_days:
-        w = window(state.buckets, today, days, len(names))
-        windows[f"{days}d"] = {
+    for w in rolling_windows(state.buckets, today, policy.windows_days, len(names)):
+        windows[f"{w.days}d"] = {
             "events": w.events,
             "by_type": {n: c for n, c in zip(names, w.counts, strict=True) if c},
             "spend": w.spend_cents / 100,

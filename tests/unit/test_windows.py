@@ -19,6 +19,7 @@ from streams.windows import (
     spend_in,
     typical_gap_days,
     window,
+    windows,
 )
 
 from .pulse_testkit import BASE, POLICY, PROPERTY, at
@@ -262,3 +263,17 @@ def test_decision_figures_in_one_pass_equal_the_separate_figures(
         spend_in(bs, today, spend_days),
         typical_gap_days(bs, today, min_gaps),
     )
+
+
+@given(
+    events=day_events,
+    today=st.integers(0, 45),
+    sizes=st.lists(st.integers(1, 50), min_size=1, max_size=5),
+)
+def test_windows_in_one_pass_equal_each_window(
+    events: list[tuple[int, int, int, bool]], today: int, sizes: list[int]
+) -> None:
+    bs: tuple[DayBucket, ...] = ()
+    for day, idx, spend, active in events:
+        bs = add_to_buckets(bs, day, idx, N, spend, active)
+    assert windows(bs, today, sizes, N) == [window(bs, today, days, N) for days in sizes]
