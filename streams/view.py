@@ -52,21 +52,18 @@ local p, kept, warn_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local stage_counts, tier_counts = p .. ':count:stage', p .. ':count:tier'
 local warnings, recall_counts = p .. ':warnings', p .. ':count:recall'
 
+-- Takes the user out of one segment set and its count (value false: the user had none).
+local function leave(kind, counts, value, uid)
+  if not value then return end
+  redis.call('ZREM', p .. ':seg:' .. kind .. ':' .. value, uid)
+  if redis.call('HINCRBY', counts, value, -1) <= 0 then redis.call('HDEL', counts, value) end
+end
+
 -- Takes the user out of the segment sets and counts of its current stage and tier.
 local function leave_segments(ukey, uid)
   local old = redis.call('HMGET', ukey, 'stage', 'tier')
-  if old[1] then
-    redis.call('ZREM', p .. ':seg:stage:' .. old[1], uid)
-    if redis.call('HINCRBY', stage_counts, old[1], -1) <= 0 then
-      redis.call('HDEL', stage_counts, old[1])
-    end
-  end
-  if old[2] then
-    redis.call('ZREM', p .. ':seg:tier:' .. old[2], uid)
-    if redis.call('HINCRBY', tier_counts, old[2], -1) <= 0 then
-      redis.call('HDEL', tier_counts, old[2])
-    end
-  end
+  leave('stage', stage_counts, old[1], uid)
+  leave('tier', tier_counts, old[2], uid)
 end
 
 local function recall_cells(text, sign)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import msgspec
@@ -18,6 +17,7 @@ from streams.viewkeys import epoch_key, stage_counts_key, tier_counts_key, user_
 
 from .conftest import Stack, StackFactory
 from .events import day_base, ev
+from .waits import until
 
 
 def _client(stack: Stack) -> aioredis.Redis:
@@ -40,15 +40,6 @@ async def _dump(client: aioredis.Redis, prefix: str) -> dict[str, Any]:
         else:
             out[key] = await client.get(key)
     return out
-
-
-async def _wait(cond: Any, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await cond():
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError("timed out")
 
 
 async def _scenario(stack: Stack) -> None:
@@ -78,7 +69,19 @@ async def _caught_up(stack: Stack, client: aioredis.Redis) -> None:
                 return False
         return True
 
-    await _wait(caught_up)
+    await until(caught_up)
+
+
+async def _rebuild_restores(stack: Stack, client: aioredis.Redis, before: dict[str, Any]) -> None:
+    """`pulse rebuild-view` writes the 3 users and the view equals `before` key for key."""
+    view = View(aioredis.from_url(stack.settings.redis_url), stack.settings.view_prefix, Policy())
+    try:
+        assert await rebuild_view(stack.settings, view) == 3
+        assert await _dump(client, stack.settings.view_prefix) == before
+        # Rebuilding again over a complete view writes nothing: every version is already there.
+        assert await rebuild_view(stack.settings, view) == 0
+    finally:
+        await view.client.aclose()
 
 
 async def test_view_follows_the_table_and_rebuilds_identically(stack: Stack) -> None:
@@ -103,12 +106,7 @@ async def test_view_follows_the_table_and_rebuilds_identically(stack: Stack) -> 
         before = await _dump(client, p)
         for key in before:
             await client.delete(key)
-        view = View(aioredis.from_url(stack.settings.redis_url), p, Policy())
-        assert await rebuild_view(stack.settings, view) == 3
-        assert await _dump(client, p) == before
-        # Rebuilding again over a complete view writes nothing: every version is already there.
-        assert await rebuild_view(stack.settings, view) == 0
-        await view.client.aclose()
+        await _rebuild_restores(stack, client, before)
     finally:
         await client.aclose()
 
@@ -136,8 +134,8 @@ async def test_the_worker_writes_its_users_again_when_redis_lost_the_view(
         async def states_back() -> bool:
             return bool(await client.exists(*per_user) == len(per_user))
 
-        await _wait(states_back, timeout=30)
-        await _wait(lambda: _resyncs(stack), timeout=10)
+        await until(states_back, timeout=30)
+        await until(lambda: _resyncs(stack), timeout=10)
         now = await _dump(client, p)
         assert {k: now.get(k) for k in users_and_indexes} == {
             k: before[k] for k in users_and_indexes
@@ -145,11 +143,7 @@ async def test_the_worker_writes_its_users_again_when_redis_lost_the_view(
         # Transitions and the warnings index live only on the output topics: rebuild-view
         # brings them back next to the states already there, and the view is whole again.
         assert not await client.exists(f"{p}:transitions:sil", f"{p}:warnings")
-        view = View(aioredis.from_url(stack.settings.redis_url), p, Policy())
-        assert await rebuild_view(stack.settings, view) == 3
-        assert await _dump(client, p) == before
-        assert await rebuild_view(stack.settings, view) == 0
-        await view.client.aclose()
+        await _rebuild_restores(stack, client, before)
     finally:
         await client.aclose()
 
@@ -191,13 +185,13 @@ async def test_a_tombstone_erases_the_user_everywhere(stack: Stack) -> None:
         async def both() -> bool:
             return bool(await client.exists(user_key(p, "gone"), user_key(p, "kept")) == 2)
 
-        await _wait(both)
+        await until(both)
         await stack.produce([(b"gone", None)])  # type: ignore[list-item]
 
         async def erased() -> bool:
             return not await client.exists(user_key(p, "gone"))
 
-        await _wait(erased)
+        await until(erased)
         assert await client.zrange(f"{p}:seg:stage:new", 0, -1) == ["kept"]
         assert await client.hget(stage_counts_key(p), "new") == "1"
         assert not await client.exists(f"{p}:transitions:gone")

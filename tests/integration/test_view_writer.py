@@ -4,10 +4,9 @@ users again (each writer its own users, once per loss), and never queues an olde
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -22,6 +21,7 @@ from streams.view import View, ViewWriter
 from streams.viewkeys import epoch_key, stage_counts_key, user_key
 
 from .events import day_base
+from .waits import until
 
 POLICY = Policy()
 
@@ -45,15 +45,6 @@ async def client(redis_server: Server) -> AsyncIterator[aioredis.Redis]:
 @pytest.fixture
 def prefix() -> str:
     return f"vw{uuid.uuid4().hex[:8]}"
-
-
-async def until(cond: Callable[[], Awaitable[bool]], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await cond():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 async def lose_the_view(client: aioredis.Redis, prefix: str) -> None:
@@ -93,13 +84,13 @@ async def test_every_writer_writes_its_own_users_again_once_per_loss(
             keys = [user_key(prefix, u) for u in ("a1", "a2", "b1")]
             return bool(await client.exists(*keys) == 3) and all(w.epoch for w in writers)
 
-        await until(written)
+        await until(written, timeout=20, every=0.05)
         assert (mine.resyncs, theirs.resyncs) == (0, 0)  # a first look only learns the token
         before = await client.hgetall(stage_counts_key(prefix))
         assert before == {b"new": b"3"}
 
         await lose_the_view(client, prefix)
-        await until(written)
+        await until(written, timeout=20, every=0.05)
         assert await client.hget(user_key(prefix, "a2"), "version") == b"3"
         assert await client.hgetall(stage_counts_key(prefix)) == before  # each user counted once
         await asyncio.sleep(0.3)  # several more looks: the token is the same, nothing to do
