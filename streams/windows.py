@@ -101,8 +101,8 @@ def windows(
     """`window` for each of `sizes`, in one pass over the buckets, newest day first.
 
     The windows nest (every one ends today), so each is the running sum at the point where
-    the days leave it. A view document holds four: separately they cost ~14 us for a user
-    with a few weeks of activity, together ~4.
+    the days leave it. A view document holds four: for users with a few weeks of activity
+    (11 day buckets on average) they cost about half as much together as one by one.
     """
     order = sorted(set(sizes))
     made: dict[int, Window] = {}
