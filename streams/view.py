@@ -97,8 +97,8 @@ local function write(uid, version, stage, tier, risk, doc, outs, new_recall)
     -- outputs are the user's latest from the topics, so they replace the list.
     if #outs == 0 then return 0 end
     local have = {}
-    for _, doc in ipairs(redis.call('LRANGE', tkey, 0, -1)) do
-      have[cjson.decode(doc)['idempotency_key']] = true
+    for _, kept_doc in ipairs(redis.call('LRANGE', tkey, 0, -1)) do
+      have[cjson.decode(kept_doc)['idempotency_key']] = true
     end
     local missing = false
     for _, out in ipairs(outs) do
