@@ -49,7 +49,7 @@ from bench.report import evaluate, render
 from bench.supervisor import Supervisor
 from bench.topics import Loaded, create_topics, highwaters, load
 from bench.workload import Plan, WorkloadSpec, default_end_ms
-from streams.embedded import Server, start_redis, start_tansu
+from streams.local.embedded import Server, start_redis, start_tansu
 
 EXAMPLES = """examples:
   python -m bench --quick          # 100k events: a few minutes

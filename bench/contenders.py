@@ -22,7 +22,7 @@ from typing import Any
 from bench.measure import sample, scrape, total
 from bench.supervisor import Supervisor
 from bench.topics import GroupWatch
-from streams.embedded import free_port
+from streams.local.embedded import free_port
 
 TIMING_METHOD = (
     "events/s = input records / (all offsets of the contender's group committed at the "

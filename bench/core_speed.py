@@ -3,7 +3,7 @@
     .venv/bin/python bench/core_speed.py              # events/s and µs/event, 200k events
     .venv/bin/python bench/core_speed.py --digest     # sha256 of every output and state
 
-The driver does per record what the live worker does (streams/worker.py), without a broker:
+The driver does per record what the live worker does (streams/worker/app.py), without a broker:
 `parse_event`, the user's state decoded once per batch, `apply_event`, `encode_output` for
 every output, a tick per batch that sweeps the users due at the watermark, and the touched
 states encoded at the end of the batch. Records go to one of four partitions by key, and now
@@ -35,14 +35,14 @@ from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
 
 from bench.workload import DAY_MS, HOUR_MS, Plan, WorkloadSpec  # noqa: E402
-from streams.checkpoints import NEVER  # noqa: E402
-from streams.contract import InvalidEvent, parse_event  # noqa: E402
-from streams.demo import build_schedule  # noqa: E402
-from streams.engine import Result, apply_event, sweep  # noqa: E402
-from streams.eventtime import parse_ts  # noqa: E402
-from streams.outputs import encode_output  # noqa: E402
-from streams.policy import ChurnModel, Policy  # noqa: E402
-from streams.state import UserState, decode_state, encode_state  # noqa: E402
+from streams.core.checkpoints import NEVER  # noqa: E402
+from streams.core.contract import InvalidEvent, parse_event  # noqa: E402
+from streams.core.engine import Result, apply_event, sweep  # noqa: E402
+from streams.core.eventtime import parse_ts  # noqa: E402
+from streams.core.outputs import encode_output  # noqa: E402
+from streams.core.policy import ChurnModel, Policy  # noqa: E402
+from streams.core.state import UserState, decode_state, encode_state  # noqa: E402
+from streams.local.demo import build_schedule  # noqa: E402
 
 Record = tuple[bytes | None, bytes]
 

@@ -1,6 +1,6 @@
 """Write a deterministic history file in the input contract, for timing `pulse replay`.
 
-The records are the demo's personas (streams.demo) laid out from a fixed start in the past,
+The records are the demo's personas (streams.local.demo) laid out from a fixed start in the past,
 in send order, malformed records and re-sent duplicates included, so a replay of the file
 exercises every path the live worker sees. 320 users give about 70k records.
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from streams.demo import build_schedule
-from streams.eventtime import parse_ts
+from streams.core.eventtime import parse_ts
+from streams.local.demo import build_schedule
 
 # A fixed start keeps the file identical from run to run; it must lie in the past, because
 # replay sends events from the future of its wall clock to the dead letters.

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from streams.embedded import Server, terminate
+from streams.local.embedded import Server, terminate
 
 _PR_SET_PDEATHSIG = 1
 

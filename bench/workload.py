@@ -150,7 +150,7 @@ def event_doc(
     pick: int,
     plan: Plan,
 ) -> dict[str, object]:
-    """One event in the input contract (streams/schemas/user-event.schema.json)."""
+    """One event in the input contract (streams/core/schemas/user-event.schema.json)."""
     if kind < 0:
         return {"event_id": event_id, "user_id": uid, "type": "signup", "ts": ts}
     etype = plan.type_names[kind]

@@ -1,6 +1,6 @@
 """The Pulse state API: FastAPI app factory and `serve()` (what `pulse api` runs).
 
-Reads come from the Redis view the worker maintains (streams/viewkeys.py); writes (events,
+Reads come from the Redis view the worker maintains (streams/view/keys.py); writes (events,
 erasure tombstones) go to the events topic through a producer started on first use, so the
 API starts and serves reads while the broker is down.
 """

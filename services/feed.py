@@ -2,7 +2,7 @@
 
 Each connection gets its own group-less consumer positioned at the end of every partition of
 the warnings and tier topics (end offsets corrected for the embedded broker, see
-streams/tansu.py), and streams each new record as one SSE message.
+streams/worker/tansu.py), and streams each new record as one SSE message.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.tansu import corrected_highwaters
+from streams.kafka import corrected_highwaters
 
 
 def sse(event: str, data: bytes) -> bytes:

@@ -1,7 +1,7 @@
 """The event batch of POST /v1/events: size limits, splitting into events, validation.
 
 Events are split with msgspec.Raw, so each event's exact original bytes are both what
-streams.contract.parse_event validates and what is produced to the events topic.
+streams.core.contract.parse_event validates and what is produced to the events topic.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import msgspec
 from fastapi import Request
 
 from services.errors import ApiError
-from streams.contract import InvalidEvent, parse_event
+from streams.core.contract import InvalidEvent, parse_event
 
 
 class _Batch(msgspec.Struct):
@@ -87,7 +87,7 @@ def check_events(
     max_future_skew_ms: int,
     max_bytes: int,
 ) -> list[Checked]:
-    """Validate each event with the worker's contract (streams.contract.parse_event)."""
+    """Validate each event with the worker's contract (streams.core.contract.parse_event)."""
     out = []
     for index, raw in enumerate(raws):
         try:

@@ -34,7 +34,7 @@ class LifetimeFigures(BaseModel):
 
 
 class UserView(BaseModel):
-    """A user's current figures as the worker last wrote them (streams.snapshot), plus
+    """A user's current figures as the worker last wrote them (streams.core.snapshot), plus
     `version` (the view's version of this user, increasing with every change) and
     `updated_at` (the event time of the last change). Times are RFC 3339 UTC."""
 
@@ -61,7 +61,7 @@ class UserView(BaseModel):
 class Transition(BaseModel):
     """One output document as published on its topic (lifecycle_changed, churn_warning,
     tier_changed or recall_reactivated; the kind-specific fields are those of
-    streams/schemas/*.schema.json)."""
+    streams/core/schemas/*.schema.json)."""
 
     model_config = ConfigDict(extra="allow")
     schema_version: int

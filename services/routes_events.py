@@ -20,7 +20,9 @@ router = APIRouter(prefix="/v1", tags=["events"])
 
 _EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "description": "A user event (see the input contract, streams/schemas/user-event.schema.json).",
+    "description": (
+        "A user event (see the input contract, streams/core/schemas/user-event.schema.json)."
+    ),
     "properties": {
         "event_id": {"type": "string"},
         "user_id": {"type": "string"},

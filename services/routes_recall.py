@@ -12,9 +12,9 @@ from services.deps import get_view
 from services.errors import error_responses
 from services.models import RecallComparison, RecallStats
 from services.view import View
-from streams.eventtime import format_ts
-from streams.recall import Comparison, compare, comparison_doc, totals
-from streams.viewkeys import parse_recall_field
+from streams.core.eventtime import format_ts
+from streams.core.recall import Comparison, compare, comparison_doc, totals
+from streams.view.keys import parse_recall_field
 
 router = APIRouter(prefix="/v1/stats", tags=["segments"])
 

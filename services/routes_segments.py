@@ -14,8 +14,8 @@ from services.errors import error_responses
 from services.models import SegmentPage, Stage, Stats, WarningCounts
 from services.settings import ApiSettings
 from services.view import View
-from streams import viewkeys
-from streams.eventtime import format_ts
+from streams.core.eventtime import format_ts
+from streams.view import keys as viewkeys
 
 router = APIRouter(prefix="/v1", tags=["segments"])
 

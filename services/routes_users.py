@@ -13,7 +13,7 @@ from services.errors import ApiError, error_responses
 from services.models import ErasureRequested, TransitionList, UserView
 from services.settings import ApiSettings
 from services.view import View
-from streams.viewkeys import TRANSITIONS_KEPT
+from streams.view.keys import TRANSITIONS_KEPT
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
 

@@ -14,7 +14,7 @@ import hmac
 
 from pydantic import Field, SecretStr
 
-from streams.policy import Policy
+from streams.core.policy import Policy
 from streams.settings import SharedSettings
 
 _DERIVE_LABEL = b"pulse-api-cursor-secret-v1"

@@ -1,4 +1,4 @@
-"""Reads of the Redis materialized view (layout: streams/viewkeys.py). No writes.
+"""Reads of the Redis materialized view (layout: streams/view/keys.py). No writes.
 
 Segment sets are zsets scored by risk; Redis orders equal scores by member ascending, and the
 API lists risk descending then user id ascending, so a page is assembled from whole score
@@ -14,7 +14,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from services.cursors import Position
-from streams import viewkeys
+from streams.view import keys as viewkeys
 
 Member = tuple[str, float]
 _GROUP_SCAN = 1000

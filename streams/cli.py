@@ -9,11 +9,11 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from streams.policy import PolicyError, load_policy
+from streams.core.policy import PolicyError, load_policy
 from streams.settings import WorkerSettings
 
 if TYPE_CHECKING:
-    from streams.history import CsvMapping
+    from streams.offline.history import CsvMapping
 
 
 def _tune_gc(threshold: tuple[int, int, int]) -> None:
@@ -32,7 +32,7 @@ def _worker(_: argparse.Namespace) -> int:
     import faust
 
     from streams import metrics
-    from streams.worker import build_app
+    from streams.worker.app import build_app
 
     settings = WorkerSettings()
     try:
@@ -57,7 +57,7 @@ def _api(_: argparse.Namespace) -> int:
 
 
 def _topics(_: argparse.Namespace) -> int:
-    from streams.topics import ensure_topics
+    from streams.worker.topics import ensure_topics
 
     created = asyncio.run(ensure_topics(WorkerSettings()))
     print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
@@ -67,7 +67,7 @@ def _topics(_: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import time
 
-    from streams.demo import run_demo
+    from streams.local.demo import run_demo
 
     settings = WorkerSettings()
     origin = settings.clock_origin_ms or int(time.time() * 1000)
@@ -88,8 +88,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _rebuild_view(_: argparse.Namespace) -> int:
     import redis.asyncio as aioredis
 
-    from streams.rebuild import rebuild_view
-    from streams.view import View
+    from streams.view.rebuild import rebuild_view
+    from streams.view.writer import View
 
     settings = WorkerSettings()
     policy = load_policy(settings.policy_file, settings.churn_model_file)
@@ -108,9 +108,9 @@ def _rebuild_view(_: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from streams.backtest import run_backtest
-    from streams.eventtime import TimestampError, parse_ts
-    from streams.history import HistoryError
+    from streams.core.eventtime import TimestampError, parse_ts
+    from streams.offline.backtest import run_backtest
+    from streams.offline.history import HistoryError
 
     try:
         policy = load_policy(args.policy, args.churn_model)
@@ -149,10 +149,10 @@ def _replay(args: argparse.Namespace) -> int:
 def _fit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from streams.bgnbd import FitError
-    from streams.eventtime import TimestampError
-    from streams.fit import fit_history, parse_until, write_params
-    from streams.history import HistoryError
+    from streams.core.bgnbd import FitError
+    from streams.core.eventtime import TimestampError
+    from streams.offline.fit import fit_history, parse_until, write_params
+    from streams.offline.history import HistoryError
 
     try:
         policy = load_policy(args.policy)
@@ -179,7 +179,7 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from streams.launcher import run_stack
+    from streams.local.launcher import run_stack
 
     return run_stack(users=args.users, rate=args.rate, partitions=args.partitions)
 
@@ -203,7 +203,7 @@ def _add_csv_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _csv_mapping(args: argparse.Namespace) -> CsvMapping:
-    from streams.history import CsvMapping
+    from streams.offline.history import CsvMapping
 
     return CsvMapping(
         user=args.user_col,

@@ -21,7 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from services.app import create_app
 from services.settings import ApiSettings
-from streams.embedded import Server, free_port
+from streams.local.embedded import Server, free_port
 from tests.integration.conftest import broker, redis_server  # noqa: F401
 
 pytestmark = pytest.mark.integration

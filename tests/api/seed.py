@@ -1,4 +1,4 @@
-"""Write the Redis view exactly as streams/viewkeys.py lays it out (what the worker writes)."""
+"""Write the Redis view exactly as streams/view/keys.py lays it out (what the worker writes)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from streams import viewkeys
+from streams.view import keys as viewkeys
 
 
 def user_doc(user_id: str, stage: str, tier: str, risk: float, version: int) -> dict[str, Any]:
-    """A streams.snapshot-shaped document plus updated_at."""
+    """A streams.core.snapshot-shaped document plus updated_at."""
     return {
         "user_id": user_id,
         "stage": stage,
@@ -41,7 +41,7 @@ def user_doc(user_id: str, stage: str, tier: str, risk: float, version: int) -> 
 
 
 def transition(user_id: str, n: int) -> dict[str, Any]:
-    """A lifecycle_changed document as streams.outputs.to_wire makes it (n = its order)."""
+    """A lifecycle_changed document as streams.core.outputs.to_wire makes it (n = its order)."""
     return {
         "schema_version": 1,
         "kind": "lifecycle_changed",

@@ -35,7 +35,7 @@ async def test_readyz_names_the_broker_when_it_is_down(
 async def test_readyz_names_redis_when_it_is_down(
     settings: ApiSettings, make_client: ClientFactory
 ) -> None:
-    from streams.embedded import free_port
+    from streams.local.embedded import free_port
 
     down = settings.model_copy(
         update={"redis_url": f"redis://127.0.0.1:{free_port()}/0", "redis_timeout_seconds": 1}
@@ -118,7 +118,7 @@ async def test_openapi_documents_routes_models_and_security(client: httpx.AsyncC
 async def test_reads_answer_503_when_redis_is_down(
     settings: ApiSettings, make_client: ClientFactory
 ) -> None:
-    from streams.embedded import free_port
+    from streams.local.embedded import free_port
 
     down = settings.model_copy(
         update={"redis_url": f"redis://127.0.0.1:{free_port()}/0", "redis_timeout_seconds": 1}

@@ -8,13 +8,13 @@ import pytest
 import redis.asyncio as aioredis
 from msgspec.structs import replace
 
-from streams.contract import Event
-from streams.embedded import Server
-from streams.engine import apply_event
-from streams.policy import Policy
-from streams.recall import Counts, RecallCell, uplift
-from streams.view import View
-from streams.viewkeys import recall_counts_key
+from streams.core.contract import Event
+from streams.core.engine import apply_event
+from streams.core.policy import Policy
+from streams.core.recall import Counts, RecallCell, uplift
+from streams.local.embedded import Server
+from streams.view.keys import recall_counts_key
+from streams.view.writer import View
 from tests.api.conftest import READ_KEY, auth
 from tests.api.seed import seed_recall
 

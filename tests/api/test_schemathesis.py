@@ -21,7 +21,7 @@ from schemathesis.python import asgi
 
 from services.app import create_app
 from services.settings import ApiSettings
-from streams.embedded import Server
+from streams.local.embedded import Server
 from tests.api.conftest import ALL_KEY
 from tests.api.seed import seed_recall, seed_user
 

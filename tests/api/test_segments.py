@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
-from streams import viewkeys
+from streams.view import keys as viewkeys
 from tests.api.conftest import READ_KEY, auth
 from tests.api.seed import seed_user
 

@@ -1,4 +1,4 @@
-"""GET /v1/users/{id} and its transitions, from a view seeded per streams/viewkeys.py."""
+"""GET /v1/users/{id} and its transitions, from a view seeded per streams/view/keys.py."""
 
 from __future__ import annotations
 

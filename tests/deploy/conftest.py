@@ -124,10 +124,10 @@ def exported_metrics() -> Exported:
     from services.app import create_app
     from services.settings import ApiSettings
     from streams import metrics as worker_metrics
-    from streams.contract import Reason
-    from streams.lifecycle import Stage
-    from streams.outputs import Kind
-    from streams.policy import Policy
+    from streams.core.contract import Reason
+    from streams.core.lifecycle import Stage
+    from streams.core.outputs import Kind
+    from streams.core.policy import Policy
 
     out = Exported()
     _registry_metrics(worker_metrics.REGISTRY, out)

@@ -25,9 +25,9 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaProducer
 
-from streams.embedded import Server, free_port, start_redis, start_tansu, terminate
+from streams.local.embedded import Server, free_port, start_redis, start_tansu, terminate
 from streams.settings import WorkerSettings
-from streams.topics import ensure_topics
+from streams.worker.topics import ensure_topics
 
 from .conftest import (
     DASHBOARDS,

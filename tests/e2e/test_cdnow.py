@@ -24,13 +24,13 @@ from lifetimes import BetaGeoFitter
 from lifetimes.datasets import load_cdnow_summary
 from lifetimes.utils import summary_data_from_transaction_data
 
-from streams import bgnbd
-from streams.eventtime import parse_ts
-from streams.facts import facts_at
-from streams.history import CsvMapping, read_history
-from streams.policy import ChurnModel, Policy, load_churn_model
-from streams.replay import Replayer
-from streams.state import UserState
+from streams.core import bgnbd
+from streams.core.eventtime import parse_ts
+from streams.core.facts import facts_at
+from streams.core.policy import ChurnModel, Policy, load_churn_model
+from streams.core.state import UserState
+from streams.offline.history import CsvMapping, read_history
+from streams.offline.replay import Replayer
 
 CDNOW = Path(str(resources.files("lifetimes.datasets") / "CDNOW_sample.txt"))
 COLUMNS = ("master_id", "user_id", "ts", "cds", "amount")

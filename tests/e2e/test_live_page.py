@@ -17,8 +17,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from streams.embedded import free_port, terminate
-from streams.eventtime import DAY_MS
+from streams.core.eventtime import DAY_MS
+from streams.local.embedded import free_port, terminate
 from tests.integration.conftest import Stack
 from tests.integration.events import day_base, ev
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import jsonschema
 
 DATA = Path(__file__).parents[1] / "data"
-SCHEMAS = Path(__file__).parents[2] / "streams" / "schemas"
+SCHEMAS = Path(__file__).parents[2] / "streams" / "core" / "schemas"
 SCHEMA_OF = {
     "lifecycle_changed": "lifecycle-changed.schema.json",
     "churn_warning": "churn-warning.schema.json",

@@ -12,7 +12,7 @@ from typing import Any
 
 import faust
 
-from streams.worker import PulseApp
+from streams.worker.app import PulseApp
 
 
 def main() -> None:

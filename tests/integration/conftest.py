@@ -23,11 +23,11 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.embedded import Server, free_port, start_redis, start_tansu, terminate
+from streams.core.state import UserState, decode_state
+from streams.local.embedded import Server, free_port, start_redis, start_tansu, terminate
 from streams.settings import WorkerSettings
-from streams.state import UserState, decode_state
-from streams.topics import ensure_topics
-from streams.worker import encode_tick
+from streams.worker.app import encode_tick
+from streams.worker.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import time
 
 import msgspec
 
-from streams.eventtime import DAY_MS
+from streams.core.eventtime import DAY_MS
 
 
 def day_base(days_ago: int) -> int:

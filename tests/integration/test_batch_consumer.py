@@ -1,4 +1,4 @@
-"""Pulse's batching consumer (streams.consumer.PulseConsumer) on the real broker.
+"""Pulse's batching consumer (streams.worker.consumer.PulseConsumer) on the real broker.
 
 A Faust app whose topic is delivered in fetch batches must see every record exactly once, in
 offset order per partition, in batches of more than one record, and Faust's commit loop must
@@ -18,7 +18,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.embedded import Server
+from streams.local.embedded import Server
 
 PARTITIONS = 2
 

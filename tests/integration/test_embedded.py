@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.embedded import Server
+from streams.local.embedded import Server
 
 
 async def test_embedded_redis_answers_real_commands(redis_server: Server) -> None:

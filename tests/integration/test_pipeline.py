@@ -9,7 +9,7 @@ from typing import Any
 
 from aiokafka.partitioner import murmur2
 
-from streams.eventtime import DAY_MS
+from streams.core.eventtime import DAY_MS
 
 from .conftest import Stack
 from .events import day_base, ev

@@ -14,13 +14,13 @@ import redis.asyncio as aioredis
 
 from services.app import create_app
 from services.settings import ApiSettings
-from streams.demo import build_schedule
-from streams.eventtime import DAY_MS
-from streams.holdout import Group
-from streams.policy import load_policy
-from streams.recall import cell_counts, compare, comparison_doc, totals_of_tallies
-from streams.replay import replay
-from streams.viewkeys import parse_recall_field, recall_counts_key
+from streams.core.eventtime import DAY_MS
+from streams.core.holdout import Group
+from streams.core.policy import load_policy
+from streams.core.recall import cell_counts, compare, comparison_doc, totals_of_tallies
+from streams.local.demo import build_schedule
+from streams.offline.replay import replay
+from streams.view.keys import parse_recall_field, recall_counts_key
 
 from .conftest import Stack, StackFactory
 

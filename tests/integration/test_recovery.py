@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from streams.eventtime import DAY_MS
+from streams.core.eventtime import DAY_MS
 
 from .conftest import StackFactory
 from .events import day_base, ev
@@ -54,7 +54,7 @@ async def test_kill9_restart_recovers_state_without_double_counting(
 
 async def test_a_restart_restores_every_user_a_fetch_at_a_time(make_stack: StackFactory) -> None:
     """The memory store replays the whole changelog on restart. The worker applies it a fetch
-    at a time (streams/restore.py), erasures included, and goes on from exactly those states."""
+    at a time (worker/restore.py), erasures included, and goes on from exactly those states."""
     stack = await make_stack(store="memory://")
     users = [f"r{i:03d}" for i in range(300)]
     start = day_base(3)

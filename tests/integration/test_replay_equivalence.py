@@ -6,10 +6,10 @@ import asyncio
 import time
 from collections import defaultdict
 
-from streams.demo import build_schedule
-from streams.eventtime import DAY_MS
-from streams.policy import Policy
-from streams.replay import replay
+from streams.core.eventtime import DAY_MS
+from streams.core.policy import Policy
+from streams.local.demo import build_schedule
+from streams.offline.replay import replay
 
 from .conftest import StackFactory
 

@@ -9,8 +9,8 @@ import uuid
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.embedded import Server
-from streams.tansu import FETCH_MAX_WAIT_MS, corrected_highwaters
+from streams.local.embedded import Server
+from streams.worker.tansu import FETCH_MAX_WAIT_MS, corrected_highwaters
 
 
 async def test_corrected_highwaters_give_the_log_end(broker: Server) -> None:

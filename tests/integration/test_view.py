@@ -9,11 +9,11 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from streams.eventtime import DAY_MS
-from streams.policy import Policy
-from streams.rebuild import rebuild_view
-from streams.view import View
-from streams.viewkeys import epoch_key, stage_counts_key, tier_counts_key, user_key
+from streams.core.eventtime import DAY_MS
+from streams.core.policy import Policy
+from streams.view.keys import epoch_key, stage_counts_key, tier_counts_key, user_key
+from streams.view.rebuild import rebuild_view
+from streams.view.writer import View
 
 from .conftest import Stack, StackFactory
 from .events import day_base, ev
@@ -153,8 +153,8 @@ async def _resyncs(stack: Stack) -> bool:
 
 
 async def test_a_stale_write_never_overwrites_a_newer_state(stack: Stack) -> None:
-    from streams.contract import Event
-    from streams.engine import apply_event
+    from streams.core.contract import Event
+    from streams.core.engine import apply_event
 
     policy = Policy()
     view = View(aioredis.from_url(stack.settings.redis_url), "cas-test", policy)

@@ -12,13 +12,13 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from streams.contract import Event
-from streams.embedded import Server
-from streams.engine import apply_event
-from streams.policy import Policy
-from streams.state import UserState
-from streams.view import View, ViewWriter
-from streams.viewkeys import epoch_key, stage_counts_key, user_key
+from streams.core.contract import Event
+from streams.core.engine import apply_event
+from streams.core.policy import Policy
+from streams.core.state import UserState
+from streams.local.embedded import Server
+from streams.view.keys import epoch_key, stage_counts_key, user_key
+from streams.view.writer import View, ViewWriter
 
 from .events import day_base
 from .waits import until
@@ -159,7 +159,7 @@ async def _contents(client: aioredis.Redis, prefix: str) -> dict[str, object]:
 async def test_one_batch_writes_what_user_by_user_writes(client: aioredis.Redis) -> None:
     """1,200 users (three script calls in one round trip), some erased in the same flush,
     some of them buyers (another tier): the same view as one call per user."""
-    from streams.view import Pending
+    from streams.view.writer import Pending
 
     states = []
     for n in range(1_200):

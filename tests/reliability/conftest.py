@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from streams.embedded import Server, free_port, start_redis, start_tansu
+from streams.local.embedded import Server, free_port, start_redis, start_tansu
 from tests.integration import conftest as integration
 from tests.integration.conftest import Stack, StackFactory, _new_stack
 

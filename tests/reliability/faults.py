@@ -10,8 +10,8 @@ from collections import Counter
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.eventtime import DAY_MS
-from streams.state import UserState
+from streams.core.eventtime import DAY_MS
+from streams.core.state import UserState
 from tests.integration.conftest import Stack
 from tests.integration.events import day_base, ev
 

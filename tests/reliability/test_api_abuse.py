@@ -22,7 +22,7 @@ import pytest
 
 from services.app import create_app
 from services.settings import ApiSettings
-from streams.embedded import Server, free_port, terminate
+from streams.local.embedded import Server, free_port, terminate
 
 READ, INGEST, ADMIN = "abuse-read-0123", "abuse-ingest-0123", "abuse-admin-0123"
 KEYS = f"{READ}:read,{INGEST}:ingest,{ADMIN}:admin"

@@ -7,9 +7,9 @@ import os
 import signal
 import time
 
-from streams.embedded import Server, start_tansu
-from streams.topics import ensure_topics
-from streams.worker import EXIT_BROKER_DATA_LOST
+from streams.local.embedded import Server, start_tansu
+from streams.worker.app import EXIT_BROKER_DATA_LOST
+from streams.worker.topics import ensure_topics
 
 from .conftest import OwnStack
 from .faults import per_user, topic_exists, total, traffic, wait_exit

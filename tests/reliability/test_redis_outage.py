@@ -13,8 +13,8 @@ import httpx
 
 from services.app import create_app
 from services.settings import ApiSettings
-from streams.embedded import Server, start_redis
-from streams.state import UserState
+from streams.core.state import UserState
+from streams.local.embedded import Server, start_redis
 
 from .conftest import Stack
 from .faults import per_user, total, traffic

@@ -1,7 +1,7 @@
 """Workers die with SIGKILL mid-stream: nothing lost, nothing counted twice, outputs exact.
 
 The reference is independent of the broker: a plain-Python count of the input, and the replay
-oracle (streams/replay.py: the same pure core, no broker) for the outputs.
+oracle (streams/offline/replay.py: the same pure core, no broker) for the outputs.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from streams.policy import Policy
-from streams.replay import replay
+from streams.core.policy import Policy
+from streams.offline.replay import replay
 
 from .conftest import Stack, StackFactory, start_extra_worker
 from .faults import (

@@ -26,9 +26,9 @@ from typing import Any
 import msgspec
 from aiokafka import AIOKafkaProducer
 
-from streams.embedded import free_port, start_embedded, terminate
+from streams.local.embedded import free_port, start_embedded, terminate
 from streams.settings import WorkerSettings
-from streams.topics import ensure_topics
+from streams.worker.topics import ensure_topics
 
 BUCKETS_METRIC = "pulse_consume_to_emit_seconds_bucket"
 

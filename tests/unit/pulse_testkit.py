@@ -12,12 +12,12 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from msgspec.structs import replace
 
-from streams.contract import Event
-from streams.engine import Result, apply_event, sweep
-from streams.eventtime import DAY_MS, HOUR_MS
-from streams.outputs import Kind, Output
-from streams.policy import Policy
-from streams.state import UserState
+from streams.core.contract import Event
+from streams.core.engine import Result, apply_event, sweep
+from streams.core.eventtime import DAY_MS, HOUR_MS
+from streams.core.outputs import Kind, Output
+from streams.core.policy import Policy
+from streams.core.state import UserState
 
 # 2026-11-22T00:00:00Z: a UTC midnight, so BASE + n * DAY_MS is the start of UTC day n.
 BASE = 1_795_305_600_000

@@ -11,14 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import optimize
 
-from streams import bgnbd
-from streams.bgnbd import FitError, Summary
-from streams.churn import risk_score, warning_figures
-from streams.eventtime import DAY_MS, day_of, parse_ts
-from streams.facts import facts_at, p_alive_checkpoint
-from streams.fit import purchase_days, summaries
-from streams.policy import ChurnModel, Policy
-from streams.state import UserState
+from streams.core import bgnbd
+from streams.core.bgnbd import FitError, Summary
+from streams.core.churn import risk_score, warning_figures
+from streams.core.eventtime import DAY_MS, day_of, parse_ts
+from streams.core.facts import facts_at, p_alive_checkpoint
+from streams.core.policy import ChurnModel, Policy
+from streams.core.state import UserState
+from streams.offline.fit import purchase_days, summaries
 
 from .pulse_testkit import BASE, POLICY, PROPERTY, at, ev, purchase, run
 

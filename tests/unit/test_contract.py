@@ -8,8 +8,15 @@ from typing import Any
 
 import pytest
 
-from streams.contract import MAX_ID_CHARS, MAX_TYPE_CHARS, Event, InvalidEvent, Reason, parse_event
-from streams.eventtime import DAY_MS, TimestampError, day_of, format_ts, parse_ts
+from streams.core.contract import (
+    MAX_ID_CHARS,
+    MAX_TYPE_CHARS,
+    Event,
+    InvalidEvent,
+    Reason,
+    parse_event,
+)
+from streams.core.eventtime import DAY_MS, TimestampError, day_of, format_ts, parse_ts
 
 from .pulse_testkit import BASE, at
 

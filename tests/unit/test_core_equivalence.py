@@ -19,9 +19,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from streams.checkpoints import NEVER, window_exit_day
-from streams.churn import risk_score
-from streams.contract import (
+from streams.core.checkpoints import NEVER, window_exit_day
+from streams.core.churn import risk_score
+from streams.core.contract import (
     _TYPE_RE,
     MAX_ID_CHARS,
     MAX_TYPE_CHARS,
@@ -31,15 +31,15 @@ from streams.contract import (
     _require_str,
     parse_event,
 )
-from streams.demo import build_schedule
-from streams.eventtime import DAY_MS, TimestampError, format_ts, parse_ts
-from streams.facts import Facts, facts_at, scan_at, silence_threshold_ms
-from streams.outputs import encode_output, wire_time
-from streams.policy import ChurnModel, Policy, days_ms, derived
-from streams.replay import replay
-from streams.state import UserState, encode_state
-from streams.tiers import TierDecision, decide_tier, eligible_tier
-from streams.windows import DayBucket, add_to_buckets, decision_figures, prune
+from streams.core.eventtime import DAY_MS, TimestampError, format_ts, parse_ts
+from streams.core.facts import Facts, facts_at, scan_at, silence_threshold_ms
+from streams.core.outputs import encode_output, wire_time
+from streams.core.policy import ChurnModel, Policy, days_ms, derived
+from streams.core.state import UserState, encode_state
+from streams.core.tiers import TierDecision, decide_tier, eligible_tier
+from streams.core.windows import DayBucket, add_to_buckets, decision_figures, prune
+from streams.local.demo import build_schedule
+from streams.offline.replay import replay
 
 from .pulse_testkit import BASE, PROPERTY
 

@@ -18,16 +18,16 @@ from typing import Any
 
 import pytest
 
-from streams import demo
-from streams.clock import virtual_now
-from streams.contract import Event, InvalidEvent, Reason, parse_event
-from streams.demo import DEMO_DAYS, PERSONAS, build_schedule, run_demo
-from streams.engine import Status, apply_event, sweep
-from streams.eventtime import DAY_MS, HOUR_MS
-from streams.lifecycle import Stage
-from streams.outputs import Kind, Output
-from streams.policy import Policy
-from streams.state import UserState
+from streams.core.contract import Event, InvalidEvent, Reason, parse_event
+from streams.core.engine import Status, apply_event, sweep
+from streams.core.eventtime import DAY_MS, HOUR_MS
+from streams.core.lifecycle import Stage
+from streams.core.outputs import Kind, Output
+from streams.core.policy import Policy
+from streams.core.state import UserState
+from streams.local import demo
+from streams.local.demo import DEMO_DAYS, PERSONAS, build_schedule, run_demo
+from streams.worker.clock import virtual_now
 
 START = 1_795_305_600_000 + 7 * HOUR_MS + 12_345  # 2026-11-22T07:00:12.345Z, not a midnight
 END = START + DEMO_DAYS * DAY_MS

@@ -6,15 +6,15 @@ import re
 
 import pytest
 
-from streams.checkpoints import NEVER, next_checkpoint
-from streams.churn import WarningReason
-from streams.contract import Event, Reason
-from streams.engine import Status, TooLate, apply_event, sweep
-from streams.eventtime import DAY_MS, HOUR_MS, day_of
-from streams.lifecycle import Stage
-from streams.outputs import Kind, Output, encode_output, to_wire
-from streams.policy import Policy
-from streams.state import UserState
+from streams.core.checkpoints import NEVER, next_checkpoint
+from streams.core.churn import WarningReason
+from streams.core.contract import Event, Reason
+from streams.core.engine import Status, TooLate, apply_event, sweep
+from streams.core.eventtime import DAY_MS, HOUR_MS, day_of
+from streams.core.lifecycle import Stage
+from streams.core.outputs import Kind, Output, encode_output, to_wire
+from streams.core.policy import Policy
+from streams.core.state import UserState
 
 from .pulse_testkit import (
     POLICY,

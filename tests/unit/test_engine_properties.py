@@ -8,15 +8,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from msgspec.structs import replace
 
-from streams.checkpoints import NEVER
-from streams.contract import Event
-from streams.engine import Status, TooLate, apply_event, sweep
-from streams.eventtime import DAY_MS, HOUR_MS, day_of
-from streams.lifecycle import Stage
-from streams.outputs import Kind, Output
-from streams.policy import ChurnModel, Policy
-from streams.state import UserState, decode_state, decode_summary, encode_state
-from streams.windows import window
+from streams.core.checkpoints import NEVER
+from streams.core.contract import Event
+from streams.core.engine import Status, TooLate, apply_event, sweep
+from streams.core.eventtime import DAY_MS, HOUR_MS, day_of
+from streams.core.lifecycle import Stage
+from streams.core.outputs import Kind, Output
+from streams.core.policy import ChurnModel, Policy
+from streams.core.state import UserState, decode_state, decode_summary, encode_state
+from streams.core.windows import window
 
 from .pulse_testkit import BASE, POLICY, PROPERTY, ev, figures, keys, unversioned
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from streams.evaluation import evaluate
-from streams.eventtime import DAY_MS
-from streams.outputs import churn_warning, tier_changed
+from streams.core.eventtime import DAY_MS
+from streams.core.outputs import churn_warning, tier_changed
+from streams.offline.evaluation import evaluate
 
 D = DAY_MS
 H = 60

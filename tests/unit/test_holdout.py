@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.holdout import Group, assign_group, holdout_draw
-from streams.policy import Policy
+from streams.core.holdout import Group, assign_group, holdout_draw
+from streams.core.policy import Policy
 
 IDS = [f"user-{i}" for i in range(100_000)]
 PINNED = [0.836511, 0.492161, 0.344079]  # draws of u-1, alice, user-42 with salt pulse-recall
@@ -43,7 +43,7 @@ def test_assignment_is_the_same_in_every_process() -> None:
         PINNED
     )
     code = (
-        "from streams.holdout import holdout_draw;"
+        "from streams.core.holdout import holdout_draw;"
         "print([round(holdout_draw('pulse-recall', u), 6) for u in ('u-1', 'alice', 'user-42')])"
     )
     for seed in ("0", "12345"):

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.churn import WarningReason, is_dropping, is_silent, risk_score, warning_figures
-from streams.facts import Facts
-from streams.lifecycle import Stage, decide_stage
-from streams.policy import days_ms
+from streams.core.churn import WarningReason, is_dropping, is_silent, risk_score, warning_figures
+from streams.core.facts import Facts
+from streams.core.lifecycle import Stage, decide_stage
+from streams.core.policy import days_ms
 
 from .pulse_testkit import POLICY, PROPERTY, at
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.checkpoints import NEVER
-from streams.partindex import PartitionIndex
-from streams.state import UserState
+from streams.core.checkpoints import NEVER
+from streams.core.state import UserState
+from streams.worker.partindex import PartitionIndex
 
 
 def _state(stage: str = "active", tier: str = "bronze", next_check: int = 100) -> UserState:

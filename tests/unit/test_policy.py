@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from streams.eventtime import DAY_MS, HOUR_MS
-from streams.policy import Policy, PolicyError, Tier, days_ms, load_policy
+from streams.core.eventtime import DAY_MS, HOUR_MS
+from streams.core.policy import Policy, PolicyError, Tier, days_ms, load_policy
 
 
 def test_defaults_are_consistent() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streams.policy import Policy, load_policy
+from streams.core.policy import Policy, load_policy
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "policy.example.toml"
 

@@ -7,7 +7,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.publisher import key_partition
+from streams.worker.publisher import key_partition
 
 # Kafka's own murmur2 test vectors (the Java client's Utils.murmur2, signed 32-bit).
 JAVA_MURMUR2 = [

@@ -11,15 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.backtest import recall_report, report_data
-from streams.checkpoints import NEVER
-from streams.engine import apply_event, sweep
-from streams.eventtime import DAY_MS, HOUR_MS
-from streams.holdout import Group, assign_group
-from streams.launcher import describe
-from streams.outputs import Kind, to_wire, warning_key
-from streams.policy import Policy
-from streams.recall import (
+from streams.core.checkpoints import NEVER
+from streams.core.engine import apply_event, sweep
+from streams.core.eventtime import DAY_MS, HOUR_MS
+from streams.core.holdout import Group, assign_group
+from streams.core.outputs import Kind, to_wire, warning_key
+from streams.core.policy import Policy
+from streams.core.recall import (
     Counts,
     Outcome,
     RecallCell,
@@ -29,10 +27,12 @@ from streams.recall import (
     uplift,
     wilson,
 )
-from streams.replay import ReplayRun, replay
-from streams.report import render_report
+from streams.core.state import UserState, decode_state, decode_summary, encode_state
+from streams.local.launcher import describe
+from streams.offline.backtest import recall_report, report_data
+from streams.offline.replay import ReplayRun, replay
+from streams.offline.report import render_report
 from streams.settings import WorkerSettings
-from streams.state import UserState, decode_state, decode_summary, encode_state
 from tests.unit.pulse_testkit import PROPERTY, at, ev
 
 BASE = 1_795_305_600_000  # 2026-11-22T00:00:00Z

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import msgspec
 
-from streams.contract import Event
-from streams.engine import apply_event, sweep
-from streams.eventtime import DAY_MS
-from streams.history import CsvMapping, read_history
-from streams.outputs import Kind
-from streams.policy import Policy
-from streams.replay import replay
+from streams.core.contract import Event
+from streams.core.engine import apply_event, sweep
+from streams.core.eventtime import DAY_MS
+from streams.core.outputs import Kind
+from streams.core.policy import Policy
+from streams.offline.history import CsvMapping, read_history
+from streams.offline.replay import replay
 
 BASE = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 NOW = BASE + 400 * DAY_MS

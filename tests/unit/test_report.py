@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.backtest import run_backtest
-from streams.policy import Policy
-from streams.report import (
+from streams.core.policy import Policy
+from streams.offline.backtest import run_backtest
+from streams.offline.report import (
     CHARTS,
     EVALUATION_PNG,
     POPULATIONS_PNG,

@@ -1,4 +1,4 @@
-"""The JSON Schemas in streams/schemas/ describe exactly what Pulse accepts and publishes.
+"""The JSON Schemas in streams/core/schemas/ describe exactly what Pulse accepts and publishes.
 
 Inputs: documents parse_event accepts validate against user-event.schema.json, and documents it
 rejects fail the schema wherever a schema can express the rule (the rules it cannot express are
@@ -22,20 +22,20 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.validators import validator_for
 
-import streams
-from streams.churn import WarningReason
-from streams.contract import InvalidEvent, Reason, parse_event
-from streams.dlq import dead_letter
-from streams.engine import TooLate, apply_event, sweep
-from streams.eventtime import DAY_MS, HOUR_MS
-from streams.facts import Facts
-from streams.holdout import Group
-from streams.lifecycle import Stage, decide_stage
-from streams.outputs import Kind, Output, encode_output, to_wire
-from streams.policy import Policy, days_ms
-from streams.tiers import decide_tier
+import streams.core
+from streams.core.churn import WarningReason
+from streams.core.contract import InvalidEvent, Reason, parse_event
+from streams.core.dlq import dead_letter
+from streams.core.engine import TooLate, apply_event, sweep
+from streams.core.eventtime import DAY_MS, HOUR_MS
+from streams.core.facts import Facts
+from streams.core.holdout import Group
+from streams.core.lifecycle import Stage, decide_stage
+from streams.core.outputs import Kind, Output, encode_output, to_wire
+from streams.core.policy import Policy, days_ms
+from streams.core.tiers import decide_tier
 
-SCHEMA_DIR = Path(streams.__file__).parent / "schemas"
+SCHEMA_DIR = Path(streams.core.__file__).parent / "schemas"
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 USER_EVENT = "user-event.schema.json"
 DEAD_LETTER = "dead-letter.schema.json"

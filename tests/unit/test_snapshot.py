@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from streams.contract import Event
-from streams.engine import apply_event
-from streams.eventtime import DAY_MS
-from streams.policy import Policy
-from streams.snapshot import snapshot
+from streams.core.contract import Event
+from streams.core.engine import apply_event
+from streams.core.eventtime import DAY_MS
+from streams.core.policy import Policy
+from streams.core.snapshot import snapshot
 
 BASE = 1_795_305_600_000  # 2026-11-22T00:00:00Z
 

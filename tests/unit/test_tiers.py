@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streams.policy import Policy, Tier, days_ms
-from streams.tiers import TierDecision, decide_tier, eligible_tier
+from streams.core.policy import Policy, Tier, days_ms
+from streams.core.tiers import TierDecision, decide_tier, eligible_tier
 
 from .pulse_testkit import POLICY, at, ev, purchase, run, sweep_in_steps, tier_moves
 

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.eventtime import DAY_MS
-from streams.facts import facts_at, silence_threshold_ms
-from streams.policy import days_ms
-from streams.state import UserState
-from streams.windows import (
+from streams.core.eventtime import DAY_MS
+from streams.core.facts import facts_at, silence_threshold_ms
+from streams.core.policy import days_ms
+from streams.core.state import UserState
+from streams.core.windows import (
     DayBucket,
     active_days_in,
     add_to_buckets,

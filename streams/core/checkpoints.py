@@ -1,0 +1,219 @@
+"""Checkpoints: the next moment at which a user's decisions can change without new events.
+
+A sweep evaluates a user only at checkpoints, so a checkpoint must come no later than the first
+moment a decision could change: a silence reaching a threshold, a period (new user,
+reactivation, downgrade grace, a warning's attribution window) ending, P(alive) falling a step,
+or a day leaving a window in a way that changes a decision's input. Any moment before that
+changes nothing, so the sooner checkpoints are not needed: a regular user has a day leave the
+7- and 30-day windows (and, with a long history, the largest window) every midnight, but their
+decisions rarely change on it. Each window is therefore looked ahead to the day a decision's
+input actually changes, and only as far as the earliest other checkpoint (there the user is
+evaluated anyway and the look-ahead starts again). A sweep's cost follows the users whose
+decisions can change, not the users known.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+from streams.core.churn import WarningReason, drops
+from streams.core.eventtime import DAY_MS
+from streams.core.facts import Facts, facts_of, p_alive_checkpoint, scan_at, silence_threshold_ms
+from streams.core.lifecycle import Stage
+from streams.core.policy import Derived, Policy, derived
+from streams.core.state import UserState
+from streams.core.tiers import eligible_tier
+from streams.core.windows import DayBucket, Scan, median_of_sorted
+
+NEVER = 2**62
+
+
+def next_checkpoint(state: UserState, policy: Policy, f: Facts | None = None) -> int:
+    """The next event time after `state.evaluated_at` at which a decision could change.
+
+    `f` are the facts at `state.evaluated_at` when the caller has them.
+    """
+    scanned = scan_at(state, state.evaluated_at if f is None else f.at, policy)
+    if f is None:
+        f = facts_of(state, state.evaluated_at, policy, scanned)
+    return checkpoint_after(
+        state,
+        derived(policy),
+        policy,
+        f,
+        scanned,
+        stage=state.stage,
+        returned_at=state.returned_at,
+        pending_since=state.downgrade_pending_since,
+        recall_at=state.recall_at,
+        drop_episode=state.stage == Stage.AT_RISK
+        and state.last_warning_reason == WarningReason.ACTIVITY_DROP,
+    )
+
+
+def checkpoint_after(
+    state: UserState,
+    d: Derived,
+    policy: Policy,
+    f: Facts,
+    scanned: Scan,
+    *,
+    stage: str,
+    returned_at: int | None,
+    pending_since: int | None,
+    recall_at: int | None,
+    drop_episode: bool,
+) -> int:
+    """`next_checkpoint` of `state` evaluated at `f.at`, with `stage`, `returned_at`,
+    `downgrade_pending_since` and `recall_at` as given (the other fields as they are);
+    `drop_episode`: the user is in an at-risk episode opened by the activity-drop rule."""
+    t0 = f.at
+    last = state.last_active if state.last_active is not None else state.first_seen
+    candidates = (
+        last + f.threshold_ms,
+        last + d.dormant_ms,
+        last + d.churned_ms,
+        state.first_seen + d.new_user_ms if stage == Stage.NEW else None,
+        returned_at + d.reactivated_ms if returned_at is not None else None,
+        pending_since + d.grace_ms if pending_since is not None else None,
+        # the warning under measurement is judged then
+        recall_at + d.attribution_ms if recall_at is not None else None,
+        # With a churn model, silence lowers P(alive): re-score when it has fallen a step.
+        p_alive_checkpoint(state, t0, policy) if policy.churn_model is not None else None,
+        # Not a decision: the last day leaves the largest window, and the evaluation there
+        # prunes the history of a user gone silent (their state shrinks to its summary).
+        (state.buckets[-1].day + d.horizon_days) * DAY_MS if state.buckets else None,
+    )
+    best = NEVER  # the earliest candidate after t0
+    for c in candidates:
+        if c is not None and t0 < c < best:
+            best = c
+    day = window_exit_day(state.buckets, f, scanned, d, policy, drop_episode, before=best)
+    return best if day is None else day * DAY_MS
+
+
+def window_exit_day(
+    buckets: tuple[DayBucket, ...],
+    f: Facts,
+    scanned: Scan,
+    d: Derived,
+    policy: Policy,
+    drop_episode: bool,
+    *,
+    before: int = NEVER,
+) -> int | None:
+    """The first UTC day after today (`f.at`) whose midnight, before event time `before`,
+    changes an input of a decision as days leave windows; None if none does. `buckets` are
+    pruned to the largest window as of today, as an evaluation leaves them.
+
+    Without events figures only fall as days leave windows: the typical gap (and so the
+    silence threshold) as active days leave the largest window, the tier's spend as days
+    with spend leave the tier window, and the activity-drop rule's 7- and 30-day active days.
+    """
+    today = f.at // DAY_MS
+    last_day = (before - 1) // DAY_MS  # a later midnight is not before `before`
+    if buckets and buckets[-1].day > today:
+        # Days dated after today enter the windows as well. An evaluation is at the user's
+        # latest event or later, so the engine never has such days: simply look again tomorrow.
+        return today + 1 if today + 1 <= last_day else None
+    found: int | None = None
+    drop = _drop_flip_day(buckets, f, policy, drop_episode)
+    if drop is not None and drop <= last_day:
+        found, last_day = drop, drop - 1
+    for day in (
+        _threshold_change_day(buckets, f, scanned, d, policy, last_day),
+        _tier_change_day(buckets, f, scanned, policy, last_day),
+    ):
+        if day is not None and day <= last_day:
+            found, last_day = day, day - 1
+    return found
+
+
+def _threshold_change_day(
+    buckets: tuple[DayBucket, ...],
+    f: Facts,
+    scanned: Scan,
+    d: Derived,
+    policy: Policy,
+    last_day: int,
+) -> int | None:
+    """The first day up to `last_day` on which an active day leaving the largest window
+    changes the silence threshold (each takes its gap to the next active day with it)."""
+    if scanned.first_active is None or scanned.first_active + d.horizon_days > last_day:
+        return None
+    today = f.at // DAY_MS
+    days = [b.day for b in buckets if b.active and b.day <= today]
+    gaps = sorted(b - a for a, b in zip(days, days[1:], strict=False))
+    min_gaps = policy.min_gaps_for_typical
+    for i, day in enumerate(days[:-1]):
+        leaves = day + d.horizon_days
+        if leaves > last_day:
+            return None
+        gaps.pop(bisect_left(gaps, days[i + 1] - day))
+        gap = median_of_sorted(gaps) if len(gaps) >= min_gaps else None
+        if silence_threshold_ms(gap, policy) != f.threshold_ms:
+            return leaves
+    # The last active day leaving takes no gap with it: too few gaps are left already.
+    return None
+
+
+def _tier_change_day(
+    buckets: tuple[DayBucket, ...],
+    f: Facts,
+    scanned: Scan,
+    policy: Policy,
+    last_day: int,
+) -> int | None:
+    """The first day up to `last_day` on which a day with spend leaving the tier window
+    changes the tier the spend qualifies for."""
+    window = policy.tier_window_days
+    today = f.at // DAY_MS
+    first = today - window + 1  # the tier window's first day
+    if scanned.first_spend is None or max(scanned.first_spend, first) + window > last_day:
+        return None
+    spend = f.spend_window_cents
+    now = eligible_tier(spend, policy)
+    for b in buckets:
+        if b.day < first or not b.spend_cents:
+            continue
+        leaves = b.day + window
+        if leaves > last_day:
+            return None
+        spend -= b.spend_cents
+        if eligible_tier(spend, policy) != now:
+            return leaves
+    return None
+
+
+def _drop_flip_day(
+    buckets: tuple[DayBucket, ...], f: Facts, policy: Policy, in_episode: bool
+) -> int | None:
+    """The first day after today (`f.at`) on which the activity-drop rule's answer differs
+    from today's if no event arrives; None if it never does.
+
+    The rule reads how many of the last 7 and 30 days were active; without events those
+    counts change only as active days leave the windows (`buckets` end today at the latest).
+    After a week no active day is left in the 7-day window, and the answer is
+    then "dropping" exactly while the 30-day count is at the rule's minimum or above.
+    """
+    today = f.at // DAY_MS
+    m, n, a7 = policy.drop_min_active_days_30d, f.active_days_30d, f.active_days_7d
+    if n < m:
+        return None  # the 30-day count cannot grow without events: always "no"
+    now = drops(a7, n, policy, in_episode=in_episode)
+    days = [b.day for b in buckets if b.active and b.day > today - 30]
+    # Day by day through the week in which the 7-day window empties.
+    left30, left7 = 0, n - a7  # days[:left30] have left the 30-day window, days[:left7] the 7
+    for day in range(today + 1, today + 8):
+        moved = False
+        while left30 < n and days[left30] <= day - 30:
+            left30 += 1
+            moved = True
+        while left7 < n and days[left7] <= day - 7:
+            left7 += 1
+            moved = True
+        if moved and drops(n - left7, n - left30, policy, in_episode=in_episode) != now:
+            return day
+    # From here on "dropping" while the 30-day count is >= m, which it stops being when the
+    # m-th latest active day leaves the window.
+    return days[n - m] + 30 if now else None

@@ -1,0 +1,83 @@
+"""Churn-risk rules: abnormal silence, a sharp activity drop, and the risk score (which uses
+the BG/NBD P(alive) when the policy has a churn model)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.core.eventtime import DAY_MS
+from streams.core.facts import Facts
+from streams.core.policy import Policy
+
+
+class WarningReason:
+    SILENCE = "silence_exceeds_normal"
+    ACTIVITY_DROP = "activity_drop"
+
+
+def is_silent(f: Facts) -> bool:
+    """Silent for longer than is normal for this user."""
+    return f.silence_ms >= f.threshold_ms
+
+
+def _rates(f: Facts) -> tuple[float, float]:
+    return f.active_days_7d / 7, f.active_days_30d / 30
+
+
+def is_dropping(f: Facts, policy: Policy, *, in_episode: bool) -> bool:
+    """The 7-day activity rate fell sharply below the 30-day rate.
+
+    Inside an at-risk episode the user must climb back above the (higher) recovery ratio to
+    leave it, so a rate hovering at the threshold does not flap in and out of risk.
+    """
+    return drops(f.active_days_7d, f.active_days_30d, policy, in_episode=in_episode)
+
+
+def drops(active_days_7d: int, active_days_30d: int, policy: Policy, *, in_episode: bool) -> bool:
+    """`is_dropping` on the two counts it reads (the engine also asks it of days to come)."""
+    if active_days_30d < policy.drop_min_active_days_30d:
+        return False
+    ratio = policy.drop_recover_ratio if in_episode else policy.drop_ratio
+    return active_days_7d / 7 < ratio * (active_days_30d / 30)
+
+
+def risk_score(f: Facts, policy: Policy) -> float:
+    """Risk in [0, 1]: combines how far the silence has gone toward dormancy, the drop, and,
+    with a churn model, the BG/NBD probability that the customer has dropped out.
+
+    1 - (1 - s)(1 - d) * P(alive), where s = silence / dormant_after (capped at 1),
+    d = 1 - rate7/rate30 (0 when the rate did not fall, or with too little history to have a
+    rate), and P(alive) is `f.p_alive`, taken as 1 when there is no model (`policy.churn_model`
+    is None) or the user never purchased, which leaves the score exactly as without a model.
+    The three are read as independent chances of being lost, so any one alone can raise the
+    score and they compound. The model looks only at purchase days, the other two at all
+    activity: a user who browses daily but stopped buying keeps s = 0 and still gets a score.
+    """
+    # The same float operations in the same order as the formula reads (f.silence_days is
+    # silence_ms / DAY_MS), so the score is bit for bit what it always was.
+    s = min(1.0, f.silence_ms / DAY_MS / policy.dormant_after_days)
+    d = 0.0
+    if f.active_days_30d >= policy.drop_min_active_days_30d:  # enough history for a rate
+        rate7, rate30 = _rates(f)
+        d = max(0.0, 1.0 - rate7 / rate30)
+    kept = (1.0 - s) * (1.0 - d) * (1.0 if f.p_alive is None else f.p_alive)
+    if kept == 1.0:  # nothing points to a loss (the usual case at an event): round(0.0, 4)
+        return 0.0
+    return round(1.0 - kept, 4)
+
+
+def warning_figures(f: Facts) -> dict[str, Any]:
+    """The figures that triggered a warning, as they go on the wire.
+
+    `p_alive` (6 decimals) is there only when a churn model scored the user.
+    """
+    figures: dict[str, Any] = {
+        "silence_days": round(f.silence_days, 3),
+        "typical_gap_days": f.typical_gap_days,
+        "threshold_days": round(f.threshold_ms / 86_400_000, 3),
+        "active_days_7d": f.active_days_7d,
+        "active_days_30d": f.active_days_30d,
+    }
+    if f.p_alive is not None:
+        figures["p_alive"] = round(f.p_alive, 6)
+    return figures

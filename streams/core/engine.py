@@ -1,0 +1,346 @@
+"""The pure core: apply one event, or let event time pass, and get the new state and outputs.
+
+    apply_event(state, event, policy, partition, offset) -> Result
+    sweep(state, now, policy) -> Result
+
+No I/O, no clock: the live worker, the tests and an offline replay all call these two.
+
+Decisions are evaluated at *checkpoints*: the moments at which some rule's answer can change
+(a silence threshold, the end of the new-user period, a grace period, a UTC day boundary when
+windows slide). A sweep evaluates every checkpoint up to `now` in order, so the outputs, their
+event times and their idempotency keys do not depend on how often sweeps run.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from msgspec.structs import replace
+
+from streams.core.checkpoints import NEVER, checkpoint_after
+from streams.core.churn import WarningReason, risk_score, warning_figures
+from streams.core.contract import Event, InvalidEvent, Reason
+from streams.core.eventtime import DAY_MS
+from streams.core.facts import facts_of, scan_at
+from streams.core.holdout import assign_group
+from streams.core.lifecycle import Stage, decide_stage
+from streams.core.outputs import (
+    Output,
+    churn_warning,
+    lifecycle_changed,
+    recall_reactivated,
+    tier_changed,
+)
+from streams.core.policy import Derived, Policy, derived
+from streams.core.recall import Tally, count_judged, count_warning
+from streams.core.state import UserState, fingerprint
+from streams.core.tiers import decide_tier
+from streams.core.windows import add_to_buckets, has_any, prune
+
+
+class Status:
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # same event_id seen before for this user
+    REDELIVERED = "redelivered"  # same source offset applied before (at-least-once replay)
+    SWEPT = "swept"
+    IDLE = "idle"  # nothing was due
+
+
+class Result(msgspec.Struct, frozen=True):
+    state: UserState
+    outputs: tuple[Output, ...]
+    status: str
+
+    @property
+    def changed(self) -> bool:
+        return self.status in (Status.APPLIED, Status.SWEPT, Status.DUPLICATE)
+
+
+class TooLate(InvalidEvent):
+    def __init__(self, ts: int, cutoff: int, user_id: str) -> None:
+        super().__init__(
+            Reason.TOO_LATE,
+            f"event time {ts} is older than the user's clock minus the allowed lateness ({cutoff})",
+            user_id,
+        )
+
+
+def _evaluate(
+    state: UserState, at: int, policy: Policy, version: int | None = None
+) -> tuple[UserState, list[Output]]:
+    """Decide stage, warning and tier as of `at` (>= state.evaluated_at).
+
+    `version`, when given, is set in the same step (one struct copy fewer per event).
+    """
+    d = derived(policy)
+    # Buckets that left the largest window go first, so the facts, the decisions and the next
+    # checkpoint all see the same history.
+    buckets = prune(state.buckets, at // DAY_MS, d.horizon_days)
+    if buckets is not state.buckets:
+        state = replace(state, buckets=buckets)
+    scanned = scan_at(state, at, policy)
+    f = facts_of(state, at, policy, scanned)
+    prev = state.stage or None
+    stage, reason = decide_stage(
+        prev,
+        f,
+        state.returned_at,
+        policy,
+        episode_start=state.episode_start,
+        episode_reason=state.last_warning_reason,
+    )
+    risk = risk_score(f, policy)
+    outs: list[Output] = []
+    changes: dict[str, object] = {}
+    # As they will be after this evaluation, for the next checkpoint.
+    returned_at, recall_at = state.returned_at, state.recall_at
+    # A warning whose attribution window ended is judged before anything else happens at `at`.
+    if recall_at is not None and at >= recall_at + d.attribution_ms:
+        changes.update(_judge_recall(state))
+        recall_at = None
+    if stage != prev:
+        # The same figures go with a warning: taken once, each output gets its own copy.
+        figures = warning_figures(f)
+        outs.append(lifecycle_changed(state.user_id, at, prev, stage, reason, figures))
+        changes.update(stage=stage, stage_since=at, stage_reason=reason)
+        if (
+            state.recall_at is not None
+            and "recall_at" not in changes
+            and state.recall_returned_at is None
+            and prev in _AWAY
+            and stage in _BACK
+        ):
+            outs.append(
+                recall_reactivated(
+                    state.user_id,
+                    at,
+                    state.recall_at,
+                    state.recall_group,
+                    state.recall_tier,
+                    state.recall_reason,
+                    prev or "",
+                    stage,
+                    policy.attribution_window_days,
+                )
+            )
+            changes.update(recall_returned_at=at)
+        if stage == Stage.AT_RISK:
+            group = assign_group(state.user_id, policy)
+            outs.append(
+                churn_warning(
+                    state.user_id, at, reason, risk, prev or "", state.tier, dict(figures), group
+                )
+            )
+            changes.update(episode_start=at, last_warning_at=at, last_warning_reason=reason)
+            changes.update(_open_recall(replace(state, **changes), at, group, reason))
+            recall_at = at
+        elif prev == Stage.AT_RISK:
+            changes.update(episode_start=None)
+        if stage == Stage.REACTIVATED and prev in (Stage.DORMANT, Stage.CHURNED):
+            changes.update(returned_at=at)
+            returned_at = at
+    tier = decide_tier(state.tier, state.downgrade_pending_since, f.spend_window_cents, at, policy)
+    if tier.direction is not None:
+        outs.append(
+            tier_changed(
+                state.user_id,
+                at,
+                state.tier or None,
+                tier.tier,
+                tier.direction,
+                tier.reason,
+                f.spend_window_cents / 100,
+                tier.threshold,
+            )
+        )
+        changes.update(tier=tier.tier, tier_since=at)
+    evaluated_at = max(at, state.evaluated_at)
+    warning_reason = changes.get("last_warning_reason", state.last_warning_reason)
+    # `at` is the new evaluated_at, so f (taken at `at` on the same buckets) holds for it. The
+    # stage is `stage` whether it changed or not.
+    next_check = checkpoint_after(
+        state,
+        d,
+        policy,
+        f,
+        scanned,
+        stage=stage,
+        returned_at=returned_at,
+        pending_since=tier.pending_since,
+        recall_at=recall_at,
+        drop_episode=stage == Stage.AT_RISK and warning_reason == WarningReason.ACTIVITY_DROP,
+    )
+    changes.update(
+        downgrade_pending_since=tier.pending_since,
+        risk=risk,
+        evaluated_at=evaluated_at,
+        next_check=next_check,
+    )
+    if version is not None:
+        changes["version"] = version
+    return replace(state, **changes), outs
+
+
+# Stages a warned user is away in, and the ones that mean they came back.
+_AWAY = (Stage.AT_RISK, Stage.DORMANT, Stage.CHURNED)
+_BACK = (Stage.ACTIVE, Stage.REACTIVATED)
+
+
+_RECALL_CLOSED: dict[str, object] = {
+    "recall_at": None,
+    "recall_group": "",
+    "recall_tier": "",
+    "recall_reason": "",
+    "recall_returned_at": None,
+}
+
+
+def _judged(state: UserState) -> Tally:
+    """The tally with the warning under measurement judged: reactivated if the user came
+    back within its window."""
+    if state.recall_at is None:
+        return state.recall_tally
+    return count_judged(
+        state.recall_tally,
+        state.recall_group,
+        state.recall_tier,
+        state.recall_reason,
+        reactivated=state.recall_returned_at is not None,
+    )
+
+
+def _judge_recall(state: UserState) -> dict[str, object]:
+    return {**_RECALL_CLOSED, "recall_tally": _judged(state)}
+
+
+def _open_recall(state: UserState, at: int, group: str, reason: str) -> dict[str, object]:
+    """Start measuring the warning emitted at `at`.
+
+    A warning still under measurement is judged first: a new episode needs the user to have
+    come back since the last warning, so its outcome is already known.
+    """
+    return {
+        "recall_tally": count_warning(_judged(state), group, state.tier, reason),
+        "recall_at": at,
+        "recall_group": group,
+        "recall_tier": state.tier,
+        "recall_reason": reason,
+        "recall_returned_at": None,
+    }
+
+
+def sweep(state: UserState, now: int, policy: Policy) -> Result:
+    """Let event time pass up to `now`: evaluate every checkpoint that fell due, in order."""
+    if state.next_check > now:
+        return Result(state, (), Status.IDLE)
+    outs: list[Output] = []
+    # A sweep is one new version however many checkpoints it evaluates: each evaluation sets
+    # it, and only the last state leaves the sweep.
+    version = state.version + 1
+    while state.next_check <= now:
+        state, o = _evaluate(state, state.next_check, policy, version)
+        outs.extend(o)
+    return Result(state, tuple(outs), Status.SWEPT)
+
+
+def _count_purchase_day(state: UserState, event: Event, d: Derived) -> UserState:
+    """Keep the BG/NBD statistics: a purchase (an event of a spend type) on a day without one
+    yet is a new purchase day.
+
+    Late purchases are within the allowed lateness, so their day is still in the buckets and
+    the check is exact whatever the arrival order.
+    """
+    day = event.ts // DAY_MS
+    if has_any(state.buckets, day, d.spend_indexes):
+        return state
+    first, last = state.first_purchase_day, state.last_purchase_day
+    return replace(
+        state,
+        purchase_days=state.purchase_days + 1,
+        first_purchase_day=day if first is None else min(first, day),
+        last_purchase_day=day if last is None else max(last, day),
+    )
+
+
+def _advance(state: UserState, partition: int, offset: int) -> int:
+    """The last applied offset after applying `offset`: offsets compare only within a partition."""
+    return max(offset, state.last_offset) if partition == state.partition else offset
+
+
+def _fresh(event: Event) -> UserState:
+    return UserState(
+        user_id=event.user_id,
+        first_seen=event.ts,
+        last_seen=event.ts,
+        last_active=None,
+        evaluated_at=event.ts,
+        next_check=NEVER,
+    )
+
+
+def apply_event(
+    state: UserState | None,
+    event: Event,
+    policy: Policy,
+    partition: int = -1,
+    offset: int = -1,
+) -> Result:
+    """Fold one validated event into the user's state.
+
+    `partition`/`offset` locate the record in the source topic; a record at or before the last
+    applied offset of the same partition is an at-least-once redelivery and changes nothing.
+    Raises TooLate when the event is older than the user's clock minus the allowed lateness.
+    """
+    outs: list[Output] = []
+    if state is not None and partition == state.partition and 0 <= offset <= state.last_offset:
+        return Result(state, (), Status.REDELIVERED)
+    fp = fingerprint(event.event_id)
+    d = derived(policy)
+    if state is None:
+        state = _fresh(event)
+    else:
+        if fp in state.recent_ids:
+            moved = replace(
+                state, partition=partition, last_offset=_advance(state, partition, offset)
+            )
+            return Result(moved, (), Status.DUPLICATE)
+        cutoff = state.evaluated_at - d.lateness_ms
+        if event.ts < cutoff:
+            raise TooLate(event.ts, cutoff, event.user_id)
+        # Decisions that fell due before this event happened are made first.
+        if state.next_check <= event.ts:
+            swept = sweep(state, event.ts, policy)
+            state, outs = swept.state, list(swept.outputs)
+
+    ts, etype = event.ts, event.type
+    active = etype not in d.passive_types
+    spend = event.amount_cents if etype in d.spend_types else 0
+    ids = state.recent_ids + (fp,)
+    if len(ids) > policy.dedup_capacity:
+        ids = ids[-policy.dedup_capacity :]
+    last_active = state.last_active
+    if active:
+        last_active = ts if last_active is None else max(last_active, ts)
+    if etype in d.spend_types:
+        state = _count_purchase_day(state, event, d)
+    state = replace(
+        state,
+        buckets=add_to_buckets(
+            state.buckets,
+            ts // DAY_MS,
+            d.type_index.get(etype, d.n_types - 1),
+            d.n_types,
+            spend,
+            active,
+        ),
+        recent_ids=ids,
+        first_seen=min(state.first_seen, ts),
+        last_seen=max(state.last_seen, ts),
+        last_active=last_active,
+        total_events=state.total_events + 1,
+        total_spend_cents=state.total_spend_cents + spend,
+        partition=partition,
+        last_offset=_advance(state, partition, offset),
+    )
+    state, o = _evaluate(state, max(ts, state.evaluated_at), policy, state.version + 1)
+    outs.extend(o)
+    return Result(state, tuple(outs), Status.APPLIED)

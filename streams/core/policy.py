@@ -1,0 +1,272 @@
+"""The lifecycle policy: windows, thresholds, tiers. One validated file, sensible defaults.
+
+The policy is plain data handed to the core; the core never reads files. `load_policy` is the
+only place that touches the file system. Files are TOML (or JSON) with the field names below.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from streams.core.eventtime import DAY_MS, HOUR_MS
+
+PositiveDays = Annotated[float, Field(gt=0)]
+
+
+class Tier(BaseModel):
+    """A value tier: users whose rolling 90-day spend reaches `min_spend` qualify."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str = Field(min_length=1, max_length=32)
+    min_spend: float = Field(ge=0)
+
+
+class ChurnModel(BaseModel):
+    """Fitted BG/NBD parameters (time unit: weeks), from `pulse fit`."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    r: float = Field(gt=0)
+    alpha: float = Field(gt=0)
+    a: float = Field(gt=0)
+    b: float = Field(gt=0)
+
+
+class Policy(BaseModel):
+    """Every decision threshold Pulse uses. Durations are in days unless the name says hours."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Rolling windows (days) reported for every user; the largest bounds the state kept.
+    windows_days: tuple[int, ...] = (1, 7, 30, 90)
+    # Event types counted separately; any other type is counted as "other".
+    event_types: tuple[str, ...] = (
+        "signup",
+        "session_start",
+        "page_view",
+        "purchase",
+        "points_earned",
+        "custom",
+    )
+    # Types that the user did not do themselves: they do not count as activity.
+    passive_types: tuple[str, ...] = ("points_earned",)
+    # Types whose `amount` is money spent (other amounts, e.g. points, are not spend).
+    spend_types: tuple[str, ...] = ("purchase",)
+
+    # Event-time input limits.
+    allowed_lateness_hours: float = Field(default=48, ge=0)
+    max_future_skew_seconds: float = Field(default=300, ge=0)
+    min_valid_ts_ms: int = 946_684_800_000  # 2000-01-01T00:00:00Z
+    dedup_capacity: int = Field(default=64, ge=1, le=4096)
+
+    # Lifecycle stages.
+    new_user_days: PositiveDays = 7
+    at_risk_gap_multiplier: float = Field(default=3.0, gt=0)
+    at_risk_floor_days: PositiveDays = 3
+    at_risk_ceiling_days: PositiveDays = 14
+    at_risk_default_days: PositiveDays = 7
+    min_gaps_for_typical: int = Field(default=2, ge=1)
+    drop_ratio: float = Field(default=0.3, gt=0, lt=1)
+    drop_recover_ratio: float = Field(default=0.6, gt=0, le=1)
+    drop_min_active_days_30d: int = Field(default=8, ge=1, le=30)
+    dormant_after_days: PositiveDays = 30
+    churned_after_days: PositiveDays = 60
+    reactivated_days: PositiveDays = 14
+
+    # Tiers by rolling 90-day spend; upgrade at once, downgrade after the grace period.
+    tiers: tuple[Tier, ...] = (
+        Tier(name="bronze", min_spend=0),
+        Tier(name="silver", min_spend=100),
+        Tier(name="gold", min_spend=500),
+        Tier(name="platinum", min_spend=2000),
+    )
+    # BG/NBD P(alive) in the risk score; set from a `pulse fit` parameters file
+    # (PULSE_CHURN_MODEL_FILE) or inline here.
+    churn_model: ChurnModel | None = None
+
+    tier_window_days: int = Field(default=90, ge=1)
+    downgrade_grace_days: float = Field(default=14, ge=0)
+
+    # Recall measurement (core/holdout.py, core/recall.py): this share of users is the
+    # holdout group, whose churn warnings senders skip; the salt decides who (changing it
+    # reshuffles the groups). A warned user who is back within the attribution window counts
+    # as reactivated.
+    holdout_fraction: float = Field(default=0.1, ge=0, lt=1)
+    holdout_salt: str = Field(default="pulse-recall", min_length=1, max_length=128)
+    attribution_window_days: PositiveDays = 14
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        if not self.windows_days or any(w < 1 for w in self.windows_days):
+            raise ValueError("windows_days must be a non-empty list of positive day counts")
+        if list(self.windows_days) != sorted(set(self.windows_days)):
+            raise ValueError("windows_days must be strictly increasing")
+        if 7 not in self.windows_days or 30 not in self.windows_days:
+            raise ValueError(
+                "windows_days must include 7 and 30 (the activity-drop rule uses them)"
+            )
+        if self.tier_window_days > self.horizon_days:
+            raise ValueError("tier_window_days must not exceed the largest window")
+        if not self.tiers or self.tiers[0].min_spend != 0:
+            raise ValueError("the first tier must have min_spend 0 (every user has a tier)")
+        spends = [t.min_spend for t in self.tiers]
+        if spends != sorted(set(spends)):
+            raise ValueError("tiers must be ordered by strictly increasing min_spend")
+        if len({t.name for t in self.tiers}) != len(self.tiers):
+            raise ValueError("tier names must be unique")
+        if not self.at_risk_floor_days <= self.at_risk_ceiling_days:
+            raise ValueError("at_risk_floor_days must not exceed at_risk_ceiling_days")
+        if not self.at_risk_ceiling_days < self.dormant_after_days < self.churned_after_days:
+            raise ValueError("need at_risk_ceiling_days < dormant_after_days < churned_after_days")
+        if self.drop_recover_ratio < self.drop_ratio:
+            raise ValueError("drop_recover_ratio must be at least drop_ratio (hysteresis)")
+        return self
+
+    # Derived values in milliseconds, used by the core.
+    @property
+    def horizon_days(self) -> int:
+        return max(self.windows_days)
+
+    @property
+    def lateness_ms(self) -> int:
+        return int(self.allowed_lateness_hours * HOUR_MS)
+
+    @property
+    def tier_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tiers)
+
+
+def days_ms(days: float) -> int:
+    """Days as integer milliseconds."""
+    return int(days * DAY_MS)
+
+
+@dataclass(frozen=True, slots=True)
+class Derived:
+    """Figures the core derives from a policy, computed once per policy rather than per event.
+
+    Each is exactly the expression the rules would otherwise evaluate (e.g. `new_user_ms` is
+    `days_ms(policy.new_user_days)`), so reading it here changes no result.
+    """
+
+    horizon_days: int
+    lateness_ms: int
+    n_types: int  # the policy's event types plus the trailing "other"
+    type_index: dict[str, int]  # first position of each type in `event_types`
+    passive_types: frozenset[str]
+    spend_types: frozenset[str]
+    spend_indexes: tuple[int, ...]  # positions of `spend_types` in the bucket counts
+    new_user_ms: int
+    dormant_ms: int
+    churned_ms: int
+    reactivated_ms: int
+    grace_ms: int
+    attribution_ms: int
+    default_threshold_ms: int
+    tier_names: tuple[str, ...]
+    tier_cents: tuple[int, ...]  # each tier's min_spend in cents, as eligibility compares it
+    tier_rank: dict[str, int]
+    tier_min_spend: dict[str, float]
+
+
+def _type_index(etype: str, types: tuple[str, ...]) -> int:
+    """Where `etype` is counted: its position in `types`, or the trailing "other" slot."""
+    return types.index(etype) if etype in types else len(types)
+
+
+def _derive(policy: Policy) -> Derived:
+    types = policy.event_types
+    # As `tuple.index` finds them: a name given twice is at its first position.
+    index: dict[str, int] = {}
+    for i, name in enumerate(types):
+        index.setdefault(name, i)
+    rank: dict[str, int] = {}
+    min_spend: dict[str, float] = {}
+    for i, tier in enumerate(policy.tiers):
+        rank.setdefault(tier.name, i)
+        min_spend.setdefault(tier.name, tier.min_spend)
+    return Derived(
+        horizon_days=policy.horizon_days,
+        lateness_ms=policy.lateness_ms,
+        n_types=len(types) + 1,
+        type_index=index,
+        passive_types=frozenset(policy.passive_types),
+        spend_types=frozenset(policy.spend_types),
+        spend_indexes=tuple(_type_index(t, types) for t in policy.spend_types),
+        new_user_ms=days_ms(policy.new_user_days),
+        dormant_ms=days_ms(policy.dormant_after_days),
+        churned_ms=days_ms(policy.churned_after_days),
+        reactivated_ms=days_ms(policy.reactivated_days),
+        grace_ms=days_ms(policy.downgrade_grace_days),
+        attribution_ms=days_ms(policy.attribution_window_days),
+        default_threshold_ms=days_ms(policy.at_risk_default_days),
+        tier_names=policy.tier_names,
+        tier_cents=tuple(round(t.min_spend * 100) for t in policy.tiers),
+        tier_rank=rank,
+        tier_min_spend=min_spend,
+    )
+
+
+# The last policy derived, with its figures. A policy is frozen, so the figures stay valid for
+# as long as it is the same object; keeping it referenced here means its id cannot be reused.
+# Not a cached_property: `model_copy(update=...)` copies the instance dict, cached values and
+# all, so a copy with another field would keep the figures of the original.
+_last: tuple[Policy, Derived] | None = None
+
+
+def derived(policy: Policy) -> Derived:
+    """The derived figures of `policy` (computed on first use of each policy object)."""
+    global _last
+    last = _last
+    if last is not None and last[0] is policy:
+        return last[1]
+    figures = _derive(policy)
+    _last = (policy, figures)
+    return figures
+
+
+class PolicyError(ValueError):
+    """The policy file is missing, unreadable or invalid; the message says which field."""
+
+
+def load_churn_model(path: str | Path) -> ChurnModel:
+    """Read a `pulse fit` parameters file (JSON with r, alpha, a, b)."""
+    p = Path(path)
+    try:
+        return ChurnModel.model_validate_json(p.read_bytes())
+    except OSError as exc:
+        raise PolicyError(f"cannot read churn model file {p}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise PolicyError(f"churn model file {p} is invalid: {exc}") from exc
+
+
+def load_policy(path: str | Path | None, churn_model: str | Path | None = None) -> Policy:
+    """The policy file (None: defaults), with a fitted churn model file if one is given."""
+    policy = _load_policy_file(path)
+    if churn_model:
+        policy = policy.model_copy(update={"churn_model": load_churn_model(churn_model)})
+    return policy
+
+
+def _load_policy_file(path: str | Path | None) -> Policy:
+    """Read and validate a policy file (TOML or JSON); None gives the defaults."""
+    if path is None or str(path) == "":
+        return Policy()
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy file {p}: {exc.strerror}") from exc
+    try:
+        data = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise PolicyError(f"policy file {p} is not valid {p.suffix or 'TOML'}: {exc}") from exc
+    try:
+        return Policy.model_validate(data)
+    except ValueError as exc:
+        raise PolicyError(f"policy file {p} is invalid: {exc}") from exc

@@ -1,0 +1,166 @@
+"""`pulse replay`: run a history file through the core and write what Pulse would have said.
+
+Writes `outputs.jsonl` (the lifecycle/warning/tier events, same schemas as the topics, with
+`emitted_at` = the replay's watermark when they were emitted), `summary.json`, and the HTML
+report with its charts, into one directory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from statistics import median
+from typing import cast
+
+import msgspec
+
+from streams.core.eventtime import DAY_MS, format_ts
+from streams.core.holdout import Group
+from streams.core.lifecycle import Stage
+from streams.core.outputs import Kind, encode_output
+from streams.core.policy import Policy
+from streams.core.recall import comparison_doc, comparisons, totals_of_tallies
+from streams.offline.evaluation import evaluate
+from streams.offline.history import CsvMapping, read_history
+from streams.offline.replay import ReplayRun, replay
+from streams.offline.report import Evaluation, RecallReport, RecallRow, ReportData, render_report
+
+
+def _day(day: int) -> str:
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=day)).strftime("%Y-%m-%d")
+
+
+def _monday(ts: int) -> str:
+    day = ts // DAY_MS
+    return _day(day - (day + 3) % 7)  # 1970-01-01 was a Thursday
+
+
+def recall_report(run: ReplayRun, policy: Policy) -> RecallReport:
+    """The recall measurement of a finished replay: tallies summed over the final states
+    (what the worker's gauges and the Redis view hold), days to return from the outputs."""
+    by_cell = totals_of_tallies(s.recall_tally for s in run.states.values())
+    rows = comparisons(by_cell, policy.tier_names)
+    days: dict[str, list[float]] = {g: [] for g in Group.ALL}
+    for o, _ in run.outputs:
+        if o.kind == Kind.RECALL:
+            days[o.payload["group"]].append(float(o.payload["days_to_return"]))
+    return {
+        "attribution_window_days": policy.attribution_window_days,
+        "holdout_fraction": policy.holdout_fraction,
+        # comparison_doc builds exactly the RecallRow shape (plain data, shared with the API).
+        "rows": cast(list[RecallRow], [comparison_doc(c) for c in rows]),
+        "days_to_return": {
+            g: {"returns": len(v), "median": round(median(v), 3) if v else None}
+            for g, v in days.items()
+        },
+    }
+
+
+def report_data(
+    run: ReplayRun,
+    policy: Policy,
+    *,
+    source: str,
+    seconds: float,
+    horizon_days: float,
+    baseline_days: float,
+    now_ms: int,
+) -> ReportData:
+    """The report's data for a finished replay."""
+    outputs = [o for o, _ in run.outputs]
+    weekly: dict[str, Counter[str]] = {}
+    for o in outputs:
+        week = weekly.setdefault(_monday(o.ts), Counter())
+        if o.kind == Kind.WARNING:
+            week["warnings"] += 1
+        elif o.kind == Kind.TIER:
+            week["tier_changes"] += 1
+        elif o.kind == Kind.LIFECYCLE and o.payload.get("to_stage") == Stage.REACTIVATED:
+            week["reactivations"] += 1
+    end = run.watermark or 0
+    return {
+        "title": f"Pulse backtest of {Path(source).name}",
+        "source": source,
+        "generated_at": format_ts(now_ms),
+        "summary": {
+            "events": run.events,
+            "duplicates": run.duplicates,
+            "users": len(run.states),
+            "dead_letters": dict(run.dead_letters),
+            "outputs": {k: sum(1 for o in outputs if o.kind == k) for k in Kind.ALL},
+            "first_event": format_ts(run.first_ts) if run.first_ts is not None else None,
+            "last_event": format_ts(end) if run.watermark is not None else None,
+            "seconds": round(seconds, 3),
+        },
+        "populations": [
+            {"day": _day(day), "stages": counts} for day, counts in sorted(run.populations.items())
+        ],
+        "weekly": [
+            {
+                "week": w,
+                "warnings": c["warnings"],
+                "tier_changes": c["tier_changes"],
+                "reactivations": c["reactivations"],
+            }
+            for w, c in sorted(weekly.items())
+        ],
+        # evaluate() builds exactly the Evaluation shape; it returns a plain dict only
+        # because streams.offline.evaluation predates the report's types.
+        "evaluation": cast(
+            Evaluation,
+            evaluate(
+                outputs,
+                run.activity,
+                end,
+                horizon_days=horizon_days,
+                baseline_days=baseline_days,
+                lowest_tier=policy.tier_names[0],
+            ),
+        )
+        if run.watermark is not None
+        else None,
+        "risk_scores": [float(o.payload["risk_score"]) for o in outputs if o.kind == Kind.WARNING],
+        "tiers": list(policy.tier_names),
+        "recall": recall_report(run, policy),
+    }
+
+
+def run_backtest(
+    path: Path,
+    out_dir: Path,
+    policy: Policy,
+    *,
+    mapping: CsvMapping | None = None,
+    until_ms: int | None = None,
+    horizon_days: float | None = None,
+    baseline_days: float = 14,
+    progress: bool = True,
+) -> ReportData:
+    """Replay `path`, write outputs.jsonl, summary.json and the report; return the report data."""
+    from tqdm import tqdm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    now_ms = int(time.time() * 1000)
+    started = time.perf_counter()
+    records = read_history(path, mapping)
+    bar = tqdm(records, unit=" events", disable=not progress, mininterval=0.5)
+    run = replay(bar, policy, now_ms=now_ms, until=until_ms)
+    bar.close()
+    seconds = time.perf_counter() - started
+    with (out_dir / "outputs.jsonl").open("wb") as f:
+        for out, emitted in run.outputs:
+            f.write(encode_output(out, emitted) + b"\n")
+    data = report_data(
+        run,
+        policy,
+        source=str(path),
+        seconds=seconds,
+        horizon_days=horizon_days if horizon_days is not None else policy.churned_after_days,
+        baseline_days=baseline_days,
+        now_ms=now_ms,
+    )
+    (out_dir / "summary.json").write_bytes(msgspec.json.format(msgspec.json.encode(data)))
+    render_report(data, out_dir)
+    return data

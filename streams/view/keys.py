@@ -1,0 +1,79 @@
+"""The Redis materialized view's key layout: the one contract between the worker that writes
+the view and the API that reads it. All keys share a prefix (PULSE_VIEW_PREFIX, default "pulse").
+
+  {p}:user:{user_id}          hash   version (int), stage, tier, risk (float), doc (JSON: the
+                                     streams.core.snapshot document plus "updated_at")
+  {p}:transitions:{user_id}   list   newest first, at most TRANSITIONS_KEPT JSON output documents
+                                     (lifecycle_changed, churn_warning, tier_changed, as on the
+                                     topics)
+  {p}:seg:stage:{stage}       zset   member user_id, score risk
+  {p}:seg:tier:{tier}         zset   member user_id, score risk
+  {p}:count:stage             hash   stage -> users
+  {p}:count:tier              hash   tier -> users
+  {p}:warnings                zset   member idempotency_key, score event time ms of the warning
+                                     (kept for WARNINGS_KEPT_MS)
+  {p}:count:recall            hash   "group|tier|reason|outcome" -> churn warnings (outcome open,
+                                     reactivated, not_reactivated; core/recall.py): the sum of
+                                     every user's tally, whose own copy is the user hash's
+                                     `recall` field (JSON [[group, tier, reason, outcome, n]...],
+                                     absent while the user was never warned)
+  {p}:epoch                   string a random token; a new one (or none) means Redis lost the
+                                     view since a worker last looked, and every worker writes
+                                     its users again (streams/view/writer.py, ViewWriter)
+
+Writes are compare-and-set on `version` inside one Lua script, so the per-user hash, the
+segment sets and the counts always change together and an older version never overwrites a
+newer one. The same version again only puts back transitions the list lost (a rebuild).
+"""
+
+from __future__ import annotations
+
+TRANSITIONS_KEPT = 50
+WARNINGS_KEPT_MS = 2 * 86_400_000
+
+
+def user_key(prefix: str, user_id: str) -> str:
+    return f"{prefix}:user:{user_id}"
+
+
+def transitions_key(prefix: str, user_id: str) -> str:
+    return f"{prefix}:transitions:{user_id}"
+
+
+def stage_segment_key(prefix: str, stage: str) -> str:
+    return f"{prefix}:seg:stage:{stage}"
+
+
+def tier_segment_key(prefix: str, tier: str) -> str:
+    return f"{prefix}:seg:tier:{tier}"
+
+
+def stage_counts_key(prefix: str) -> str:
+    return f"{prefix}:count:stage"
+
+
+def tier_counts_key(prefix: str) -> str:
+    return f"{prefix}:count:tier"
+
+
+def warnings_key(prefix: str) -> str:
+    return f"{prefix}:warnings"
+
+
+def recall_counts_key(prefix: str) -> str:
+    return f"{prefix}:count:recall"
+
+
+def epoch_key(prefix: str) -> str:
+    return f"{prefix}:epoch"
+
+
+def recall_field(group: str, tier: str, reason: str, outcome: str) -> str:
+    return f"{group}|{tier}|{reason}|{outcome}"
+
+
+def parse_recall_field(field: str) -> tuple[str, str, str, str]:
+    """Inverse of recall_field (a tier name may itself hold '|'; the others never do)."""
+    group, rest = field.split("|", 1)
+    tier, reason, outcome = rest.rsplit("|", 2)
+    return group, tier, reason, outcome

@@ -1,0 +1,359 @@
+"""The Redis materialized view: the worker writes each user's current state there for the API.
+
+The view is derived data. Writes are compare-and-set on the state's version inside one Lua
+script that also moves the user between segment sets and adjusts the counts, so the per-user
+hash and the indexes never disagree and a stale write (older version, e.g. after a rebalance or
+a replay) never overwrites a newer one. Key layout: streams/view/keys.py.
+
+`ViewWriter` decouples the stream from Redis: the agent hands over states without awaiting
+Redis; a background task coalesces them per user and writes in pipelines, retrying with
+backoff while Redis is away, so processing never stalls on the view. When Redis comes back
+without the view (the epoch token it saw is gone), it writes its users again from the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from streams import metrics
+from streams.core.outputs import Output
+from streams.core.policy import Policy
+from streams.core.recall import cell_counts
+from streams.core.snapshot import snapshot
+from streams.core.state import UserState
+from streams.view.keys import (
+    TRANSITIONS_KEPT,
+    WARNINGS_KEPT_MS,
+    epoch_key,
+)
+
+log = logging.getLogger("pulse.view")
+_json = msgspec.json.Encoder()
+_msgpack = msgspec.msgpack.Encoder()
+
+# One script call writes or erases a batch of users (a msgpack array; see View.write_many): a
+# round trip and a command per batch, not per user. Key names follow streams/view/keys.py.
+# ARGV: prefix, transitions kept, warnings kept ms, the batch. An item is
+#   ['w', uid, version, stage, tier, risk, doc, outputs, recall]  (outputs: [[kind,
+#   idempotency_key, event_time_ms, document], ...]; recall: JSON, '' when never warned), or
+#   ['e', uid]. Numbers travel as strings: Lua would print big ones in exponent form.
+# Returns how many user states it wrote (a state at or below the view's version is not).
+BATCH_LUA = """
+local p, kept, warn_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local stage_counts, tier_counts = p .. ':count:stage', p .. ':count:tier'
+local warnings, recall_counts = p .. ':warnings', p .. ':count:recall'
+
+-- Takes the user out of one segment set and its count (value false: the user had none).
+local function leave(kind, counts, value, uid)
+  if not value then return end
+  redis.call('ZREM', p .. ':seg:' .. kind .. ':' .. value, uid)
+  if redis.call('HINCRBY', counts, value, -1) <= 0 then redis.call('HDEL', counts, value) end
+end
+
+-- Takes the user out of the segment sets and counts of its current stage and tier.
+local function leave_segments(ukey, uid)
+  local old = redis.call('HMGET', ukey, 'stage', 'tier')
+  leave('stage', stage_counts, old[1], uid)
+  leave('tier', tier_counts, old[2], uid)
+end
+
+local function recall_cells(text, sign)
+  if not text or text == '' then return end
+  for _, c in ipairs(cjson.decode(text)) do
+    local f = c[1] .. '|' .. c[2] .. '|' .. c[3] .. '|' .. c[4]
+    if redis.call('HINCRBY', recall_counts, f, sign * c[5]) <= 0 then
+      redis.call('HDEL', recall_counts, f)
+    end
+  end
+end
+
+-- Moves the user's recall tally (its hash's `recall` field) to new_recall in the totals: the
+-- old cells leave, the new ones join, so the totals are always the sum of the tallies the view
+-- holds, whatever order or how often writes arrive.
+local function move_recall(ukey, new_recall)
+  local old_recall = redis.call('HGET', ukey, 'recall') or ''
+  if old_recall ~= new_recall then
+    recall_cells(old_recall, -1)
+    recall_cells(new_recall, 1)
+  end
+end
+
+local function write(uid, version, stage, tier, risk, doc, outs, new_recall)
+  local ukey, tkey = p .. ':user:' .. uid, p .. ':transitions:' .. uid
+  local cur = redis.call('HGET', ukey, 'version')
+  if cur and tonumber(cur) > tonumber(version) then return 0 end
+  if cur and tonumber(cur) == tonumber(version) then
+    -- The same state again: a redelivery, a resync or a rebuild. Only a rebuild brings
+    -- outputs the list lacks (the view lost them, the state came back without them); its
+    -- outputs are the user's latest from the topics, so they replace the list.
+    if #outs == 0 then return 0 end
+    local have = {}
+    for _, kept_doc in ipairs(redis.call('LRANGE', tkey, 0, -1)) do
+      have[cjson.decode(kept_doc)['idempotency_key']] = true
+    end
+    local missing = false
+    for _, out in ipairs(outs) do
+      if not have[out[2]] then missing = true end
+    end
+    if not missing then return 0 end
+    redis.call('DEL', tkey)
+  else
+    leave_segments(ukey, uid)
+    move_recall(ukey, new_recall)
+    redis.call('HSET', ukey, 'version', version, 'stage', stage, 'tier', tier, 'risk', risk,
+               'doc', doc)
+    if new_recall == '' then redis.call('HDEL', ukey, 'recall')
+    else redis.call('HSET', ukey, 'recall', new_recall) end
+    redis.call('ZADD', p .. ':seg:stage:' .. stage, risk, uid)
+    redis.call('ZADD', p .. ':seg:tier:' .. tier, risk, uid)
+    redis.call('HINCRBY', stage_counts, stage, 1)
+    redis.call('HINCRBY', tier_counts, tier, 1)
+  end
+  local warned = false
+  for _, out in ipairs(outs) do
+    redis.call('LPUSH', tkey, out[4])
+    if out[1] == 'churn_warning' then
+      redis.call('ZADD', warnings, out[3], out[2])
+      warned = true
+    end
+  end
+  redis.call('LTRIM', tkey, 0, kept - 1)
+  if warned then
+    -- relative to the newest warning kept, so the result does not depend on write order
+    local newest = redis.call('ZRANGE', warnings, 0, 0, 'REV', 'WITHSCORES')[2]
+    redis.call('ZREMRANGEBYSCORE', warnings, '-inf', '(' .. (tonumber(newest) - warn_ms))
+  end
+  return 1
+end
+
+local function erase(uid)
+  local ukey = p .. ':user:' .. uid
+  leave_segments(ukey, uid)
+  move_recall(ukey, '')
+  redis.call('DEL', ukey, p .. ':transitions:' .. uid)
+end
+
+local written = 0
+for _, item in ipairs(cmsgpack.unpack(ARGV[4])) do
+  if item[1] == 'e' then
+    erase(item[2])
+  else
+    written = written + write(item[2], item[3], item[4], item[5], item[6], item[7], item[8],
+                              item[9])
+  end
+end
+return written
+"""
+
+
+def view_doc(state: UserState, policy: Policy) -> dict[str, Any]:
+    """The document stored for a user: the snapshot as of the user's own clock.
+
+    `updated_at` is the event time of the last change (not wall time), so a view rebuilt from
+    Kafka is identical to the one written live.
+    """
+    doc = snapshot(state, state.evaluated_at, policy)
+    doc["updated_at"] = doc["as_of"]
+    return doc
+
+
+def recall_doc(state: UserState) -> str:
+    """The user's recall tally as the view stores it: JSON [[group, tier, reason, outcome,
+    warnings], ...] in a fixed order ('' when the user was never warned)."""
+    cells = sorted(cell_counts(state.recall_tally).items())
+    return _json.encode([[*k, n] for k, n in cells]).decode() if cells else ""
+
+
+# An output with the exact JSON published for it (the transitions list keeps those bytes).
+Published = tuple[Output, str]
+
+
+@dataclass
+class Pending:
+    """A user's update for the view: its state (None: erase it) and new outputs."""
+
+    state: UserState | None  # None: erase
+    outputs: list[Published] = field(default_factory=list)
+
+
+class View:
+    """The batch script bound to one Redis client and key prefix."""
+
+    # Users per script call: a call holds Redis for its whole run (a few ms at this size),
+    # and the calls of one flush share a round trip.
+    BATCH = 500
+
+    def __init__(self, client: aioredis.Redis, prefix: str, policy: Policy) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.policy = policy
+        self._batch = client.register_script(BATCH_LUA)
+
+    def item(self, state: UserState, outputs: list[Published]) -> list[Any]:
+        """One user's write as the script takes it."""
+        return [
+            "w",
+            state.user_id,
+            str(state.version),
+            state.stage,
+            state.tier,
+            repr(state.risk),  # the shortest text that reads back as the same float
+            # str, not bytes: the msgpack library inside Redis does not read the bin types.
+            _json.encode(view_doc(state, self.policy)).decode(),
+            [[o.kind, o.idempotency_key, str(o.ts), wire] for o, wire in outputs],
+            recall_doc(state),
+        ]
+
+    async def write(self, state: UserState, outputs: list[Published]) -> bool:
+        """Compare-and-set one user's state; False when the view already has a newer version."""
+        return await self.write_many({state.user_id: Pending(state, outputs)}) == 1
+
+    async def erase(self, user_id: str) -> None:
+        await self.write_many({user_id: Pending(None)})
+
+    async def write_many(self, items: dict[str, Pending]) -> int:
+        """Write or erase these users, in batches sent together; returns the states written."""
+        batch: list[list[Any]] = []
+        for user_id, pending in items.items():
+            if pending.state is None:
+                batch.append(["e", user_id])
+            else:
+                batch.append(self.item(pending.state, pending.outputs))
+        head: list[Any] = [self.prefix, TRANSITIONS_KEPT, WARNINGS_KEPT_MS]
+        pipe = self.client.pipeline(transaction=False)
+        for start in range(0, len(batch), self.BATCH):
+            packed = _msgpack.encode(batch[start : start + self.BATCH])
+            await self._batch(keys=[], args=[*head, packed], client=pipe)
+        return sum(int(n) for n in await pipe.execute())
+
+
+# The users a worker writes again when Redis lost the view: its own users' current states, a
+# chunk at a time (read from the table as each chunk is taken, so never older than the table).
+Resync = Callable[[], Iterable[list[UserState]]]
+
+
+class ViewWriter:
+    """Coalesces view updates per user and writes them in the background, retrying on errors.
+
+    It also notices when Redis lost the view (restarted without persistence, flushed): the
+    `{p}:epoch` token it saw last is gone or replaced. It then writes every user of `resync`
+    again, so users without news since the loss come back too, not only those updated after.
+    Compare-and-set on versions makes those writes harmless where the view is already current.
+    """
+
+    def __init__(
+        self,
+        view: View,
+        interval_s: float = 0.05,
+        max_backoff_s: float = 5.0,
+        resync: Resync | None = None,
+        epoch_check_s: float = 1.0,
+    ) -> None:
+        self.view = view
+        self.interval_s = interval_s
+        self.max_backoff_s = max_backoff_s
+        self.pending: dict[str, Pending] = {}
+        self.resync = resync
+        self.epoch_check_s = epoch_check_s
+        self.epoch: bytes | None = None  # the token seen last; None: not looked yet
+        self._epoch_due = 0.0  # loop time of the next look
+
+    def put(self, state: UserState, outputs: list[Published]) -> None:
+        item = self.pending.get(state.user_id)
+        if item is None or item.state is None:
+            self.pending[state.user_id] = Pending(state, list(outputs))
+        else:
+            item.state = state
+            item.outputs.extend(outputs)
+        metrics.VIEW_PENDING.set(len(self.pending))
+
+    def refresh(self, state: UserState) -> None:
+        """Queue `state` again (no outputs) unless a newer version or an erasure is pending."""
+        item = self.pending.get(state.user_id)
+        if item is None:
+            self.pending[state.user_id] = Pending(state)
+        elif item.state is not None and item.state.version < state.version:
+            item.state = state
+
+    def erase(self, user_id: str) -> None:
+        self.pending[user_id] = Pending(None)
+        metrics.VIEW_PENDING.set(len(self.pending))
+
+    async def flush(self) -> None:
+        """Write everything pending; on failure put it back (newer updates win) and raise."""
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, {}
+        try:
+            await self.view.write_many(batch)
+        except (RedisError, OSError):
+            for user_id, item in batch.items():
+                newer = self.pending.get(user_id)
+                if newer is None:
+                    self.pending[user_id] = item
+                elif newer.state is not None and item.state is not None:
+                    newer.outputs[:0] = item.outputs
+            raise
+        finally:
+            metrics.VIEW_PENDING.set(len(self.pending))
+        metrics.VIEW_WRITES.inc(len(batch))
+
+    async def read_epoch(self) -> bytes | None:
+        """The view's epoch token, made by this writer when there is none."""
+        client, key = self.view.client, epoch_key(self.view.prefix)
+        # A fresh token each time: this writer may be the one that made the token Redis lost.
+        # SET NX: when several workers find it missing, one token wins and all read that one.
+        await client.set(key, secrets.token_hex(16), nx=True)
+        value: bytes | str | None = await client.get(key)
+        return value.encode() if isinstance(value, str) else value
+
+    async def check_epoch(self) -> bool:
+        """Look at the epoch; when it changed since the last look, write every user again.
+
+        True when it did. The first look only learns the token: what a worker wrote before it
+        started is its predecessors' business (`pulse rebuild-view` after a loss while no worker
+        ran). The token is adopted only once the users are written, so a resync cut short by
+        another outage starts again at the next look.
+        """
+        current = await self.read_epoch()
+        lost = self.epoch is not None and current != self.epoch
+        if lost and self.resync is not None:
+            log.warning("Redis lost the view (new epoch token); writing this worker's users again")
+            users = 0
+            for chunk in self.resync():
+                for state in chunk:
+                    self.refresh(state)
+                users += len(chunk)
+                await self.flush()
+            metrics.VIEW_RESYNCS.inc()
+            metrics.VIEW_RESYNCED_USERS.inc(users)
+            log.warning("view resync done: %d users written again", users)
+        self.epoch = current
+        return lost
+
+    async def run(self) -> None:
+        backoff = self.interval_s
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(backoff)
+            try:
+                await self.flush()
+                if loop.time() >= self._epoch_due:
+                    await self.check_epoch()
+                    self._epoch_due = loop.time() + self.epoch_check_s
+                backoff = self.interval_s
+            except (RedisError, OSError) as exc:
+                metrics.VIEW_WRITE_FAILURES.inc()
+                # Redis may come back empty: look at the epoch as soon as a write gets through.
+                self._epoch_due = 0.0
+                backoff = min(self.max_backoff_s, max(backoff * 2, 0.1))
+                log.warning("Redis view write failed (%s); retrying in %.1fs", exc, backoff)
