@@ -26,7 +26,7 @@ RUN pip install --no-deps . \
     && static="$(python -I -c 'import pathlib, services; print(pathlib.Path(services.__file__).parent)')/static" \
     && mkdir -p "$static" \
     && cp -r services/static/. "$static/" \
-    && python -I -c "import services.live, streams.worker.app; assert services.live.PAGE.exists()"
+    && python -I -c "import services.routes.live, streams.worker.app; assert services.routes.live.PAGE.exists()"
 
 # --- runtime: the virtualenv, a non-root user, nothing else -----------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

@@ -14,18 +14,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from services import (
-    live,
-    routes_events,
-    routes_ops,
-    routes_recall,
-    routes_segments,
-    routes_users,
-)
 from services.auth import parse_api_keys
 from services.broker import EventProducer
 from services.errors import install_handlers
 from services.metrics import ApiMetrics, MetricsMiddleware
+from services.routes import ROUTERS
 from services.settings import ApiSettings
 from services.view import View
 
@@ -78,8 +71,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    for module in (routes_users, routes_segments, routes_recall, routes_events, routes_ops, live):
-        app.include_router(module.router)
+    for router in ROUTERS:
+        app.include_router(router)
     return app
 
 

@@ -20,7 +20,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from services.errors import ApiError
 
 SCOPES = frozenset({"read", "ingest", "admin"})
-# Cookie set by the live page (services/live.py) because EventSource cannot send headers. It is
+# Cookie set by the live page (routes/live.py) because EventSource cannot send headers. It is
 # honoured on read-scope routes only, so a cookie can never ingest or erase (no CSRF surface).
 COOKIE = "pulse_api_key"
 

@@ -1,8 +1,13 @@
-"""Per-app objects that routes receive as dependencies (set up by services.app's lifespan)."""
+"""Per-app objects that routes receive as dependencies (set up by services.app's lifespan).
+
+Routes take them as `view: ViewDep`, `settings: SettingsDep`, `producer: ProducerDep`.
+"""
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Annotated
+
+from fastapi import Depends, Request
 
 from services.broker import EventProducer
 from services.settings import ApiSettings
@@ -22,3 +27,8 @@ def get_view(request: Request) -> View:
 def get_producer(request: Request) -> EventProducer:
     producer: EventProducer = request.app.state.producer
     return producer
+
+
+SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+ViewDep = Annotated[View, Depends(get_view)]
+ProducerDep = Annotated[EventProducer, Depends(get_producer)]

@@ -7,7 +7,8 @@ recover a table that misses the last batch (memory store) or refuse to start (ro
 
 `streams.kafka.corrected_highwaters` (aiokafka only, so the API can use it without Faust)
 asks the broker for the high watermark through a Fetch at the reported offset and keeps
-the larger of the two. On Apache Kafka both agree, so the adapter is exact there too; it costs one Fetch per non-empty partition at recovery time.
+the larger of the two. On Apache Kafka both agree, so the adapter is exact there too; it
+costs one Fetch per non-empty partition at recovery time.
 
 Tansu also holds every Fetch for its full max-wait, even once records arrive (Apache Kafka
 answers as soon as fetch.min.bytes is there). Faust fixes the wait at 1500 ms, which measured

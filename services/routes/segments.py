@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query
 
 from services.auth import require
 from services.cursors import decode_cursor, encode_cursor
-from services.deps import get_settings, get_view
+from services.deps import SettingsDep, ViewDep
 from services.errors import error_responses
 from services.models import SegmentPage, Stage, Stats, WarningCounts
 from services.settings import ApiSettings
@@ -61,8 +61,8 @@ async def _page(
 )
 async def stage_segment(
     stage: Stage,
-    view: Annotated[View, Depends(get_view)],
-    settings: Annotated[ApiSettings, Depends(get_settings)],
+    view: ViewDep,
+    settings: SettingsDep,
     limit: Limit = 50,
     cursor: Cursor = None,
     tier: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
@@ -94,8 +94,8 @@ async def stage_segment(
 )
 async def tier_segment(
     tier: TierName,
-    view: Annotated[View, Depends(get_view)],
-    settings: Annotated[ApiSettings, Depends(get_settings)],
+    view: ViewDep,
+    settings: SettingsDep,
     limit: Limit = 50,
     cursor: Cursor = None,
     stage: Stage | None = None,
@@ -125,7 +125,7 @@ async def tier_segment(
     responses=error_responses(401, 403),
     summary="Users per stage and tier, recent warnings",
 )
-async def stats(view: Annotated[View, Depends(get_view)]) -> Stats:
+async def stats(view: ViewDep) -> Stats:
     """User counts per stage (every stage, zero-filled) and per tier, from the view's count
     hashes, and churn warnings in the last hour and day.
 

@@ -7,12 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query
 
 from services.auth import require
-from services.broker import BrokerUnavailable, EventProducer
-from services.deps import get_producer, get_settings, get_view
+from services.broker import BrokerUnavailable
+from services.deps import ProducerDep, SettingsDep, ViewDep
 from services.errors import ApiError, error_responses
 from services.models import ErasureRequested, TransitionList, UserView
 from services.settings import ApiSettings
-from services.view import View
 from streams.view.keys import TRANSITIONS_KEPT
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
@@ -40,7 +39,7 @@ def unavailable(settings: ApiSettings, exc: BrokerUnavailable) -> ApiError:
     responses=error_responses(401, 403, 404, 422),
     summary="A user's current state",
 )
-async def get_user(user_id: UserId, view: Annotated[View, Depends(get_view)]) -> dict[str, Any]:
+async def get_user(user_id: UserId, view: ViewDep) -> dict[str, Any]:
     """The user's current figures (rolling windows, seen times, stage, tier, risk) as the
     worker last wrote them, with the view's `version` of the user. 404 user_not_found."""
     doc = await view.user(user_id)
@@ -58,7 +57,7 @@ async def get_user(user_id: UserId, view: Annotated[View, Depends(get_view)]) ->
 )
 async def get_transitions(
     user_id: UserId,
-    view: Annotated[View, Depends(get_view)],
+    view: ViewDep,
     limit: Annotated[int, Query(ge=1, le=TRANSITIONS_KEPT)] = 20,
 ) -> dict[str, Any]:
     """Up to `limit` of the user's latest outputs (lifecycle_changed, churn_warning,
@@ -80,8 +79,8 @@ async def get_transitions(
 )
 async def delete_user(
     user_id: UserId,
-    producer: Annotated[EventProducer, Depends(get_producer)],
-    settings: Annotated[ApiSettings, Depends(get_settings)],
+    producer: ProducerDep,
+    settings: SettingsDep,
 ) -> ErasureRequested:
     """Publish a tombstone (key = user id, no value) to the events topic; the worker then
     erases the user's state and view. 202 once the broker acknowledged it; 503 with

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from services.broker import EventProducer
-from services.deps import get_producer, get_settings, get_view
+from services.deps import ProducerDep, SettingsDep, ViewDep
 from services.errors import ApiError, error_responses
 from services.models import Health, Readiness
-from services.settings import ApiSettings
-from services.view import View
 
 router = APIRouter(tags=["operations"])
 
@@ -40,9 +36,9 @@ async def _check(what: str, coro: Awaitable[object], timeout: float) -> str:
     summary="Readiness",
 )
 async def readyz(
-    view: Annotated[View, Depends(get_view)],
-    producer: Annotated[EventProducer, Depends(get_producer)],
-    settings: Annotated[ApiSettings, Depends(get_settings)],
+    view: ViewDep,
+    producer: ProducerDep,
+    settings: SettingsDep,
 ) -> Readiness:
     """200 when Redis answers PING and the broker answers a metadata request; otherwise 503
     not_ready with `details` naming what failed."""

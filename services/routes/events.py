@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
 from services.auth import require
-from services.broker import BrokerUnavailable, EventProducer
-from services.deps import get_producer, get_settings
+from services.broker import BrokerUnavailable
+from services.deps import ProducerDep, SettingsDep
 from services.errors import error_responses
 from services.ingest import check_events, read_body, split_batch
 from services.models import EventResult, IngestResult
-from services.routes_users import unavailable
-from services.settings import ApiSettings
+from services.routes.users import unavailable
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -76,8 +75,8 @@ _BODY = {
 )
 async def post_events(
     request: Request,
-    producer: Annotated[EventProducer, Depends(get_producer)],
-    settings: Annotated[ApiSettings, Depends(get_settings)],
+    producer: ProducerDep,
+    settings: SettingsDep,
 ) -> IngestResult:
     """Validate each event of `{"events": [...]}` (or a bare JSON array) exactly as the worker
     does, publish the valid ones to the events topic (key = user id, value = the event's

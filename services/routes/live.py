@@ -20,7 +20,7 @@ from services.errors import ApiError, error_responses
 from services.feed import follow
 from services.settings import ApiSettings
 
-PAGE = Path(__file__).parent / "static" / "live.html"
+PAGE = Path(__file__).parents[1] / "static" / "live.html"
 router = APIRouter()
 
 

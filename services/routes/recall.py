@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
 from services.auth import require
-from services.deps import get_view
+from services.deps import ViewDep
 from services.errors import error_responses
 from services.models import RecallComparison, RecallStats
-from services.view import View
 from streams.core.eventtime import format_ts
 from streams.core.recall import Comparison, compare, comparison_doc, totals
 from streams.view.keys import parse_recall_field
@@ -30,7 +28,7 @@ def _model(c: Comparison) -> RecallComparison:
     responses=error_responses(401, 403),
     summary="Reactivation of warned users, treated against holdout",
 )
-async def recall_stats(view: Annotated[View, Depends(get_view)]) -> RecallStats:
+async def recall_stats(view: ViewDep) -> RecallStats:
     """Per holdout group, and overall, per tier, per warning reason and per tier and reason:
     churn warnings issued, still open (attribution window running), judged, reactivated
     within the window, the reactivation rate (reactivated / judged), and the uplift
