@@ -46,7 +46,8 @@ run: $(STAMP) ## Run the whole pipeline on the embedded broker and Redis (Ctrl-C
 
 # Three processes, a test file each at a time: most of the wall time is waiting on the servers
 # (group joins, restarts), and every process starts its own Tansu and redis-server.
-test: $(STAMP) browser prometheus ## Run every test (unit, integration on real Tansu + redis-server, e2e, deploy)
+test: $(STAMP) browser prometheus ## Run every test (unit, integration on real Tansu + redis-server, e2e, deploy) and the layering check
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -n 3 --dist loadfile
 
 test-unit: $(STAMP) ## Run the pure-core unit tests only
@@ -55,21 +56,22 @@ test-unit: $(STAMP) ## Run the pure-core unit tests only
 test-integration: $(STAMP) ## Run the integration tests only
 	$(BIN)/python -m pytest -q tests/integration
 
-bench: $(STAMP) ## Run the benchmark (not part of make test); results in bench/results.json
+bench: $(STAMP) ## Run the benchmark (not part of make test); results in bench/results/latest.json
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # SOAK_ARGS: --minutes 10 --rate 500 --users 2000 (defaults); figures in .pulse/soak.json
 soak: $(STAMP) ## Soak the embedded stack under steady load (10 min; not part of make test)
 	$(BIN)/python -m tests.soak.run $(SOAK_ARGS)
 
-lint: $(STAMP) ## Ruff and mypy
+lint: $(STAMP) ## Ruff, mypy and import-linter (the layering)
 	$(BIN)/ruff check streams services tests bench
 	$(BIN)/ruff format --check streams services tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 fmt: $(STAMP) ## Format and fix imports
-	$(BIN)/ruff check --fix streams services tests
-	$(BIN)/ruff format streams services tests
+	$(BIN)/ruff check --fix streams services tests bench
+	$(BIN)/ruff format streams services tests bench
 
 clean: ## Remove the virtualenv and local state
 	rm -rf $(VENV) .pulse .pytest_cache .mypy_cache .ruff_cache

@@ -111,7 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "or rocksdb:// (the production setting: a restart on the same disk reads only the "
         "changelog tail)",
     )
-    p.add_argument("--out", type=Path, default=Path("bench/results.json"))
+    p.add_argument("--out", type=Path, default=Path("bench/results/latest.json"))
     p.add_argument(
         "--quick",
         action="store_true",

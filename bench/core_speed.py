@@ -3,7 +3,7 @@
     .venv/bin/python bench/core_speed.py              # events/s and µs/event, 200k events
     .venv/bin/python bench/core_speed.py --digest     # sha256 of every output and state
 
-The driver does per record what the live worker does (streams/worker/app.py), without a broker:
+The driver does per record what the live worker does (streams/worker/batch.py), without a broker:
 `parse_event`, the user's state decoded once per batch, `apply_event`, `encode_output` for
 every output, a tick per batch that sweeps the users due at the watermark, and the touched
 states encoded at the end of the batch. Records go to one of four partitions by key, and now

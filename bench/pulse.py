@@ -39,7 +39,7 @@ from bench.topics import GroupWatch, create_topics, highwaters, new_producer, sc
 from bench.workload import DAY_MS, Plan, live_event
 from streams.core.state import decode_state
 from streams.local.embedded import free_port
-from streams.worker.app import encode_tick
+from streams.worker.ticks import encode_tick
 
 CONSUMED_METRIC = "pulse_events_consumed_total"
 LATENCY_HISTOGRAM = "pulse_consume_to_emit_seconds"

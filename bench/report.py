@@ -1,4 +1,4 @@
-"""The benchmark's verdicts and its printed table (the same figures go to bench/results.json)."""
+"""The benchmark's verdicts and its printed table (the same figures go to the results file)."""
 
 from __future__ import annotations
 

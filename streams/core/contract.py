@@ -125,21 +125,8 @@ def _amount_cents(value: object, user_id: str) -> int:
     return int((amount * 100).to_integral_value())
 
 
-def parse_event(
-    raw: bytes,
-    key: bytes | None,
-    *,
-    now_ms: int,
-    min_ts_ms: int,
-    max_future_skew_ms: int,
-    max_bytes: int,
-) -> Event:
-    """Decode and validate one record of `user-events`.
-
-    `now_ms` bounds timestamps from the future; `key`, when present, must equal the user id
-    (the key decides the partition, and so which worker owns the user's state).
-    Raises InvalidEvent.
-    """
+def _decode_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
+    """The record's JSON object, within the size limit. Raises InvalidEvent."""
     if len(raw) > max_bytes:
         raise InvalidEvent(
             Reason.PAYLOAD_TOO_LARGE, f"event is {len(raw)} bytes, the limit is {max_bytes}"
@@ -158,8 +145,10 @@ def parse_event(
         raise InvalidEvent(
             Reason.NOT_AN_OBJECT, f"event must be a JSON object, not {_json_type(doc)}"
         )
-    user_id = _str_field(doc, "user_id", MAX_ID_CHARS, None)
-    event_id = _str_field(doc, "event_id", MAX_ID_CHARS, user_id)
+    return doc
+
+
+def _event_type(doc: dict[str, Any], user_id: str) -> str:
     etype = _str_field(doc, "type", MAX_TYPE_CHARS, user_id)
     if etype not in _VALID_TYPES:
         if not _TYPE_RE.fullmatch(etype):
@@ -170,6 +159,13 @@ def parse_event(
             )
         if len(_VALID_TYPES) < _VALID_TYPES_KEPT:
             _VALID_TYPES.add(etype)
+    return etype
+
+
+def _event_ts(
+    doc: dict[str, Any], user_id: str, now_ms: int, min_ts_ms: int, max_future_skew_ms: int
+) -> int:
+    """The event time in epoch millis (given as millis or RFC 3339), within the accepted range."""
     if "ts" not in doc:
         raise InvalidEvent(Reason.MISSING_FIELD, "required field 'ts' is missing", user_id)
     raw_ts = doc["ts"]
@@ -188,6 +184,29 @@ def parse_event(
             f"ts {ts} is outside the accepted range [{min_ts_ms}, now + {max_future_skew_ms} ms]",
             user_id,
         )
+    return ts
+
+
+def parse_event(
+    raw: bytes,
+    key: bytes | None,
+    *,
+    now_ms: int,
+    min_ts_ms: int,
+    max_future_skew_ms: int,
+    max_bytes: int,
+) -> Event:
+    """Decode and validate one record of `user-events`.
+
+    `now_ms` bounds timestamps from the future; `key`, when present, must equal the user id
+    (the key decides the partition, and so which worker owns the user's state).
+    Raises InvalidEvent.
+    """
+    doc = _decode_object(raw, max_bytes)
+    user_id = _str_field(doc, "user_id", MAX_ID_CHARS, None)
+    event_id = _str_field(doc, "event_id", MAX_ID_CHARS, user_id)
+    etype = _event_type(doc, user_id)
+    ts = _event_ts(doc, user_id, now_ms, min_ts_ms, max_future_skew_ms)
     amount = doc.get("amount")
     has_amount = amount is not None
     cents = _amount_cents(amount, user_id) if has_amount else 0

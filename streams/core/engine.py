@@ -13,6 +13,8 @@ event times and their idempotency keys do not depend on how often sweeps run.
 
 from __future__ import annotations
 
+from typing import cast
+
 import msgspec
 from msgspec.structs import replace
 
@@ -20,7 +22,7 @@ from streams.core.checkpoints import NEVER, checkpoint_after
 from streams.core.churn import WarningReason, risk_score, warning_figures
 from streams.core.contract import Event, InvalidEvent, Reason
 from streams.core.eventtime import DAY_MS
-from streams.core.facts import facts_of, scan_at
+from streams.core.facts import Facts, facts_of, scan_at
 from streams.core.holdout import assign_group
 from streams.core.lifecycle import Stage, decide_stage
 from streams.core.outputs import (
@@ -91,53 +93,11 @@ def _evaluate(
     risk = risk_score(f, policy)
     outs: list[Output] = []
     changes: dict[str, object] = {}
-    # As they will be after this evaluation, for the next checkpoint.
-    returned_at, recall_at = state.returned_at, state.recall_at
     # A warning whose attribution window ended is judged before anything else happens at `at`.
-    if recall_at is not None and at >= recall_at + d.attribution_ms:
+    if state.recall_at is not None and at >= state.recall_at + d.attribution_ms:
         changes.update(_judge_recall(state))
-        recall_at = None
     if stage != prev:
-        # The same figures go with a warning: taken once, each output gets its own copy.
-        figures = warning_figures(f)
-        outs.append(lifecycle_changed(state.user_id, at, prev, stage, reason, figures))
-        changes.update(stage=stage, stage_since=at, stage_reason=reason)
-        if (
-            state.recall_at is not None
-            and "recall_at" not in changes
-            and state.recall_returned_at is None
-            and prev in _AWAY
-            and stage in _BACK
-        ):
-            outs.append(
-                recall_reactivated(
-                    state.user_id,
-                    at,
-                    state.recall_at,
-                    state.recall_group,
-                    state.recall_tier,
-                    state.recall_reason,
-                    prev or "",
-                    stage,
-                    policy.attribution_window_days,
-                )
-            )
-            changes.update(recall_returned_at=at)
-        if stage == Stage.AT_RISK:
-            group = assign_group(state.user_id, policy)
-            outs.append(
-                churn_warning(
-                    state.user_id, at, reason, risk, prev or "", state.tier, dict(figures), group
-                )
-            )
-            changes.update(episode_start=at, last_warning_at=at, last_warning_reason=reason)
-            changes.update(_open_recall(replace(state, **changes), at, group, reason))
-            recall_at = at
-        elif prev == Stage.AT_RISK:
-            changes.update(episode_start=None)
-        if stage == Stage.REACTIVATED and prev in (Stage.DORMANT, Stage.CHURNED):
-            changes.update(returned_at=at)
-            returned_at = at
+        _change_stage(state, at, prev, stage, reason, f, risk, policy, outs, changes)
     tier = decide_tier(state.tier, state.downgrade_pending_since, f.spend_window_cents, at, policy)
     if tier.direction is not None:
         outs.append(
@@ -153,7 +113,6 @@ def _evaluate(
             )
         )
         changes.update(tier=tier.tier, tier_since=at)
-    evaluated_at = max(at, state.evaluated_at)
     warning_reason = changes.get("last_warning_reason", state.last_warning_reason)
     # `at` is the new evaluated_at, so f (taken at `at` on the same buckets) holds for it. The
     # stage is `stage` whether it changed or not.
@@ -164,20 +123,75 @@ def _evaluate(
         f,
         scanned,
         stage=stage,
-        returned_at=returned_at,
+        returned_at=cast("int | None", changes.get("returned_at", state.returned_at)),
         pending_since=tier.pending_since,
-        recall_at=recall_at,
+        recall_at=cast("int | None", changes.get("recall_at", state.recall_at)),
         drop_episode=stage == Stage.AT_RISK and warning_reason == WarningReason.ACTIVITY_DROP,
     )
     changes.update(
         downgrade_pending_since=tier.pending_since,
         risk=risk,
-        evaluated_at=evaluated_at,
+        evaluated_at=max(at, state.evaluated_at),
         next_check=next_check,
     )
     if version is not None:
         changes["version"] = version
     return replace(state, **changes), outs
+
+
+def _change_stage(
+    state: UserState,
+    at: int,
+    prev: str | None,
+    stage: str,
+    reason: str,
+    f: Facts,
+    risk: float,
+    policy: Policy,
+    outs: list[Output],
+    changes: dict[str, object],
+) -> None:
+    """The outputs and state changes of moving from `prev` to `stage` at `at`: the lifecycle
+    event, a recall return, a churn warning with its recall measurement, the episode and the
+    return time. Appends to `outs` and `changes`."""
+    # The same figures go with a warning: taken once, each output gets its own copy.
+    figures = warning_figures(f)
+    outs.append(lifecycle_changed(state.user_id, at, prev, stage, reason, figures))
+    changes.update(stage=stage, stage_since=at, stage_reason=reason)
+    if (
+        state.recall_at is not None
+        and "recall_at" not in changes
+        and state.recall_returned_at is None
+        and prev in _AWAY
+        and stage in _BACK
+    ):
+        outs.append(
+            recall_reactivated(
+                state.user_id,
+                at,
+                state.recall_at,
+                state.recall_group,
+                state.recall_tier,
+                state.recall_reason,
+                prev or "",
+                stage,
+                policy.attribution_window_days,
+            )
+        )
+        changes.update(recall_returned_at=at)
+    if stage == Stage.AT_RISK:
+        group = assign_group(state.user_id, policy)
+        outs.append(
+            churn_warning(
+                state.user_id, at, reason, risk, prev or "", state.tier, dict(figures), group
+            )
+        )
+        changes.update(episode_start=at, last_warning_at=at, last_warning_reason=reason)
+        changes.update(_open_recall(replace(state, **changes), at, group, reason))
+    elif prev == Stage.AT_RISK:
+        changes.update(episode_start=None)
+    if stage == Stage.REACTIVATED and prev in (Stage.DORMANT, Stage.CHURNED):
+        changes.update(returned_at=at)
 
 
 # Stages a warned user is away in, and the ones that mean they came back.

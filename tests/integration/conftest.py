@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from streams.core.state import UserState, decode_state
 from streams.local.embedded import Server, free_port, start_redis, start_tansu, terminate
 from streams.settings import WorkerSettings
-from streams.worker.app import encode_tick
+from streams.worker.ticks import encode_tick
 from streams.worker.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
