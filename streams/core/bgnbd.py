@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from streams.core.eventtime import day_of
-from streams.core.policy import ChurnModel
 from streams.core.state import UserState
 
 if TYPE_CHECKING:
@@ -42,6 +41,15 @@ DAYS_PER_WEEK = 7.0
 # Log-parameters are kept within exp(+-_LOG_BOUND): a fit that ends on a bound has no finite
 # maximum (e.g. nobody ever drops out) and is reported as an error rather than returned.
 _LOG_BOUND = 18.0
+
+
+class Params(NamedTuple):
+    """The four BG/NBD parameters; time unit weeks."""
+
+    r: float
+    alpha: float
+    a: float
+    b: float
 
 
 class Summary(NamedTuple):
@@ -60,7 +68,7 @@ class FitError(ValueError):
 class FitResult:
     """A fitted model with the figures that go into the parameters file."""
 
-    model: ChurnModel
+    model: Params
     log_likelihood: float
     customers: int
     repeat_customers: int
@@ -92,7 +100,7 @@ def state_summary(state: UserState, now_ms: int) -> Summary | None:
     return summary_from_days(state.purchase_days, first, last, day_of(now_ms))
 
 
-def p_alive(model: ChurnModel, x: float, t_x: float, T: float) -> float:
+def p_alive(model: Params, x: float, t_x: float, T: float) -> float:
     """P(the customer is still active) given (x, t_x, T) in the model's unit (weeks).
 
     1 / (1 + a/(b+x-1) * ((alpha+T)/(alpha+t_x))^(r+x)) for x > 0, and 1 for x = 0 (the model
@@ -109,8 +117,22 @@ def p_alive(model: ChurnModel, x: float, t_x: float, T: float) -> float:
     return 1.0 / (1.0 + math.exp(log_odds))
 
 
+def p_no_activity(model: Params, x: float, t_x: float, T: float, h: float) -> float:
+    """P(no purchase in the next `h` | x, t_x, T): the chance the customer has dropped out, plus
+    the chance an active customer makes none in `h` (all in weeks). For x = 0 only the second.
+
+    1 - PA + PA * ((alpha+T)/(alpha+T+h))^(r+x), PA = P(alive). For fixed (x, t_x) it never
+    decreases as T grows (PA falls and the second factor rises), which is what lets the engine
+    solve for the moment it crosses a threshold instead of polling.
+    """
+    r, alpha = model.r, model.alpha
+    pa = p_alive(model, x, t_x, T)
+    quiet = math.exp((r + x) * (math.log(alpha + T) - math.log(alpha + T + h)))
+    return 1.0 - pa + pa * quiet
+
+
 def day_p_alive_falls(
-    model: ChurnModel, first_day: int, summary: Summary, step: float = 0.01
+    model: Params, first_day: int, summary: Summary, step: float = 0.01
 ) -> int | None:
     """The first UTC day after `summary`'s end on which P(alive) is `step` or more below its
     value there, if the customer stays silent; None when it cannot fall that far (x = 0, or it
@@ -296,7 +318,7 @@ def fit(x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike) -> FitResult:
             "(too few repeat purchases or no visible dropout in this history)"
         )
     r, alpha_scaled, a, b = (float(v) for v in np.exp(theta))
-    model = ChurnModel(r=r, alpha=alpha_scaled * scale, a=a, b=b)
+    model = Params(r=r, alpha=alpha_scaled * scale, a=a, b=b)
     ll = log_likelihood((model.r, model.alpha, model.a, model.b), ux, utx, uT, w)
     return FitResult(
         model=model,

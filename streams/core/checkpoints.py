@@ -2,7 +2,8 @@
 
 A sweep evaluates a user only at checkpoints, so a checkpoint must come no later than the first
 moment a decision could change: a silence reaching a threshold, a period (new user,
-reactivation, downgrade grace, a warning's attribution window) ending, P(alive) falling a step,
+reactivation, downgrade grace, a warning's attribution window) ending, the churn probability
+reaching the warning level or rising a step,
 or a day leaving a window in a way that changes a decision's input. Any moment before that
 changes nothing, so the sooner checkpoints are not needed: a regular user has a day leave the
 7- and 30-day windows (and, with a long history, the largest window) every midnight, but their
@@ -18,9 +19,10 @@ from bisect import bisect_left
 
 from streams.core.churn import WarningReason, drops
 from streams.core.eventtime import DAY_MS
-from streams.core.facts import Facts, facts_of, p_alive_checkpoint, scan_at, silence_threshold_ms
+from streams.core.facts import Facts, facts_of, scan_at, silence_threshold_ms
 from streams.core.lifecycle import Stage
 from streams.core.policy import Derived, Policy, derived
+from streams.core.risk import day_reaching, stats_of, warning_at
 from streams.core.state import UserState
 from streams.core.tiers import eligible_tier
 from streams.core.windows import DayBucket, Scan, median_of_sorted
@@ -70,7 +72,7 @@ def checkpoint_after(
     t0 = f.at
     last = state.last_active if state.last_active is not None else state.first_seen
     candidates = (
-        last + f.threshold_ms,
+        last + f.threshold_ms if f.p_churn is None else None,
         last + d.dormant_ms,
         last + d.churned_ms,
         state.first_seen + d.new_user_ms if stage == Stage.NEW else None,
@@ -78,8 +80,7 @@ def checkpoint_after(
         pending_since + d.grace_ms if pending_since is not None else None,
         # the warning under measurement is judged then
         recall_at + d.attribution_ms if recall_at is not None else None,
-        # With a churn model, silence lowers P(alive): re-score when it has fallen a step.
-        p_alive_checkpoint(state, t0, policy) if policy.churn_model is not None else None,
+        *(_churn_checkpoints(state, f, policy, stage) if f.p_churn is not None else ()),
         # Not a decision: the last day leaves the largest window, and the evaluation there
         # prunes the history of a user gone silent (their state shrinks to its summary).
         (state.buckets[-1].day + d.horizon_days) * DAY_MS if state.buckets else None,
@@ -90,6 +91,30 @@ def checkpoint_after(
             best = c
     day = window_exit_day(state.buckets, f, scanned, d, policy, drop_episode, before=best)
     return best if day is None else day * DAY_MS
+
+
+# How far the churn probability rises before a silent user is scored again.
+RESCORE_STEP = 0.01
+_WARNABLE = (Stage.NEW, Stage.ACTIVE, Stage.REACTIVATED)
+
+
+def _churn_checkpoints(state: UserState, f: Facts, policy: Policy, stage: str) -> tuple[int, ...]:
+    """With a churn model: when this silence's warning is due (if the user is not warned or
+    gone already), and the midnight by which the probability has risen a step (to keep the
+    risk score current while the user stays silent)."""
+    model, stats = policy.churn_model, stats_of(state)
+    if model is None or stats is None or f.p_churn is None or state.last_active is None:
+        return ()
+    out: list[int] = []
+    if stage in _WARNABLE:
+        due = warning_at(model, stats, state.last_active)
+        if due is not None:
+            out.append(due)
+    if f.p_churn < 1.0:
+        day = day_reaching(model, stats, f.p_churn + RESCORE_STEP, f.at // DAY_MS + 1)
+        if day is not None:
+            out.append(day * DAY_MS)
+    return tuple(out)
 
 
 def window_exit_day(

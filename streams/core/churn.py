@@ -1,5 +1,5 @@
-"""Churn-risk rules: abnormal silence, a sharp activity drop, and the risk score (which uses
-the BG/NBD P(alive) when the policy has a churn model)."""
+"""Churn-risk rules: the churn probability crossing the model's level (with a churn model),
+abnormal silence (without one), a sharp activity drop, and the risk score."""
 
 from __future__ import annotations
 
@@ -11,8 +11,19 @@ from streams.core.policy import Policy
 
 
 class WarningReason:
+    CHURN_PROBABILITY = "churn_probability"
     SILENCE = "silence_exceeds_normal"
     ACTIVITY_DROP = "activity_drop"
+
+
+def churn_likely(f: Facts, policy: Policy) -> bool | None:
+    """With a churn model: whether the probability of no activity within its horizon has
+    reached the model's warning level, after the minimum silence. None when the model does not
+    apply (no model, or a user never active): the silence rule decides then."""
+    model = policy.churn_model
+    if model is None or f.p_churn is None or f.warn_from is None:
+        return None
+    return f.at >= f.warn_from and f.p_churn >= model.warn_probability
 
 
 def is_silent(f: Facts) -> bool:
@@ -42,17 +53,16 @@ def drops(active_days_7d: int, active_days_30d: int, policy: Policy, *, in_episo
 
 
 def risk_score(f: Facts, policy: Policy) -> float:
-    """Risk in [0, 1]: combines how far the silence has gone toward dormancy, the drop, and,
-    with a churn model, the BG/NBD probability that the customer has dropped out.
+    """Risk in [0, 1].
 
-    1 - (1 - s)(1 - d) * P(alive), where s = silence / dormant_after (capped at 1),
+    With a churn model (and an active day): the probability of no activity within the model's
+    horizon, calibrated on the history it was fitted to (`f.p_churn`, 4 decimals).
+    Without one: 1 - (1 - s)(1 - d), where s = silence / dormant_after (capped at 1) and
     d = 1 - rate7/rate30 (0 when the rate did not fall, or with too little history to have a
-    rate), and P(alive) is `f.p_alive`, taken as 1 when there is no model (`policy.churn_model`
-    is None) or the user never purchased, which leaves the score exactly as without a model.
-    The three are read as independent chances of being lost, so any one alone can raise the
-    score and they compound. The model looks only at purchase days, the other two at all
-    activity: a user who browses daily but stopped buying keeps s = 0 and still gets a score.
+    rate), read as independent chances of being lost, so either alone raises the score.
     """
+    if f.p_churn is not None:
+        return round(f.p_churn, 4)
     # The same float operations in the same order as the formula reads (f.silence_days is
     # silence_ms / DAY_MS), so the score is bit for bit what it always was.
     s = min(1.0, f.silence_ms / DAY_MS / policy.dormant_after_days)
@@ -60,7 +70,7 @@ def risk_score(f: Facts, policy: Policy) -> float:
     if f.active_days_30d >= policy.drop_min_active_days_30d:  # enough history for a rate
         rate7, rate30 = _rates(f)
         d = max(0.0, 1.0 - rate7 / rate30)
-    kept = (1.0 - s) * (1.0 - d) * (1.0 if f.p_alive is None else f.p_alive)
+    kept = (1.0 - s) * (1.0 - d)
     if kept == 1.0:  # nothing points to a loss (the usual case at an event): round(0.0, 4)
         return 0.0
     return round(1.0 - kept, 4)
@@ -69,7 +79,8 @@ def risk_score(f: Facts, policy: Policy) -> float:
 def warning_figures(f: Facts) -> dict[str, Any]:
     """The figures that triggered a warning, as they go on the wire.
 
-    `p_alive` (6 decimals) is there only when a churn model scored the user.
+    `p_churn` and `p_alive` (6 decimals) are there only when a churn model scored the user
+    (`p_alive` only from BG/NBD).
     """
     figures: dict[str, Any] = {
         "silence_days": round(f.silence_days, 3),
@@ -78,6 +89,8 @@ def warning_figures(f: Facts) -> dict[str, Any]:
         "active_days_7d": f.active_days_7d,
         "active_days_30d": f.active_days_30d,
     }
+    if f.p_churn is not None:
+        figures["p_churn"] = round(f.p_churn, 6)
     if f.p_alive is not None:
         figures["p_alive"] = round(f.p_alive, 6)
     return figures

@@ -36,7 +36,7 @@ from streams.core.policy import Derived, Policy, derived
 from streams.core.recall import Tally, count_judged, count_warning
 from streams.core.state import UserState, fingerprint
 from streams.core.tiers import decide_tier
-from streams.core.windows import add_to_buckets, has_any, prune
+from streams.core.windows import add_to_buckets, has_any, is_active_day, prune
 
 
 class Status:
@@ -275,6 +275,31 @@ def _count_purchase_day(state: UserState, event: Event, d: Derived) -> UserState
     )
 
 
+def _count_active_day(state: UserState, day: int) -> UserState:
+    """Keep the churn model's statistics: activity on a day without any yet is a new active day.
+
+    Late events are within the allowed lateness, so their day is still in the buckets and the
+    check is exact whatever the arrival order. A state from before these statistics existed
+    (active days 0 but activity in its buckets) is seeded from the buckets first: its active
+    days before the largest window are not known, so the model sees a shorter history.
+    """
+    n, first, last = state.active_days, state.first_active_day, state.last_active_day
+    if n == 0 and state.last_active is not None:
+        days = [b.day for b in state.buckets if b.active]
+        if days:
+            n, first, last = len(days), days[0], days[-1]
+    if is_active_day(state.buckets, day):
+        if n == state.active_days:
+            return state
+        return replace(state, active_days=n, first_active_day=first, last_active_day=last)
+    return replace(
+        state,
+        active_days=n + 1,
+        first_active_day=day if first is None else min(first, day),
+        last_active_day=day if last is None else max(last, day),
+    )
+
+
 def _advance(state: UserState, partition: int, offset: int) -> int:
     """The last applied offset after applying `offset`: offsets compare only within a partition."""
     return max(offset, state.last_offset) if partition == state.partition else offset
@@ -336,6 +361,8 @@ def apply_event(
         last_active = ts if last_active is None else max(last_active, ts)
     if etype in d.spend_types:
         state = _count_purchase_day(state, event, d)
+    if active:
+        state = _count_active_day(state, ts // DAY_MS)
     state = replace(
         state,
         buckets=add_to_buckets(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import msgspec
 
-from streams.core.bgnbd import day_p_alive_falls, p_alive, state_summary
 from streams.core.eventtime import DAY_MS
 from streams.core.policy import Policy, days_ms, derived
+from streams.core.risk import score, stats_of, warn_from
 from streams.core.state import UserState
 from streams.core.windows import Scan, scan
 
@@ -24,7 +24,11 @@ class Facts(msgspec.Struct, frozen=True, gc=False):
     active_days_30d: int
     spend_window_cents: int
     last_active: int | None = None
-    # BG/NBD P(alive) from the purchase statistics; None without a churn model or purchases.
+    # With a churn model and an active day: P(no activity within the model's horizon), the
+    # earliest moment its warning may fire in this silence, and P(alive) where BG/NBD gave it.
+    # None without a model, or for a user never active: the silence rule decides then.
+    p_churn: float | None = None
+    warn_from: int | None = None
     p_alive: float | None = None
 
     @property
@@ -38,27 +42,6 @@ def silence_threshold_ms(gap_days: float | None, policy: Policy) -> int:
         return derived(policy).default_threshold_ms
     days = gap_days * policy.at_risk_gap_multiplier
     return days_ms(min(max(days, policy.at_risk_floor_days), policy.at_risk_ceiling_days))
-
-
-def churn_p_alive(state: UserState, at: int, policy: Policy) -> float | None:
-    """The user's P(alive) at `at` under the policy's churn model (None: no model or purchase)."""
-    if policy.churn_model is None:
-        return None
-    summary = state_summary(state, at)
-    if summary is None:
-        return None
-    return p_alive(policy.churn_model, *summary)
-
-
-def p_alive_checkpoint(state: UserState, at: int, policy: Policy, step: float = 0.01) -> int | None:
-    """The UTC midnight (epoch ms) after `at` by which a silent user's P(alive) has fallen by
-    `step`: when to re-score them. None without a churn model, a repeat purchase, or room to
-    fall."""
-    summary = state_summary(state, at) if policy.churn_model is not None else None
-    if policy.churn_model is None or summary is None or state.first_purchase_day is None:
-        return None
-    day = day_p_alive_falls(policy.churn_model, state.first_purchase_day, summary, step)
-    return None if day is None else day * DAY_MS
 
 
 def facts_at(state: UserState, at: int, policy: Policy) -> Facts:
@@ -75,6 +58,14 @@ def facts_of(state: UserState, at: int, policy: Policy, scanned: Scan) -> Facts:
     """`facts_at(state, at, policy)`, from `scan_at(state, at, policy)` already taken."""
     gap = scanned.typical_gap_days
     last = state.last_active if state.last_active is not None else state.first_seen
+    model = policy.churn_model
+    stats = stats_of(state) if model is not None else None
+    p_churn: float | None = None
+    p_alive: float | None = None
+    warned_from: int | None = None
+    if model is not None and stats is not None and state.last_active is not None:
+        p_churn, p_alive = score(model, stats, at // DAY_MS)
+        warned_from = warn_from(model, state.last_active)
     return Facts(
         at=at,
         age_ms=at - state.first_seen,
@@ -85,5 +76,7 @@ def facts_of(state: UserState, at: int, policy: Policy, scanned: Scan) -> Facts:
         active_days_30d=scanned.active_days_30d,
         spend_window_cents=scanned.spend_cents,
         last_active=state.last_active,
-        p_alive=churn_p_alive(state, at, policy) if policy.churn_model is not None else None,
+        p_churn=p_churn,
+        warn_from=warned_from,
+        p_alive=p_alive,
     )

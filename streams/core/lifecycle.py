@@ -6,7 +6,7 @@ which stage the user is in and why. The engine calls it at every moment the answ
 
 from __future__ import annotations
 
-from streams.core.churn import WarningReason, is_dropping, is_silent
+from streams.core.churn import WarningReason, churn_likely, is_dropping, is_silent
 from streams.core.facts import Facts
 from streams.core.policy import Policy, derived
 
@@ -50,7 +50,10 @@ def decide_stage(
         and (f.last_active is None or f.last_active <= episode_start)
     ):
         return Stage.AT_RISK, episode_reason or WarningReason.SILENCE
-    if is_silent(f):
+    likely = churn_likely(f, policy)
+    if likely:
+        return Stage.AT_RISK, WarningReason.CHURN_PROBABILITY
+    if likely is None and is_silent(f):
         return Stage.AT_RISK, WarningReason.SILENCE
     drop_episode = in_episode and episode_reason == WarningReason.ACTIVITY_DROP
     if is_dropping(f, policy, in_episode=drop_episode):

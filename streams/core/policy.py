@@ -27,14 +27,67 @@ class Tier(BaseModel):
     min_spend: float = Field(ge=0)
 
 
+class EmpiricalCurve(BaseModel):
+    """P(no activity within the horizon) after s whole days of silence, for users with at least
+    `min_active_days` active days (the strata of `ChurnModel.empirical`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    min_active_days: int = Field(ge=1)
+    # Index s = days of silence; non-decreasing; the last value holds for longer silences.
+    p_churn: tuple[float, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _monotone(self) -> EmpiricalCurve:
+        values = self.p_churn
+        if any(not 0 <= v <= 1 for v in values):
+            raise ValueError("p_churn values must be probabilities in [0, 1]")
+        if any(b < a for a, b in zip(values, values[1:], strict=False)):
+            raise ValueError("p_churn must not decrease as silence grows")
+        return self
+
+
 class ChurnModel(BaseModel):
-    """Fitted BG/NBD parameters (time unit: weeks), from `pulse fit`."""
+    """The fitted churn model, from `pulse fit`: what scores risk and decides warnings.
+
+    BG/NBD parameters (time unit: weeks) fitted on users' active days; `empirical` is the
+    population's chance of no return within the horizon after s days of silence, by how many
+    active days a user has, used where BG/NBD is absent (the history had too few repeat users
+    to fit it). A churn warning fires once per silence, at the first moment the probability of
+    no activity within `horizon_days` reaches `warn_probability`, and not before
+    `min_silence_days` of silence.
+    """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
-    r: float = Field(gt=0)
-    alpha: float = Field(gt=0)
-    a: float = Field(gt=0)
-    b: float = Field(gt=0)
+    r: float | None = Field(default=None, gt=0)
+    alpha: float | None = Field(default=None, gt=0)
+    a: float | None = Field(default=None, gt=0)
+    b: float | None = Field(default=None, gt=0)
+    empirical: tuple[EmpiricalCurve, ...] = ()
+    horizon_days: PositiveDays = 60
+    warn_probability: float = Field(default=0.7, gt=0, lt=1)
+    min_silence_days: float = Field(default=7, ge=0)
+    # Stage thresholds fitted with the model (`pulse fit` proposes them); they apply where the
+    # policy file does not set its own (see load_policy).
+    dormant_after_days: float | None = Field(default=None, gt=0)
+    churned_after_days: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _usable(self) -> ChurnModel:
+        given = [v is not None for v in (self.r, self.alpha, self.a, self.b)]
+        if any(given) and not all(given):
+            raise ValueError("BG/NBD needs all four of r, alpha, a and b")
+        if not all(given) and not self.empirical:
+            raise ValueError("a churn model needs BG/NBD parameters (r, alpha, a, b) or empirical")
+        levels = [c.min_active_days for c in self.empirical]
+        if levels and (levels[0] != 1 or levels != sorted(set(levels))):
+            raise ValueError(
+                "empirical curves must start at min_active_days 1, in increasing order"
+            )
+        return self
+
+    @property
+    def has_bgnbd(self) -> bool:
+        return self.r is not None
 
 
 class Policy(BaseModel):
@@ -85,8 +138,9 @@ class Policy(BaseModel):
         Tier(name="gold", min_spend=500),
         Tier(name="platinum", min_spend=2000),
     )
-    # BG/NBD P(alive) in the risk score; set from a `pulse fit` parameters file
-    # (PULSE_CHURN_MODEL_FILE) or inline here.
+    # The fitted churn model (`pulse fit`; PULSE_CHURN_MODEL_FILE or inline here): with it the
+    # risk score is the probability of no activity within its horizon, and it decides the
+    # warnings; without it the silence rule above does.
     churn_model: ChurnModel | None = None
 
     tier_window_days: int = Field(default=90, ge=1)
@@ -246,11 +300,24 @@ def load_churn_model(path: str | Path) -> ChurnModel:
 
 
 def load_policy(path: str | Path | None, churn_model: str | Path | None = None) -> Policy:
-    """The policy file (None: defaults), with a fitted churn model file if one is given."""
+    """The policy file (None: defaults), with a fitted churn model file if one is given.
+
+    The model's stage thresholds (`dormant_after_days`, `churned_after_days`, fitted with it)
+    replace the defaults, not values the policy file sets itself. Raises PolicyError.
+    """
     policy = _load_policy_file(path)
-    if churn_model:
-        policy = policy.model_copy(update={"churn_model": load_churn_model(churn_model)})
-    return policy
+    if not churn_model:
+        return policy
+    model = load_churn_model(churn_model)
+    update: dict[str, object] = {"churn_model": model}
+    for name in ("dormant_after_days", "churned_after_days"):
+        value = getattr(model, name)
+        if value is not None and name not in policy.model_fields_set:
+            update[name] = value
+    try:
+        return Policy.model_validate({**policy.model_dump(exclude_unset=True), **update})
+    except ValueError as exc:
+        raise PolicyError(f"the policy with churn model {churn_model} is invalid: {exc}") from exc
 
 
 def _load_policy_file(path: str | Path | None) -> Policy:

@@ -73,6 +73,15 @@ def has_any(buckets: tuple[DayBucket, ...], day: int, type_indexes: tuple[int, .
     return False
 
 
+def is_active_day(buckets: tuple[DayBucket, ...], day: int) -> bool:
+    """Whether `day` already holds activity. Looks from the newest day back, where events
+    mostly land."""
+    for b in reversed(buckets):
+        if b.day <= day:
+            return b.day == day and b.active
+    return False
+
+
 def prune(buckets: tuple[DayBucket, ...], today: int, horizon_days: int) -> tuple[DayBucket, ...]:
     """Drop buckets that have left the largest window."""
     first = today - horizon_days + 1

@@ -1,4 +1,4 @@
-"""The BG/NBD model: P(alive), the likelihood, the fit, and how the risk score uses them."""
+"""The BG/NBD model: P(alive), P(no activity within a horizon), the likelihood and the fit."""
 
 from __future__ import annotations
 
@@ -13,14 +13,11 @@ from scipy import optimize
 
 from streams.core import bgnbd
 from streams.core.bgnbd import FitError, Summary
-from streams.core.churn import risk_score, warning_figures
-from streams.core.eventtime import DAY_MS, day_of, parse_ts
-from streams.core.facts import facts_at, p_alive_checkpoint
+from streams.core.eventtime import day_of, parse_ts
 from streams.core.policy import ChurnModel, Policy
-from streams.core.state import UserState
 from streams.offline.fit import purchase_days, summaries
 
-from .pulse_testkit import BASE, POLICY, PROPERTY, at, ev, purchase, run
+from .pulse_testkit import BASE, PROPERTY, at, ev, purchase, run
 
 PAPER = ChurnModel(r=0.243, alpha=4.414, a=0.793, b=2.426)
 WITH_MODEL = Policy(churn_model=PAPER)
@@ -270,57 +267,6 @@ def test_fit_without_visible_dropout_has_no_finite_maximum() -> None:
     T = np.full(n, 30.0)
     with pytest.raises(FitError, match="no finite maximum"):
         bgnbd.fit(np.full(n, 30.0), T.copy(), T)
-
-
-# The risk score with and without a churn model.
-
-
-def _loyal_buyer() -> UserState:
-    """Bought on days 0, 7, 14 and 21, then nothing."""
-    state, _, _ = run([purchase(at(days=d, hours=10), 2_000) for d in (0, 7, 14, 21)], WITH_MODEL)
-    assert state is not None
-    return state
-
-
-def test_without_a_model_the_facts_carry_no_p_alive() -> None:
-    f = facts_at(_loyal_buyer(), at(days=40), POLICY)
-    assert f.p_alive is None
-    assert "p_alive" not in warning_figures(f)
-    assert p_alive_checkpoint(_loyal_buyer(), at(days=40), POLICY) is None
-
-
-def test_with_a_model_p_alive_falls_with_silence_and_enters_the_risk_score() -> None:
-    state = _loyal_buyer()
-    soon, later = facts_at(state, at(days=22), WITH_MODEL), facts_at(state, at(days=60), WITH_MODEL)
-    assert soon.p_alive == pytest.approx(p(3, 3.0, 22 / 7))
-    assert later.p_alive == pytest.approx(p(3, 3.0, 60 / 7))
-    assert later.p_alive is not None and soon.p_alive is not None
-    assert later.p_alive < soon.p_alive
-    plain = risk_score(facts_at(state, at(days=60), POLICY), POLICY)
-    s = min(1.0, 39 / POLICY.dormant_after_days)  # silent since day 21, 10:00 -> day 60, 00:00
-    assert plain == pytest.approx(s, abs=1e-3)
-    assert risk_score(later, WITH_MODEL) == round(1 - (1 - plain) * later.p_alive, 4)
-    assert warning_figures(later)["p_alive"] == round(later.p_alive, 6)
-
-
-def test_a_user_who_never_bought_scores_as_without_a_model() -> None:
-    state, _, _ = run([ev(at(days=0)), ev(at(days=5), "page_view")], WITH_MODEL)
-    assert state is not None
-    f = facts_at(state, at(days=12), WITH_MODEL)
-    assert f.p_alive is None
-    assert risk_score(f, WITH_MODEL) == risk_score(facts_at(state, at(days=12), POLICY), POLICY)
-
-
-def test_the_rescore_checkpoint_is_the_midnight_p_alive_fell_by_a_hundredth() -> None:
-    state = _loyal_buyer()
-    now = at(days=25)
-    due = p_alive_checkpoint(state, now, WITH_MODEL)
-    assert due is not None and due > now and due % DAY_MS == 0
-    before = facts_at(state, now, WITH_MODEL).p_alive
-    after = facts_at(state, due, WITH_MODEL).p_alive
-    a_day_earlier = facts_at(state, due - DAY_MS, WITH_MODEL).p_alive
-    assert before is not None and after is not None and a_day_earlier is not None
-    assert after <= before - 0.01 < a_day_earlier
 
 
 # Per-user summaries from a history (what `pulse fit` reads), counted as the engine counts.

@@ -676,6 +676,7 @@ def test_schema_enums_match_the_code_constants() -> None:
     assert _schema_enum(lifecycle, "properties", "to_stage") == set(Stage.ALL)
     assert _schema_enum(lifecycle, "properties", "from_stage") == {None, *Stage.ALL}
     assert _schema_enum(OUTPUT_SCHEMAS[Kind.WARNING], "properties", "reason") == {
+        WarningReason.CHURN_PROBABILITY,
         WarningReason.SILENCE,
         WarningReason.ACTIVITY_DROP,
     }
@@ -683,6 +684,7 @@ def test_schema_enums_match_the_code_constants() -> None:
     recall = OUTPUT_SCHEMAS[Kind.RECALL]
     assert _schema_enum(recall, "properties", "group") == set(Group.ALL)
     assert _schema_enum(recall, "properties", "warning_reason") == {
+        WarningReason.CHURN_PROBABILITY,
         WarningReason.SILENCE,
         WarningReason.ACTIVITY_DROP,
     }
