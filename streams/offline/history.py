@@ -3,7 +3,8 @@
 A CSV such as `user_id,date,amount` becomes contract events: the user column, the time column
 (RFC 3339, a plain date meaning UTC midnight, or epoch millis), an optional amount and type
 (a fixed default type otherwise, e.g. "purchase"), and an event id from an id column or, when
-there is none, derived from the file name and row number so that it is stable across runs.
+there is none, derived from the row's content (see `derived_event_id`), so that it is stable
+across runs and does not depend on where the row stands in the file.
 A file without a header row names its columns in `CsvMapping.columns`; the delimiter
 "whitespace" splits on runs of blanks (as in the CDNOW files Fader and Hardie publish).
 """
@@ -11,8 +12,9 @@ A file without a header row names its columns in `CsvMapping.columns`; the delim
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
@@ -53,6 +55,21 @@ def _ts(text: str) -> str | int:
     return text
 
 
+def derived_event_id(values: Iterable[str], seen: dict[bytes, int]) -> str:
+    """The event id of a row without one: a digest of all its values, then ":2", ":3", ...
+    for the second, third, ... row with the very same values (two equal orders on one day
+    are two purchases, not a resent record). `seen` counts the digests read so far.
+
+    Position-free so that a file gives the same events in any row order; the cost is one
+    entry in `seen` per distinct row (about 100 bytes), so give a very large history an id
+    column.
+    """
+    digest = hashlib.blake2b("\x1f".join(values).encode(), digest_size=8).digest()
+    n = seen.get(digest, 0) + 1
+    seen[digest] = n
+    return f"row-{digest.hex()}" if n == 1 else f"row-{digest.hex()}:{n}"
+
+
 def _rows(f: TextIO, mapping: CsvMapping) -> tuple[list[str], Iterator[dict[str, str]]]:
     """The column names and the rows as dicts, by the mapping's delimiter and columns."""
     names = list(mapping.columns) or None
@@ -66,16 +83,25 @@ def _rows(f: TextIO, mapping: CsvMapping) -> tuple[list[str], Iterator[dict[str,
     return list(reader.fieldnames or []), iter(reader)
 
 
+def _values(row: dict[str, str], fields: list[str]) -> list[str]:
+    """The row's values in column order, trimmed (a file's spacing is not content)."""
+    return [(row.get(name) or "").strip() for name in fields]
+
+
 def read_csv(path: Path, mapping: CsvMapping) -> Iterator[tuple[bytes | None, bytes]]:
+    """Each row as a contract event (key = its user id). Raises HistoryError if the user or
+    time column is missing; a bad value in a row is left for the replay to dead-letter."""
     with path.open(newline="", encoding="utf-8") as f:
         fields, reader = _rows(f, mapping)
         for col in (mapping.user, mapping.time):
             if col not in fields:
                 raise HistoryError(f"{path}: no column {col!r} (columns: {', '.join(fields)})")
-        for n, row in enumerate(reader, start=1 if mapping.columns else 2):
+        seen: dict[bytes, int] = {}
+        for row in reader:
             user = (row.get(mapping.user) or "").strip()
+            given = (row.get(mapping.event_id) or "").strip()
             doc: dict[str, object] = {
-                "event_id": (row.get(mapping.event_id) or "").strip() or f"{path.name}:{n}",
+                "event_id": given or derived_event_id(_values(row, fields), seen),
                 "user_id": user,
                 "type": (row.get(mapping.type) or "").strip() or mapping.default_type,
                 "ts": _ts(row.get(mapping.time) or ""),

@@ -54,19 +54,58 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Entry)
 
 
-def _write_run(entries: list[Entry], path: Path) -> None:
-    entries.sort()
-    with path.open("wb") as f:
-        for e in entries:
-            data = _encoder.encode(e)
-            f.write(_FRAME.pack(len(data)))
-            f.write(data)
-
-
 def _read_run(f: BinaryIO) -> Iterator[Entry]:
     while header := f.read(_FRAME.size):
         (size,) = _FRAME.unpack(header)
         yield _decoder.decode(f.read(size))
+
+
+# Run files merged at once. Past it, runs are first merged into longer runs, so that a tiny
+# run size or a huge history does not hold more files open than the process may.
+_MAX_FAN_IN = 128
+
+
+class _Spill:
+    """Sorted runs written to files in one temporary directory, made on the first run."""
+
+    def __init__(self, stack: ExitStack, tmp_dir: Path | None) -> None:
+        self._stack = stack
+        self._tmp_dir = tmp_dir
+        self._directory: Path | None = None
+        self._made = 0
+        self.files: list[Path] = []
+
+    def _next_path(self) -> Path:
+        if self._directory is None:
+            made = tempfile.TemporaryDirectory(prefix="pulse-replay-", dir=self._tmp_dir)
+            self._directory = Path(self._stack.enter_context(made))
+        self._made += 1
+        return self._directory / f"run-{self._made:06d}.msgpack"
+
+    def write(self, run: list[Entry]) -> None:
+        run.sort()
+        self.files.append(self._write(run))
+
+    def _write(self, entries: Iterable[Entry]) -> Path:
+        path = self._next_path()
+        with path.open("wb") as f:
+            for e in entries:
+                data = _encoder.encode(e)
+                f.write(_FRAME.pack(len(data)))
+                f.write(data)
+        return path
+
+    def merged(self) -> Iterator[Entry]:
+        """All runs merged; only the last merge stays open (until the stack closes)."""
+        while len(self.files) > _MAX_FAN_IN:
+            group, self.files = self.files[:_MAX_FAN_IN], self.files[_MAX_FAN_IN:]
+            with ExitStack() as opened:
+                readers = [_read_run(opened.enter_context(p.open("rb"))) for p in group]
+                self.files.append(self._write(heapq.merge(*readers)))
+            for p in group:
+                p.unlink()
+        readers = [_read_run(self._stack.enter_context(p.open("rb"))) for p in self.files]
+        return heapq.merge(*readers)
 
 
 @contextmanager
@@ -87,31 +126,21 @@ def in_event_time(
     if run_records < 1:
         raise ValueError(f"run_records must be at least 1, not {run_records}")
     with ExitStack() as stack:
+        spill = _Spill(stack, tmp_dir)
         run: list[Entry] = []
-        files: list[Path] = []
-        directory: Path | None = None
         for e in entries:
             run.append(e)
             if len(run) >= run_records:
-                if directory is None:
-                    directory = Path(
-                        stack.enter_context(
-                            tempfile.TemporaryDirectory(prefix="pulse-replay-", dir=tmp_dir)
-                        )
-                    )
-                files.append(directory / f"run-{len(files):06d}.msgpack")
-                _write_run(run, files[-1])
+                spill.write(run)
                 run = []
-        if not files:
+        if not spill.files:
             run.sort()
             yield iter(run)
             return
         if run:
-            files.append(directory / f"run-{len(files):06d}.msgpack")  # type: ignore[operator]
-            _write_run(run, files[-1])
+            spill.write(run)
             run = []
-        readers = [_read_run(stack.enter_context(p.open("rb"))) for p in files]
-        yield heapq.merge(*readers)
+        yield spill.merged()
 
 
 __all__ = ["DEFAULT_RUN_RECORDS", "Entry", "entry", "in_event_time"]
