@@ -13,6 +13,7 @@ from streams.core.policy import PolicyError, load_policy
 from streams.settings import WorkerSettings
 
 if TYPE_CHECKING:
+    from streams.offline.evaluation import Evaluation
     from streams.offline.history import CsvMapping
 
 
@@ -106,15 +107,21 @@ def _rebuild_view(_: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    """Exit 0 with the outputs written; 2 if the input or options cannot be used; 1 if the
+    run finished but is refused (an empty history, or most records rejected: see
+    streams.offline.replay.ensure_usable), with the reasons and their counts on stderr."""
     from pathlib import Path
 
     from streams.core.eventtime import TimestampError, parse_ts
     from streams.offline.backtest import run_backtest
+    from streams.offline.fit import parse_until
     from streams.offline.history import HistoryError
+    from streams.offline.replay import ReplayRefused, ensure_usable
 
     try:
         policy = load_policy(args.policy, args.churn_model)
         until = parse_ts(args.until) if args.until else None
+        judge_from = parse_until(args.judge_from) if args.judge_from else None
         mapping = _csv_mapping(args)
         data = run_backtest(
             Path(args.file),
@@ -125,6 +132,8 @@ def _replay(args: argparse.Namespace) -> int:
             horizon_days=args.horizon_days,
             baseline_days=args.baseline_days,
             progress=not args.quiet,
+            judge_from=judge_from,
+            contacted=args.contacted,
         )
     except (PolicyError, TimestampError, HistoryError, OSError) as exc:
         print(f"pulse replay: {exc}", file=sys.stderr)
@@ -134,16 +143,49 @@ def _replay(args: argparse.Namespace) -> int:
         f"replayed {s['events']} events of {s['users']} users in {s['seconds']:.2f}s: "
         f"{s['outputs']}, dead letters {s['dead_letters'] or 'none'}"
     )
+    try:
+        ensure_usable(s["events"], s["duplicates"], s["dead_letters"])
+    except ReplayRefused as exc:
+        print(f"pulse replay: refused ({exc.code}): {exc}", file=sys.stderr)
+        print(f"pulse replay: what was replayed is in {args.out}/ for inspection", file=sys.stderr)
+        return 1
     ev = data["evaluation"]
     if ev:
-        p, b = ev["pulse"]["overall"], ev["baseline"]["overall"]
-        print(
-            f"warnings: precision {p['precision']} recall {p['recall']} "
-            f"(baseline '{ev['baseline']['rule']}': precision {b['precision']} "
-            f"recall {b['recall']})"
-        )
+        _print_evaluation(ev)
     print(f"written to {args.out}/ (outputs.jsonl, summary.json, report.html)")
     return 0
+
+
+def _print_evaluation(ev: Evaluation) -> None:
+    """The judged figures, one line per rule: what an analyst reads before the report."""
+    since = f" from {ev['judge_from'][:10]}" if ev["judge_from"] else ""
+    print(f"judged{since} at a {ev['horizon_days']:g}-day horizon (lead: days before it closes):")
+    rows = [("pulse", ev["pulse"]["overall"])] + [(r["rule"], r["overall"]) for r in ev["rules"]]
+    for name, s in rows:
+        print(
+            f"  {name:<16} warnings {s['warned']:>6}  precision {s['precision']}  recall "
+            f"{s['recall']}  median lead {s['lead_days']['median']}  median delay "
+            f"{s['delay_days']['median']}  came back later {s['returned_later']}"
+        )
+    auc = ev["auc"]
+    snap = auc["at_snapshot"]
+    silence = auc["at_silence"]
+    print(
+        f"risk score ROC AUC: at warnings {auc['at_warnings']['auc']}, at "
+        f"'{auc['silence_rule']}' moments {silence['auc'] if silence else None}, at the "
+        f"snapshot {snap['auc'] if snap else None}"
+    )
+    if ev["snapshot"] is not None:
+        cal = ev["snapshot"]["calibration"]
+        print(
+            f"calibration at {ev['snapshot']['at'][:10]}: {cal['n']} users, largest decile gap "
+            f"{cal['max_abs_gap']}"
+        )
+    churned = ev["stage_quality"]["churned"]
+    print(
+        f"churned transitions followed by a return: {churned['returned']} of "
+        f"{churned['transitions']} ({churned['share']})"
+    )
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -151,7 +193,7 @@ def _fit(args: argparse.Namespace) -> int:
 
     from streams.core.bgnbd import FitError
     from streams.core.eventtime import TimestampError
-    from streams.offline.fit import fit_history, parse_until, write_params
+    from streams.offline.fit import fit_history, parse_until, write_params, write_policy
     from streams.offline.history import HistoryError
 
     try:
@@ -159,22 +201,45 @@ def _fit(args: argparse.Namespace) -> int:
         until = parse_until(args.until) if args.until else None
         mapping = _csv_mapping(args)
         params = fit_history(
-            Path(args.file), until_ms=until, mapping=mapping, purchase_types=policy.spend_types
+            Path(args.file),
+            until_ms=until,
+            mapping=mapping,
+            passive_types=policy.passive_types,
+            horizon_days=args.horizon_days,
+            min_silence_days=args.min_silence_days,
+            target_recall=args.target_recall,
+            min_lead_days=args.min_lead_days,
         )
         write_params(params, Path(args.out))
+        policy_out = Path(args.policy_out or Path(args.out).with_suffix(".policy.toml"))
+        write_policy(params, policy_out)
     except (PolicyError, TimestampError, HistoryError, FitError, OSError) as exc:
         print(f"pulse fit: {exc}", file=sys.stderr)
         return 2
     p = params
+    if "r" in p:
+        print(
+            f"BG/NBD on {p['customers']} users ({p['repeat_customers']} with "
+            f"{p['repeat_active_days']} repeat active days) before {args.until or 'the end'} "
+            f"(to {p['calibration_end']}), weeks: r {p['r']:.6f} alpha {p['alpha']:.6f} "
+            f"a {p['a']:.6f} b {p['b']:.6f}; log-likelihood {p['log_likelihood']:.4f}"
+        )
+        print(
+            f"stages: dormant after {p['dormant_after_days']} days, churned after "
+            f"{p['churned_after_days']} days of silence"
+        )
+    else:
+        print(f"empirical model only (BG/NBD: {p['bgnbd_error']})")
+    choice = p["warn_level_choice"]
     print(
-        f"BG/NBD on {p['customers']} customers ({p['repeat_customers']} with "
-        f"{p['repeat_purchases']} repeat purchase days) to {p['calibration_end']}, weeks: "
-        f"r {p['r']:.6f} alpha {p['alpha']:.6f} a {p['a']:.6f} b {p['b']:.6f}; "
-        f"log-likelihood {p['log_likelihood']:.4f} ({p['seconds']:.2f}s)"
+        f"warning level {p['warn_probability']} ({'meets' if choice['met'] else 'misses'} the "
+        f"targets inside the calibration: precision {choice['precision']} recall "
+        f"{choice['recall']} median lead {choice['median_lead_days']} days); "
+        f"{p['seconds']:.2f}s"
     )
     if p["skipped"]:
         print(f"skipped records: {p['skipped']}")
-    print(f"written to {args.out}")
+    print(f"written to {args.out} and {policy_out} (review the stage thresholds there)")
     return 0
 
 
@@ -228,16 +293,32 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--users", type=int, default=200)
     demo.add_argument("--seed", type=int, default=7)
     rp = sub.add_parser("replay", help="run a history file (JSONL/CSV) through the core")
-    rp.add_argument("file", help="events: .jsonl in the input contract, or .csv/.tsv")
+    rp.add_argument(
+        "file",
+        help="events: .jsonl in the input contract, or .csv/.tsv, in any order (replayed in "
+        "event time); exits 1 if it is empty or most records are rejected",
+    )
     rp.add_argument("--out", default="replay-out", help="output directory (default replay-out)")
     rp.add_argument("--policy", default=None, help="policy file (default: built-in defaults)")
-    rp.add_argument("--churn-model", default=None, help="`pulse fit` parameters: P(alive) in risk")
+    rp.add_argument(
+        "--churn-model", default=None, help="`pulse fit` model: risk and warnings from it"
+    )
     rp.add_argument("--until", default=None, help="let event time run to this time at the end")
+    rp.add_argument(
+        "--judge-from",
+        default=None,
+        help="judge warnings and churns from this date or time on (the `pulse fit --until` cut)",
+    )
+    rp.add_argument(
+        "--contacted",
+        action="store_true",
+        help="the history's treated users were contacted: report the recall uplift",
+    )
     rp.add_argument(
         "--horizon-days",
         type=float,
         default=None,
-        help="churn horizon for the evaluation (default: policy churned_after_days)",
+        help="churn horizon for the evaluation (default: the model's, else churned_after_days)",
     )
     rp.add_argument(
         "--baseline-days",
@@ -247,15 +328,32 @@ def main(argv: list[str] | None = None) -> int:
     )
     _add_csv_options(rp)
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
-    ft = sub.add_parser("fit", help="fit the BG/NBD churn model to a history file")
+    ft = sub.add_parser("fit", help="fit the churn model to a history file")
     ft.add_argument("file", help="events: .jsonl in the input contract, or .csv/.tsv/.txt")
-    ft.add_argument("--out", default="churn-model.json", help="parameters file to write")
+    ft.add_argument("--out", default="churn-model.json", help="model file to write")
+    ft.add_argument(
+        "--policy-out",
+        default=None,
+        help="proposed stage thresholds to review (default: the model file's name .policy.toml)",
+    )
     ft.add_argument(
         "--until",
         default=None,
-        help="calibration end: date or time; its UTC day is included (default: last purchase)",
+        help="the cut: fit on the events before this date or time (default: the whole file)",
     )
-    ft.add_argument("--policy", default=None, help="policy file: its spend_types are purchases")
+    ft.add_argument(
+        "--policy", default=None, help="policy file: its passive_types are not activity"
+    )
+    ft.add_argument("--horizon-days", type=float, default=60, help="churn horizon (default 60)")
+    ft.add_argument(
+        "--min-silence-days", type=float, default=7, help="no warning before this (default 7)"
+    )
+    ft.add_argument(
+        "--target-recall", type=float, default=0.6, help="warning level choice (default 0.6)"
+    )
+    ft.add_argument(
+        "--min-lead-days", type=float, default=45, help="warning level choice (default 45)"
+    )
     _add_csv_options(ft)
     run = sub.add_parser("run", help="run broker, Redis, worker and demo on loopback")
     run.add_argument("--users", type=int, default=200, help="demo users (default 200)")

@@ -3,7 +3,7 @@
 A sweep evaluates a user only at checkpoints, so a checkpoint must come no later than the first
 moment a decision could change: a silence reaching a threshold, a period (new user,
 reactivation, downgrade grace, a warning's attribution window) ending, the churn probability
-reaching the warning level or rising a step,
+reaching the warning level or due for re-scoring,
 or a day leaving a window in a way that changes a decision's input. Any moment before that
 changes nothing, so the sooner checkpoints are not needed: a regular user has a day leave the
 7- and 30-day windows (and, with a long history, the largest window) every midnight, but their
@@ -15,14 +15,14 @@ decisions can change, not the users known.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 
 from streams.core.churn import WarningReason, drops
 from streams.core.eventtime import DAY_MS
 from streams.core.facts import Facts, facts_of, scan_at, silence_threshold_ms
 from streams.core.lifecycle import Stage
 from streams.core.policy import Derived, Policy, derived
-from streams.core.risk import day_reaching, stats_of, warning_at
+from streams.core.risk import stats_of, warning_at
 from streams.core.state import UserState
 from streams.core.tiers import eligible_tier
 from streams.core.windows import DayBucket, Scan, median_of_sorted
@@ -93,27 +93,28 @@ def checkpoint_after(
     return best if day is None else day * DAY_MS
 
 
-# How far the churn probability rises before a silent user is scored again.
-RESCORE_STEP = 0.01
+# The silences (whole days after the last active day) at which a silent user's risk score is
+# taken again, so it stays current without a sweep every day: the churn probability changes
+# most early in a silence, and a user silent for less than a week is not looked at again.
+RESCORE_SILENCE_DAYS = (7, 14, 30, 60, 90, 180, 365)
 _WARNABLE = (Stage.NEW, Stage.ACTIVE, Stage.REACTIVATED)
 
 
 def _churn_checkpoints(state: UserState, f: Facts, policy: Policy, stage: str) -> tuple[int, ...]:
     """With a churn model: when this silence's warning is due (if the user is not warned or
-    gone already), and the midnight by which the probability has risen a step (to keep the
-    risk score current while the user stays silent)."""
+    gone already), and the next midnight on the re-scoring schedule."""
     model, stats = policy.churn_model, stats_of(state)
-    if model is None or stats is None or f.p_churn is None or state.last_active is None:
+    if model is None or stats is None or state.last_active is None:
         return ()
     out: list[int] = []
     if stage in _WARNABLE:
         due = warning_at(model, stats, state.last_active)
         if due is not None:
             out.append(due)
-    if f.p_churn < 1.0:
-        day = day_reaching(model, stats, f.p_churn + RESCORE_STEP, f.at // DAY_MS + 1)
-        if day is not None:
-            out.append(day * DAY_MS)
+    silent = f.at // DAY_MS - stats.last_day
+    i = bisect_right(RESCORE_SILENCE_DAYS, silent)
+    if i < len(RESCORE_SILENCE_DAYS):
+        out.append((stats.last_day + RESCORE_SILENCE_DAYS[i]) * DAY_MS)
     return tuple(out)
 
 

@@ -48,11 +48,32 @@ def stats_of(state: UserState) -> Stats | None:
     return Stats(state.active_days, first, last)
 
 
-def _params(model: ChurnModel) -> Params | None:
+class _Prepared(NamedTuple):
+    params: Params | None
+    horizon_weeks: float
+
+
+# The last model prepared, as `policy.derived` keeps the last policy's figures: a model is
+# frozen, so what is derived from it holds while it is the same object (kept referenced here
+# so its id cannot be reused). `_reached` memoises the day a level is reached, which the
+# engine asks again at every event of a day with the same statistics.
+_last: tuple[ChurnModel, _Prepared] | None = None
+_reached: dict[tuple[int, int, int, int, int, float], int | None] = {}
+_REACHED_KEPT = 65_536
+
+
+def _prepared(model: ChurnModel) -> _Prepared:
+    global _last
+    last = _last
+    if last is not None and last[0] is model:
+        return last[1]
     r, alpha, a, b = model.r, model.alpha, model.a, model.b
-    if r is None or alpha is None or a is None or b is None:
-        return None
-    return Params(r, alpha, a, b)
+    missing = r is None or alpha is None or a is None or b is None
+    params = None if missing else Params(r, alpha, a, b)  # type: ignore[arg-type]
+    prepared = _Prepared(params, model.horizon_days / DAYS_PER_WEEK)
+    _last = (model, prepared)
+    _reached.clear()
+    return prepared
 
 
 def _curve(model: ChurnModel, active_days: int) -> EmpiricalCurve:
@@ -65,50 +86,73 @@ def _curve(model: ChurnModel, active_days: int) -> EmpiricalCurve:
 
 def score(model: ChurnModel, stats: Stats, day: int) -> Score:
     """The user's churn probability on UTC day `day` (>= stats.last_day)."""
-    day = max(day, stats.last_day)
-    params = _params(model)
+    params = _prepared(model).params
     if params is None:
-        values = _curve(model, stats.active_days).p_churn
-        return Score(values[min(day - stats.last_day, len(values) - 1)], None)
+        return Score(p_churn(model, stats, day), None)
+    day = max(day, stats.last_day)
     x = float(stats.active_days - 1)
     t_x = (stats.last_day - stats.first_day) / DAYS_PER_WEEK
     T = (day - stats.first_day) / DAYS_PER_WEEK
-    h = model.horizon_days / DAYS_PER_WEEK
-    return Score(p_no_activity(params, x, t_x, T, h), p_alive(params, x, t_x, T))
+    return Score(p_churn(model, stats, day), p_alive(params, x, t_x, T))
 
 
 def p_churn(model: ChurnModel, stats: Stats, day: int) -> float:
-    """`score(...).p_churn`."""
-    return score(model, stats, day).p_churn
-
-
-def day_reaching(model: ChurnModel, stats: Stats, level: float, from_day: int) -> int | None:
-    """The first UTC day >= `from_day` on which the user's churn probability is `level` or more
-    if they stay silent; None if it does not get there within a hundred years."""
-    from_day = max(from_day, stats.last_day)
-    params = _params(model)
+    """The user's probability of no activity within the horizon on UTC day `day`."""
+    prepared = _prepared(model)
+    day = max(day, stats.last_day)
+    params = prepared.params
     if params is None:
         values = _curve(model, stats.active_days).p_churn
-        start = from_day - stats.last_day
-        for s in range(min(start, len(values) - 1), len(values)):
-            if values[s] >= level:
-                return stats.last_day + max(s, start)
-        return None
+        return values[min(day - stats.last_day, len(values) - 1)]
+    x = float(stats.active_days - 1)
+    t_x = (stats.last_day - stats.first_day) / DAYS_PER_WEEK
+    T = (day - stats.first_day) / DAYS_PER_WEEK
+    return p_no_activity(params, x, t_x, T, prepared.horizon_weeks)
 
+
+def day_reaching(
+    model: ChurnModel, stats: Stats, level: float, from_day: int, until_day: int | None = None
+) -> int | None:
+    """The first UTC day >= `from_day` on which the user's churn probability is `level` or more
+    if they stay silent; None if it does not get there by `until_day` (default: within a
+    hundred years)."""
+    from_day = max(from_day, stats.last_day)
+    last = from_day + _MAX_DAYS_AHEAD if until_day is None else until_day
+    if last < from_day:
+        return None
+    if _prepared(model).params is None:
+        day = _curve_reaching(model, stats, level, from_day)
+        return day if day is not None and day <= last else None
+    key = (stats.active_days, stats.first_day, stats.last_day, from_day, last, level)
+    if key in _reached:
+        return _reached[key]
+    day = _search(model, stats, level, from_day, last)
+    if len(_reached) >= _REACHED_KEPT:
+        _reached.clear()
+    _reached[key] = day
+    return day
+
+
+def _curve_reaching(model: ChurnModel, stats: Stats, level: float, from_day: int) -> int | None:
+    values = _curve(model, stats.active_days).p_churn
+    start = from_day - stats.last_day
+    for s in range(min(start, len(values) - 1), len(values)):
+        if values[s] >= level:
+            return stats.last_day + max(s, start)
+    return None
+
+
+def _search(model: ChurnModel, stats: Stats, level: float, from_day: int, last: int) -> int | None:
     def reached(day: int) -> bool:
         return p_churn(model, stats, day) >= level
 
     if reached(from_day):
         return from_day
-    # Exponential search for a day that reaches the level, then bisection: the probability
-    # never falls as days pass, so the first such day is found in some 2 log2(days) steps.
-    low, step = from_day, 1
-    high = from_day + step
-    while not reached(high):
-        low, step = high, step * 2
-        high = from_day + step
-        if step > _MAX_DAYS_AHEAD:
-            return None
+    if not reached(last):
+        return None
+    # Bisection between a day below the level and one at it: the probability never falls as
+    # days pass, so the first such day is found in log2(last - from_day) steps.
+    low, high = from_day, last
     while high - low > 1:
         mid = (low + high) // 2
         if reached(mid):
@@ -130,9 +174,26 @@ def warn_from(model: ChurnModel, last_active: int) -> int:
     return ((last_active + int(model.min_silence_days * DAY_MS)) // DAY_MS + 1) * DAY_MS - 1
 
 
-def warning_at(model: ChurnModel, stats: Stats, last_active: int) -> int | None:
+def warning_at(
+    model: ChurnModel, stats: Stats, last_active: int, level: float | None = None
+) -> int | None:
     """When the warning of the silence after `last_active` is due (epoch ms): the end of the
-    first day from `warn_from`'s on whose churn probability reaches `warn_probability`."""
+    first day from `warn_from`'s on whose churn probability reaches `level` (default: the
+    model's `warn_probability`; other levels are for judging the rule offline). None when that
+    is not within the horizon of silence (a warning after it is too late to act on, and on
+    CDNOW such late warnings came true less often than the early ones)."""
     earliest = warn_from(model, last_active)
-    day = day_reaching(model, stats, model.warn_probability, earliest // DAY_MS)
-    return None if day is None else (day + 1) * DAY_MS - 1
+    target = model.warn_probability if level is None else level
+    # The last day whose end is still within the horizon of silence.
+    last_day = (last_active + int(model.horizon_days * DAY_MS)) // DAY_MS - 1
+    day = day_reaching(model, stats, target, earliest // DAY_MS, last_day)
+    if day is None:
+        return None
+    due = (day + 1) * DAY_MS - 1
+    return due if within_horizon(model, last_active, due) else None
+
+
+def within_horizon(model: ChurnModel, last_active: int, at: int) -> bool:
+    """Whether a warning at `at` can still come before the churn it forecasts: once a user has
+    been silent for the whole horizon, the churn has happened (dormancy says the rest)."""
+    return at - last_active < int(model.horizon_days * DAY_MS)

@@ -25,7 +25,8 @@ from streams.core.recall import comparison_doc, comparisons, totals_of_tallies
 from streams.offline.evaluation import evaluate
 from streams.offline.history import CsvMapping, read_history
 from streams.offline.replay import ReplayRun, replay
-from streams.offline.report import Evaluation, RecallReport, RecallRow, ReportData, render_report
+from streams.offline.report import RecallReport, RecallRow, ReportData, render_report
+from streams.offline.riskmodel import CoreRisk
 
 
 def _day(day: int) -> str:
@@ -37,9 +38,11 @@ def _monday(ts: int) -> str:
     return _day(day - (day + 3) % 7)  # 1970-01-01 was a Thursday
 
 
-def recall_report(run: ReplayRun, policy: Policy) -> RecallReport:
+def recall_report(run: ReplayRun, policy: Policy, *, contacted: bool = False) -> RecallReport:
     """The recall measurement of a finished replay: tallies summed over the final states
-    (what the worker's gauges and the Redis view hold), days to return from the outputs."""
+    (what the worker's gauges and the Redis view hold), days to return from the outputs.
+    `contacted`: the history comes from a system that contacted the treated group, so the
+    uplift means something (the report shows it only then)."""
     by_cell = totals_of_tallies(s.recall_tally for s in run.states.values())
     rows = comparisons(by_cell, policy.tier_names)
     days: dict[str, list[float]] = {g: [] for g in Group.ALL}
@@ -51,6 +54,7 @@ def recall_report(run: ReplayRun, policy: Policy) -> RecallReport:
         "holdout_fraction": policy.holdout_fraction,
         # comparison_doc builds exactly the RecallRow shape (plain data, shared with the API).
         "rows": cast(list[RecallRow], [comparison_doc(c) for c in rows]),
+        "contacted": contacted,
         "days_to_return": {
             g: {"returns": len(v), "median": round(median(v), 3) if v else None}
             for g, v in days.items()
@@ -67,8 +71,11 @@ def report_data(
     horizon_days: float,
     baseline_days: float,
     now_ms: int,
+    judge_from: int | None = None,
+    contacted: bool = False,
 ) -> ReportData:
-    """The report's data for a finished replay."""
+    """The report's data for a finished replay. Warnings and churns are judged from
+    `judge_from` on (None: the whole history); with a churn model its scores are judged too."""
     outputs = [o for o, _ in run.outputs]
     weekly: dict[str, Counter[str]] = {}
     for o in outputs:
@@ -106,25 +113,28 @@ def report_data(
             }
             for w, c in sorted(weekly.items())
         ],
-        # evaluate() builds exactly the Evaluation shape; it returns a plain dict only
-        # because streams.offline.evaluation predates the report's types.
-        "evaluation": cast(
-            Evaluation,
-            evaluate(
-                outputs,
-                run.activity,
-                end,
-                horizon_days=horizon_days,
-                baseline_days=baseline_days,
-                lowest_tier=policy.tier_names[0],
-            ),
+        "evaluation": evaluate(
+            outputs,
+            run.activity,
+            end,
+            horizon_days=horizon_days,
+            baseline_days=baseline_days,
+            lowest_tier=policy.tier_names[0],
+            judge_from=judge_from,
+            risk=CoreRisk(policy.churn_model) if policy.churn_model is not None else None,
         )
         if run.watermark is not None
         else None,
         "risk_scores": [float(o.payload["risk_score"]) for o in outputs if o.kind == Kind.WARNING],
         "tiers": list(policy.tier_names),
-        "recall": recall_report(run, policy),
+        "recall": recall_report(run, policy, contacted=contacted),
     }
+
+
+def default_horizon(policy: Policy) -> float:
+    """The horizon warnings are judged at: the churn model's, else `churned_after_days`."""
+    model = policy.churn_model
+    return model.horizon_days if model is not None else policy.churned_after_days
 
 
 def run_backtest(
@@ -137,8 +147,12 @@ def run_backtest(
     horizon_days: float | None = None,
     baseline_days: float = 14,
     progress: bool = True,
+    judge_from: int | None = None,
+    contacted: bool = False,
 ) -> ReportData:
-    """Replay `path`, write outputs.jsonl, summary.json and the report; return the report data."""
+    """Replay `path`, write outputs.jsonl, summary.json and the report; return the report data.
+
+    The churn horizon defaults to the churn model's (without one: `churned_after_days`)."""
     from tqdm import tqdm
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -157,9 +171,11 @@ def run_backtest(
         policy,
         source=str(path),
         seconds=seconds,
-        horizon_days=horizon_days if horizon_days is not None else policy.churned_after_days,
+        horizon_days=horizon_days if horizon_days is not None else default_horizon(policy),
         baseline_days=baseline_days,
         now_ms=now_ms,
+        judge_from=judge_from,
+        contacted=contacted,
     )
     (out_dir / "summary.json").write_bytes(msgspec.json.format(msgspec.json.encode(data)))
     render_report(data, out_dir)

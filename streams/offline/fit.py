@@ -1,11 +1,16 @@
-"""`pulse fit`: BG/NBD parameters from a history file, written as the churn model file.
+"""`pulse fit`: the churn model from a history file, written as the churn model file.
 
 A history (JSONL in the input contract, or CSV/TSV/whitespace text with a `CsvMapping`) becomes
-one (x, t_x, T) summary per customer, counted exactly as the engine counts them in the state:
-distinct UTC days with a purchase-type event, up to and including the calibration end day
-(see `streams.core.bgnbd` for the mapping onto the paper's weeks). Customers whose first purchase
-falls after the end are not in the calibration. Records that break the input contract are
-skipped and counted by reason, as the replay's dead letters are.
+one (x, t_x, T) summary per user, counted exactly as the engine counts them in the state:
+distinct UTC days with activity (an event of a type the policy does not list as passive), up
+to and including the calibration end day (see `streams.core.risk` and `streams.core.bgnbd` for
+the mapping onto the paper's weeks). Users first active after the end are not in the
+calibration. Records that break the input contract are skipped and counted by reason, as the
+replay's dead letters are.
+
+Fitted on the calibration period only: BG/NBD (when the history has repeat users), the
+empirical curves (streams/offline/empirical.py), the stage thresholds and the warning level
+(streams/offline/thresholds.py).
 """
 
 from __future__ import annotations
@@ -23,19 +28,26 @@ import msgspec
 from streams.core import bgnbd
 from streams.core.contract import InvalidEvent, parse_event
 from streams.core.eventtime import DAY_MS, day_of, format_ts, parse_ts
+from streams.core.policy import ChurnModel
+from streams.offline.empirical import empirical_curves
+from streams.offline.evaluation import warning_rule_points
 from streams.offline.history import CsvMapping, read_history
+from streams.offline.riskmodel import CoreRisk
+from streams.offline.thresholds import LEVELS, LevelChoice, choose_level, stage_thresholds
 
 _PLAIN_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # History files may be decades old: the live pipeline's lower bound on event time does not apply.
 _MIN_TS_MS = -(2**53)
 _MAX_RECORD_BYTES = 1 << 20
+# Nor does its upper bound: a history is judged by its own dates, not the wall clock.
+_MAX_FUTURE_MS = 2**53
 # A record as read from a history file: (key or None, value bytes).
 Record = tuple[bytes | None, bytes]
 
 
 @dataclass
-class PurchaseDays:
-    """Distinct purchase days per user, and what was skipped on the way."""
+class ActivityDays:
+    """Distinct active days per user, and what was skipped on the way."""
 
     days: dict[str, set[int]] = field(default_factory=dict)
     skipped: Counter[str] = field(default_factory=Counter)
@@ -44,7 +56,8 @@ class PurchaseDays:
 
 
 def parse_until(text: str) -> int:
-    """The calibration end as epoch millis: RFC 3339, epoch millis, or a plain UTC date.
+    """The calibration cut as epoch millis (the calibration is what comes before it): RFC 3339,
+    epoch millis, or a plain UTC date (its midnight).
 
     Raises streams.core.eventtime.TimestampError.
     """
@@ -52,12 +65,13 @@ def parse_until(text: str) -> int:
     return parse_ts(text + "T00:00:00Z" if _PLAIN_DATE.match(text) else text)
 
 
-def purchase_days(
-    records: Iterable[Record], purchase_types: Iterable[str], *, now_ms: int
-) -> PurchaseDays:
-    """Collect the distinct UTC purchase days of every user in `records`."""
-    types = frozenset(purchase_types)
-    out = PurchaseDays()
+def activity_days(
+    records: Iterable[Record], passive_types: Iterable[str], *, now_ms: int
+) -> ActivityDays:
+    """Collect the distinct UTC active days of every user in `records` (events of a type not in
+    `passive_types`)."""
+    passive = frozenset(passive_types)
+    out = ActivityDays()
     for key, value in records:
         out.records += 1
         try:
@@ -66,13 +80,13 @@ def purchase_days(
                 key,
                 now_ms=now_ms,
                 min_ts_ms=_MIN_TS_MS,
-                max_future_skew_ms=0,
+                max_future_skew_ms=_MAX_FUTURE_MS,
                 max_bytes=_MAX_RECORD_BYTES,
             )
         except InvalidEvent as exc:
             out.skipped[exc.reason] += 1
             continue
-        if ev.type not in types:
+        if ev.type in passive:
             continue
         day = day_of(ev.ts)
         out.days.setdefault(ev.user_id, set()).add(day)
@@ -80,7 +94,7 @@ def purchase_days(
     return out
 
 
-def summaries(collected: PurchaseDays, end_day: int) -> dict[str, bgnbd.Summary]:
+def summaries(collected: ActivityDays, end_day: int) -> dict[str, bgnbd.Summary]:
     """Each user's (x, t_x, T) in weeks as of the end of `end_day` (purchases after it dropped)."""
     result: dict[str, bgnbd.Summary] = {}
     for user, days in collected.days.items():
@@ -95,54 +109,164 @@ def fit_history(
     *,
     until_ms: int | None = None,
     mapping: CsvMapping | None = None,
-    purchase_types: Iterable[str] = ("purchase",),
+    passive_types: Iterable[str] = (),
+    horizon_days: float = 60,
+    min_silence_days: float = 7,
+    target_recall: float = 0.60,
+    min_lead_days: float = 45,
+    inner_days: int = 120,
 ) -> dict[str, Any]:
-    """Fit the BG/NBD to the history in `path`; the parameters file's content.
+    """Fit the churn model to the history in `path` before `until_ms`; the model file's content.
 
-    `until_ms` ends the calibration with the UTC day that holds it (default: the last purchase
-    day in the file). Raises HistoryError, FitError, or OSError.
+    The calibration holds the events before `until_ms` (default: the whole file), so the same
+    cut serves `pulse replay --judge-from`. Raises HistoryError, FitError, or OSError.
     """
     started = time.perf_counter()
-    types = tuple(purchase_types)
     now_ms = int(time.time() * 1000)
-    collected = purchase_days(read_history(path, mapping), types, now_ms=now_ms)
+    collected = activity_days(read_history(path, mapping), passive_types, now_ms=now_ms)
     if collected.last_day is None:
         raise bgnbd.FitError(
-            f"{path}: no valid events of type {', '.join(types)} (check --default-type or the "
-            "type column)"
+            f"{path}: no valid activity (every record was invalid or of a passive type)"
         )
-    end_day = day_of(until_ms) if until_ms is not None else collected.last_day
+    end_day = day_of(until_ms - 1) if until_ms is not None else collected.last_day
     stats = summaries(collected, end_day)
     if not stats:
-        raise bgnbd.FitError(f"{path}: no purchases on or before {format_ts(end_day * DAY_MS)}")
-    result = bgnbd.fit(
-        [s.x for s in stats.values()],
-        [s.t_x for s in stats.values()],
-        [s.T for s in stats.values()],
-    )
-    m = result.model
-    return {
+        raise bgnbd.FitError(f"{path}: no activity before {format_ts(end_day * DAY_MS + DAY_MS)}")
+    users = {u: {d for d in days if d <= end_day} for u, days in collected.days.items()}
+    users = {u: days for u, days in users.items() if days}
+    curves = empirical_curves(users, end_day, horizon_days)
+    doc: dict[str, Any] = {
         "model": "BG/NBD",
-        "r": m.r,
-        "alpha": m.alpha,
-        "a": m.a,
-        "b": m.b,
         "unit": "weeks",
         "calibration_end": format_ts(end_day * DAY_MS)[:10],
-        "customers": result.customers,
-        "repeat_customers": result.repeat_customers,
-        "repeat_purchases": result.repeat_purchases,
-        "log_likelihood": result.log_likelihood,
-        "purchase_types": list(types),
-        "source": path.name,
-        "records": collected.records,
-        "skipped": dict(collected.skipped),
-        "iterations": result.iterations,
-        "seconds": round(time.perf_counter() - started, 3),
+        "horizon_days": horizon_days,
+        "min_silence_days": min_silence_days,
     }
+    try:
+        result = bgnbd.fit(
+            [s.x for s in stats.values()],
+            [s.t_x for s in stats.values()],
+            [s.T for s in stats.values()],
+        )
+    except bgnbd.FitError as exc:
+        if not any(x > 0 for x in (s.x for s in stats.values())):
+            raise
+        # Repeat users but no finite BG/NBD maximum: the empirical curves still say something.
+        doc.update(model="empirical", bgnbd_error=str(exc))
+        result = None
+    if result is not None:
+        m = result.model
+        doc.update(
+            r=m.r,
+            alpha=m.alpha,
+            a=m.a,
+            b=m.b,
+            log_likelihood=result.log_likelihood,
+            iterations=result.iterations,
+        )
+        stages = stage_thresholds(
+            m, [(int(s.x), round(s.t_x * 7)) for s in stats.values()], horizon_days
+        )
+        doc.update(
+            dormant_after_days=stages.dormant_after_days,
+            churned_after_days=stages.churned_after_days,
+            stage_returns={
+                "dormant_within_horizon": stages.dormant_return,
+                "churned_within_a_year": stages.churned_return,
+            },
+        )
+    doc["empirical"] = curves
+    model = ChurnModel.model_validate(doc)
+    choice, table = _choose_level(
+        model, users, end_day, horizon_days, inner_days, target_recall, min_lead_days
+    )
+    doc["warn_probability"] = choice.level
+    doc["warn_level_choice"] = {
+        "rule": (
+            f"the highest level with recall >= {target_recall} and median lead >= "
+            f"{min_lead_days:g} days, judged on the last {inner_days} days of the calibration"
+        ),
+        "met": choice.met,
+        "precision": choice.precision,
+        "recall": choice.recall,
+        "median_lead_days": choice.median_lead_days,
+        "levels": table,
+    }
+    repeat = [s for s in stats.values() if s.x > 0]
+    doc.update(
+        customers=len(stats),
+        repeat_customers=len(repeat),
+        repeat_active_days=int(round(sum(s.x for s in repeat))),
+        passive_types=sorted(passive_types),
+        source=path.name,
+        records=collected.records,
+        skipped=dict(collected.skipped),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    return doc
+
+
+def _choose_level(
+    model: ChurnModel,
+    users: dict[str, set[int]],
+    end_day: int,
+    horizon_days: float,
+    inner_days: int,
+    target_recall: float,
+    min_lead_days: float,
+) -> tuple[LevelChoice, list[dict[str, Any]]]:
+    """The warning level chosen by judging the rule inside the calibration period."""
+    activity = {u: [d * DAY_MS for d in sorted(days)] for u, days in users.items()}
+    end = (end_day + 1) * DAY_MS - 1
+    judge_from = (end_day + 1 - inner_days) * DAY_MS
+    points = warning_rule_points(
+        activity,
+        end,
+        horizon_days=horizon_days,
+        judge_from=judge_from,
+        risk=CoreRisk(model),
+        thresholds=LEVELS,
+    )
+    figures = {p["threshold"]: (p["precision"], p["recall"], p["lead_median_days"]) for p in points}
+    choice = choose_level(figures, target_recall=target_recall, min_lead_days=min_lead_days)
+    table = [
+        {
+            "level": p["threshold"],
+            "warnings": p["warnings"],
+            "precision": p["precision"],
+            "recall": p["recall"],
+            "median_lead_days": p["lead_median_days"],
+        }
+        for p in points
+    ]
+    return choice, table
 
 
 def write_params(params: dict[str, Any], out: Path) -> None:
     """Write the parameters file (JSON, readable by `streams.core.policy.load_churn_model`)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(msgspec.json.format(msgspec.json.encode(params)) + b"\n")
+
+
+def write_policy(params: dict[str, Any], out: Path) -> None:
+    """Write the proposed stage thresholds as a policy file (TOML) for review, with how they
+    were chosen. Without BG/NBD there is nothing to propose: the file says so."""
+    lines = [
+        f"# Proposed by `pulse fit` from {params.get('source')} (calibration to "
+        f"{params.get('calibration_end')}).",
+        "# The churn model file carries the same values; a policy file that sets them wins.",
+    ]
+    if "dormant_after_days" in params:
+        returns = params.get("stage_returns", {})
+        lines += [
+            "# dormant: repeat users silent this long come back within the horizon with "
+            f"{returns.get('dormant_within_horizon')} chance (BG/NBD, calibration).",
+            f"dormant_after_days = {params['dormant_after_days']}",
+            "# churned: users silent this long come back within a year with "
+            f"{returns.get('churned_within_a_year')} chance.",
+            f"churned_after_days = {params['churned_after_days']}",
+        ]
+    else:
+        lines.append("# No BG/NBD fit: no stage thresholds proposed (the defaults apply).")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")

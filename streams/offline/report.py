@@ -21,12 +21,24 @@ from streams.core.eventtime import DAY_MS, parse_ts
 from streams.core.lifecycle import Stage
 from streams.core.outputs import Kind
 
+# The evaluation's shapes live with the code that builds them. Those that were defined here
+# before are imported under their own names, so `from streams.offline.report import Score`
+# keeps working.
+from streams.offline.evaluation import Auc, Calibration, PrCurve, StageQuality
+from streams.offline.evaluation import BaselineScores as BaselineScores
+from streams.offline.evaluation import Evaluation as Evaluation
+from streams.offline.evaluation import LeadTime as LeadTime
+from streams.offline.evaluation import Score as Score
+from streams.offline.evaluation import Scores as Scores
+
 REPORT = "report.html"
 POPULATIONS_PNG = "populations.png"
 WEEKLY_PNG = "weekly.png"
 EVALUATION_PNG = "evaluation.png"
 RISK_PNG = "risk-scores.png"
-CHARTS = (POPULATIONS_PNG, WEEKLY_PNG, EVALUATION_PNG, RISK_PNG)
+CALIBRATION_PNG = "calibration.png"
+PR_PNG = "precision-recall.png"
+CHARTS = (POPULATIONS_PNG, WEEKLY_PNG, EVALUATION_PNG, CALIBRATION_PNG, PR_PNG, RISK_PNG)
 
 
 class Summary(TypedDict):
@@ -50,39 +62,6 @@ class Week(TypedDict):
     warnings: int
     tier_changes: int
     reactivations: int
-
-
-class LeadTime(TypedDict):
-    median: float | None
-    p25: float | None
-    p75: float | None
-
-
-class Score(TypedDict):
-    """One rule's tally (see streams.offline.evaluation)."""
-
-    warned: int  # warnings judged (censored ones left out)
-    churned: int
-    true_positives: int
-    caught: int
-    precision: float | None  # None when nothing was judged
-    recall: float | None
-    lead_time_days: LeadTime
-
-
-class Scores(TypedDict):
-    overall: Score
-    per_tier: dict[str, Score]
-
-
-class BaselineScores(Scores):
-    rule: str  # e.g. "silent 14 days"
-
-
-class Evaluation(TypedDict):
-    horizon_days: float
-    pulse: Scores
-    baseline: BaselineScores
 
 
 class RecallGroup(TypedDict):
@@ -116,6 +95,9 @@ class RecallReport(TypedDict):
     holdout_fraction: float
     rows: list[RecallRow]  # overall, per tier, per reason, per tier and reason
     days_to_return: dict[str, DaysToReturn]  # group -> the recall_reactivated outputs
+    # True when the history comes from a system whose senders contacted the treated group
+    # (`pulse replay --contacted`): only then does the uplift measure the recall.
+    contacted: NotRequired[bool]
 
 
 class ReportData(TypedDict):
@@ -142,7 +124,9 @@ _STAGE_COLOURS = {
     Stage.REACTIVATED: "#756bb1",
 }
 _PULSE_COLOUR = "#3182bd"
-_BASELINE_COLOUR = "#bdbdbd"
+# The silence rules in greys, darkest for the shortest silence.
+_RULE_COLOURS = ("#525252", "#737373", "#969696", "#bdbdbd", "#d9d9d9")
+_SNAPSHOT_COLOUR = "#de2d26"
 _KIND_LABELS = {
     Kind.LIFECYCLE: "stage changes",
     Kind.WARNING: "churn warnings",
@@ -153,8 +137,9 @@ _KIND_LABELS = {
 # their natural size, so they stay sharp.
 _DPI = 100
 _WIDE = (10.0, 4.2)  # inches: the time-series charts
-_EVAL_ROW = (12.0, 4.4)  # the three evaluation panels side by side
-_EVAL_COLUMN = (10.0, 10.5)  # stacked, when there are too many tiers for a row
+_EVAL = (10.0, 7.6)  # four panels, two by two: one bar per rule, every tier
+_CALIBRATION = (7.5, 6.2)
+_PR = (8.5, 6.5)
 _RISK = (8.0, 4.0)
 
 
@@ -185,7 +170,9 @@ def _stage_order(populations: Sequence[Population]) -> list[str]:
 
 
 def _tier_order(data: ReportData, evaluation: Evaluation) -> list[str]:
-    seen = set(evaluation["pulse"]["per_tier"]) | set(evaluation["baseline"]["per_tier"])
+    seen = set(evaluation["pulse"]["per_tier"])
+    for rule in evaluation["rules"]:
+        seen |= set(rule["per_tier"])
     known = [t for t in data.get("tiers", []) if t in seen]
     return known + sorted(seen - set(known))
 
@@ -242,64 +229,63 @@ def _weekly_chart(weekly: Sequence[Week], path: Path) -> None:
     _save(fig, path)
 
 
-def _evaluation_size(tiers: Sequence[str]) -> tuple[float, float]:
-    # Beyond two tiers the bar labels (value and sample size) collide in a 4-inch panel.
-    return _EVAL_ROW if len(tiers) <= 2 else _EVAL_COLUMN
+def _rules(evaluation: Evaluation) -> list[tuple[str, Scores, str]]:
+    """(name, scores, colour) of Pulse, then of each silence rule."""
+    rules: list[tuple[str, Scores, str]] = [("Pulse", evaluation["pulse"], _PULSE_COLOUR)]
+    for i, rule in enumerate(evaluation["rules"]):
+        rules.append((rule["rule"], rule, _RULE_COLOURS[i % len(_RULE_COLOURS)]))
+    return rules
 
 
-def _evaluation_chart(evaluation: Evaluation, tiers: Sequence[str], path: Path) -> None:
-    groups = ["overall", *tiers]
-    rules = (
-        ("Pulse", evaluation["pulse"], _PULSE_COLOUR),
-        (f"baseline: {evaluation['baseline']['rule']}", evaluation["baseline"], _BASELINE_COLOUR),
-    )
-    size = _evaluation_size(tiers)
-    fig = _fig(size)
-    panels = fig.subplots(1, 3) if size == _EVAL_ROW else fig.subplots(3, 1)
+def _judged_period(evaluation: Evaluation) -> str:
+    start = evaluation["judge_from"]
+    return f"judged from {start[:10]}" if start else "the whole history judged"
+
+
+def _evaluation_chart(evaluation: Evaluation, path: Path) -> None:
+    # Every tier only: with four rules and several tiers, per-tier bars would not be readable
+    # (the per-tier figures are in the table under the chart).
+    rules = _rules(evaluation)
+    fig = _fig(_EVAL)
+    panels = fig.subplots(2, 2).flat
     metrics = (
-        ("precision", "Precision", "share of warnings that came true"),
-        ("recall", "Recall", "share of churns caught"),
-        ("lead", "Lead time", "days from last activity to warning"),
+        ("precision", "Precision", "share of judged warnings that came true"),
+        ("recall", "Recall", "share of judged churns caught"),
+        ("lead", "Lead: time left to act", "days before the horizon closes"),
+        ("delay", "Delay since the last activity", "days from last activity to warning"),
     )
     for ax, (metric, title, ylabel) in zip(panels, metrics, strict=True):
-        width = 0.38
         top = 0.0
-        for j, (name, scores, colour) in enumerate(rules):
-            for g, group in enumerate(groups):
-                score = _score(scores, group)
-                x = g + (j - 0.5) * width
-                value, label, spread = _metric(score, metric)
-                if value is None:
-                    ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7, color="#636363")
-                    continue
-                yerr = None
-                label_at = value
-                if spread is not None:
-                    yerr = [[value - spread[0]], [spread[1] - value]]
-                    label_at = max(value, spread[1])  # above the whisker, not behind it
-                ax.bar(
-                    x,
-                    value,
-                    width,
-                    color=colour,
-                    label=name if g == 0 else None,
-                    yerr=yerr,
-                    error_kw={"ecolor": "#525252", "capsize": 3, "linewidth": 1},
-                )
-                top = max(top, label_at)
-                ax.text(x, label_at, label, ha="center", va="bottom", fontsize=7)
+        for x, (_, scores, colour) in enumerate(rules):
+            value, label, spread = _metric(scores["overall"], metric)
+            if value is None:
+                ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=8, color="#636363")
+                continue
+            yerr = None
+            label_at = value
+            if spread is not None:
+                yerr = [[value - spread[0]], [spread[1] - value]]
+                label_at = max(value, spread[1])  # above the whisker, not behind it
+            ax.bar(
+                x,
+                value,
+                0.7,
+                color=colour,
+                yerr=yerr,
+                error_kw={"ecolor": "#252525", "capsize": 3, "linewidth": 1},
+            )
+            top = max(top, label_at)
+            ax.text(x, label_at, label, ha="center", va="bottom", fontsize=7)
         ax.set_title(title)
         ax.set_ylabel(ylabel)
-        ax.set_xticks(range(len(groups)), groups)
-        ax.set_xlim(-0.6, len(groups) - 0.4)  # room for an "n/a" in the last group
-        ax.set_ylim(0, 1.15 if metric != "lead" else max(top, 1.0) * 1.2)
+        ax.set_xticks(range(len(rules)), [name for name, _, _ in rules], rotation=20, ha="right")
+        ax.set_xlim(-0.6, len(rules) - 0.4)
+        ax.set_ylim(0, 1.2 if metric in ("precision", "recall") else max(top, 1.0) * 1.25)
         ax.grid(axis="y", alpha=0.3)
-    fig.legend(
-        *panels[0].get_legend_handles_labels(),
-        loc="outside lower center",
-        ncols=2,
+    fig.suptitle(
+        f"Pulse against the silence rules, every tier (horizon {evaluation['horizon_days']:g}"
+        f" days, {_judged_period(evaluation)})\nwhiskers: 25th to 75th percentile"
     )
-    fig.suptitle(f"Warnings against the baseline (horizon {evaluation['horizon_days']:g} days)")
     _save(fig, path)
 
 
@@ -319,12 +305,119 @@ def _metric(
     if metric == "recall":
         r = score["recall"]
         return r, "" if r is None else f"{r:.2f}\n{score['caught']}/{score['churned']}", None
-    lead = score["lead_time_days"]
-    m, lo, hi = lead["median"], lead["p25"], lead["p75"]
+    days = score["lead_days"] if metric == "lead" else score["delay_days"]
+    m, lo, hi = days["median"], days["p25"], days["p75"]
     if m is None:
         return None, "", None
     spread = (lo, hi) if lo is not None and hi is not None else None
     return m, f"{m:.1f}\nn={score['caught']}", spread
+
+
+def _calibration_chart(
+    series: Sequence[tuple[str, Calibration, str, str]], horizon: float, path: Path
+) -> None:
+    """Mean predicted against observed per group, one line per (label, table, colour, marker)."""
+    fig = _fig(_CALIBRATION)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], linestyle="--", color="#969696", linewidth=1, label="perfect")
+    for label, table, colour, marker in series:
+        groups = table["groups"]
+        ax.plot(
+            [g["predicted"] for g in groups],
+            [g["observed"] for g in groups],
+            marker=marker,
+            color=colour,
+            label=f"{label} (n={table['n']:,}, largest gap {_fmt(table['max_abs_gap'])})",
+        )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_title("Calibration: predicted against observed, by decile of the prediction")
+    ax.set_xlabel(f"mean predicted P(no activity within {horizon:g} days)")
+    ax.set_ylabel(f"observed share with no activity within {horizon:g} days")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    _save(fig, path)
+
+
+def _pr_chart(curve: PrCurve, evaluation: Evaluation, path: Path) -> None:
+    fig = _fig(_PR)
+    ax = fig.add_subplot()
+    # (threshold, recall, precision, operating) of the thresholds that gave judged warnings
+    points = [
+        (p["threshold"], p["recall"], p["precision"], p["operating"])
+        for p in curve["points"]
+        if p["precision"] is not None and p["recall"] is not None
+    ]
+    ax.plot(
+        [r for _, r, _, _ in points],
+        [p for _, _, p, _ in points],
+        marker="o",
+        markersize=3,
+        color=_SNAPSHOT_COLOUR,
+        label="warn when P0 reaches the threshold (0.05 to 0.95)",
+    )
+    for threshold, recall, precision, operating in points:
+        # Every other threshold labelled: all nineteen would overlap where the curve bunches.
+        if round(threshold * 20) % 2 == 0 and not operating:
+            ax.annotate(
+                f"{threshold:.1f}",
+                (recall, precision),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+                color=_SNAPSHOT_COLOUR,
+            )
+        if operating:
+            ax.plot(
+                recall,
+                precision,
+                marker="*",
+                markersize=16,
+                color=_SNAPSHOT_COLOUR,
+                markeredgecolor="#252525",
+                linestyle="none",
+                label=f"operating threshold {threshold:g}",
+            )
+    pulse = evaluation["pulse"]["overall"]
+    if pulse["precision"] is not None and pulse["recall"] is not None:
+        ax.plot(
+            pulse["recall"],
+            pulse["precision"],
+            marker="X",
+            markersize=11,
+            color=_PULSE_COLOUR,
+            linestyle="none",
+            label="Pulse's warnings in the replay",
+        )
+    for i, rule in enumerate(evaluation["rules"]):
+        o = rule["overall"]
+        if o["precision"] is None or o["recall"] is None:
+            continue
+        ax.plot(
+            o["recall"],
+            o["precision"],
+            marker="D",
+            markersize=7,
+            color=_RULE_COLOURS[i % len(_RULE_COLOURS)],
+            markeredgecolor="#252525",
+            linestyle="none",
+        )
+        ax.annotate(
+            rule["rule"],
+            (o["recall"], o["precision"]),
+            textcoords="offset points",
+            xytext=(6, -10),
+            fontsize=8,
+        )
+    ax.set_xlim(-0.02, 1.05)  # room for the markers on the edges
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_title("Precision against recall: the risk score as a warning rule")
+    ax.set_xlabel(f"recall (share of the {curve['churns']:,} judged churns caught)")
+    ax.set_ylabel("precision (share of judged warnings that came true)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8, title="diamonds: the silence rules", title_fontsize=8)
+    _save(fig, path)
 
 
 def _risk_chart(scores: Sequence[float], path: Path) -> None:
@@ -400,40 +493,74 @@ def _summary_html(data: ReportData) -> str:
 def _how_to_read(evaluation: Evaluation | None) -> str:
     # The definitions of streams/offline/evaluation.py (its docstring), with this run's figures in.
     horizon = f"{evaluation['horizon_days']:g} days" if evaluation else "the churn horizon"
-    rule = evaluation["baseline"]["rule"] if evaluation else "silent N days"
+    start = evaluation["judge_from"] if evaluation else None
+    period = (
+        f"from {start} (J) to the end of the history"
+        if start
+        else "the whole history (no --judge-from was given)"
+    )
     items = (
         (
+            "Judged period",
+            f"{period}. For an honest, out-of-sample test fit the churn model on the history "
+            "up to a cut (pulse fit --until CUT) and replay with --judge-from CUT: nothing "
+            "before the cut is judged.",
+        ),
+        (
             "Churn",
-            f"a user's last activity followed by {horizon} of silence (before their next "
-            "activity, or before the history ends). Passive events such as points earned "
-            "are not activity.",
+            f"an activity followed by more than {horizon} of silence (before the next "
+            "activity, or before the history ends). It is judged when that activity falls in "
+            "the judged period; churns that began before it are left out (left-censored), and "
+            f"a silence that has not yet lasted {horizon} when the history ends is not a churn. "
+            "Passive events such as points earned are not activity.",
         ),
         (
             "Precision",
-            f"of the warnings that can be judged, the share that came true: the user had no "
-            f"activity within {horizon} after the warning. A warning is left out (censored) "
-            f"when the history ends less than {horizon} after it and the user was not back.",
+            f"of the judged warnings (those in the judged period), the share that came true: "
+            f"the user had no activity within {horizon} after the warning. A warning is left "
+            f"out (censored) when the history ends less than {horizon} after it and the user "
+            "was not back by then.",
         ),
         (
             "Recall",
-            f"of the churns, the share that were caught: a warning fell within the {horizon} "
-            "of silence after the last activity.",
+            f"of the judged churns, the share that were caught: a warning fell within the "
+            f"{horizon} of silence after the last activity.",
         ),
         (
-            "Lead time",
-            "days from the churned user's last activity to the first warning that caught the "
-            "churn: the median, and the middle half (25th to 75th percentile). Earlier is "
-            "better: more time to win the user back.",
+            "Lead",
+            f"for a caught churn, the days from the warning to the end of the {horizon} after "
+            "the last activity: the time left to act before the user counts as churned. "
+            "Median and middle half (25th to 75th percentile). More is better.",
         ),
         (
-            "Baseline",
-            f'the fixed rule "{rule}": a warning to every user that many days into any '
-            "silence, judged in the same way.",
+            "Delay",
+            "for a caught churn, the days from the last activity to the warning.",
+        ),
+        (
+            "Came back",
+            f"of the judged warnings, the share whose user was active again within {horizon} "
+            "(1 - precision), and the share active again at any time before the history ends.",
+        ),
+        (
+            "Silence rules",
+            'the fixed rules "silent N days": a warning to every user N days into any '
+            "silence that lasts that long, judged in the same way.",
         ),
         (
             "Per tier",
             "a warning counts under the tier the user had when warned; a churn under the "
             "tier at the user's last activity.",
+        ),
+        (
+            "ROC AUC",
+            "the chance that a user who stayed away was scored above one who came back (ties "
+            "count half): 0.5 is chance, 1 a perfect ranking.",
+        ),
+        (
+            "Calibration",
+            f"the predictions split into ten groups of equal size by rank; in each, the mean "
+            f"predicted chance of no activity within {horizon} against the share observed. "
+            "A calibrated model's groups lie on the diagonal.",
         ),
     )
     return "<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items) + "</dl>"
@@ -444,26 +571,32 @@ def _fmt(value: float | None) -> str:
 
 
 def _censored_note(summary: Summary, evaluation: Evaluation) -> str:
-    """How many of Pulse's warnings the history was too short to judge, and why it matters."""
+    """What the history was too short (or too early) to judge, and why it matters."""
     horizon = evaluation["horizon_days"]
-    warnings = summary["outputs"].get(Kind.WARNING, 0)
+    c = evaluation["censoring"]
     judged = evaluation["pulse"]["overall"]["warned"]
-    censored = max(0, warnings - judged)
+    total = judged + c["warnings_censored"] + c["warnings_before_judge_from"]
     text = (
-        f"Pulse's warnings judged: {_n(judged)} of {_n(warnings)} ({_n(censored)} left out "
-        f"because the history ends less than {horizon:g} days after them)."
+        f"Pulse's warnings judged: {_n(judged)} of {_n(total)} ({_n(c['warnings_censored'])} "
+        f"censored: the history ends less than {horizon:g} days after them and the user was "
+        f"not back; {_n(c['warnings_before_judge_from'])} before the judged period). Churns "
+        f"left out: {_n(c['churns_before_judge_from'])} that began before the judged period, "
+        f"and {_n(c['silences_open_at_end'])} silences still open at the end, shorter than "
+        f"{horizon:g} days when the history ends."
     )
-    first, last = summary["first_event"], summary["last_event"]
-    span_days = (parse_ts(last) - parse_ts(first)) / DAY_MS if first and last else 0.0
+    start = evaluation["judge_from"] or summary["first_event"]
+    last = summary["last_event"]
+    span_days = (parse_ts(last) - parse_ts(start)) / DAY_MS if start and last else 0.0
     # A warning can only come true H days before the history ends; the ones judged later
     # are the users who came back, so a short history makes precision read low.
     if span_days <= horizon:
         text += (
-            f" The history covers {span_days:.1f} days, no more than the {horizon:g}-day"
+            f" The judged period covers {span_days:.1f} days, no more than the {horizon:g}-day"
             " horizon: no warning can be seen to come true, so precision is 0 by"
-            " construction. Choose a shorter --horizon-days or replay a longer history."
+            " construction. Choose a shorter --horizon-days, an earlier --judge-from, or"
+            " replay a longer history."
         )
-    elif censored > judged:
+    elif c["warnings_censored"] > judged:
         text += (
             " Most warnings could not be judged, and the judged ones lean towards users who"
             " came back: precision is biased low. Choose a shorter --horizon-days or replay"
@@ -472,25 +605,62 @@ def _censored_note(summary: Summary, evaluation: Evaluation) -> str:
     return f"<p>{_e(text)}</p>"
 
 
+def _row(cells: Sequence[str], text_cells: int = 1) -> str:
+    """A table row: the first `text_cells` as text, the rest as numbers (already escaped)."""
+    return (
+        "<tr>"
+        + "".join(f"<td>{c}</td>" for c in cells[:text_cells])
+        + "".join(f'<td class="num">{c}</td>' for c in cells[text_cells:])
+        + "</tr>"
+    )
+
+
+def _headline_table(evaluation: Evaluation) -> str:
+    horizon = f"{evaluation['horizon_days']:g}"
+    head = (
+        "<tr><th>Rule</th><th>Warnings judged</th><th>Precision</th><th>Churns judged</th>"
+        "<th>Caught</th><th>Recall</th><th>Lead median (days before the horizon closes)</th>"
+        "<th>Delay median (days since the last activity)</th>"
+        f"<th>Came back within {horizon} days</th><th>Active again before the end</th></tr>"
+    )
+    rows = []
+    for name, scores, _ in _rules(evaluation):
+        o = scores["overall"]
+        rows.append(
+            _row(
+                [
+                    _e(name),
+                    _n(o["warned"]),
+                    _fmt(o["precision"]),
+                    _n(o["churned"]),
+                    _n(o["caught"]),
+                    _fmt(o["recall"]),
+                    _fmt(o["lead_days"]["median"]),
+                    _fmt(o["delay_days"]["median"]),
+                    _pct(o["came_back_within_horizon"]),
+                    _pct(o["returned_later"]),
+                ]
+            )
+        )
+    return f'<table class="headline">{head}{"".join(rows)}</table>'
+
+
 def _evaluation_table(evaluation: Evaluation, tiers: Sequence[str]) -> str:
     head = (
         "<tr><th>Tier</th><th>Rule</th><th>Warnings judged</th><th>Came true</th>"
         "<th>Precision</th><th>Churns</th><th>Caught</th><th>Recall</th>"
-        "<th>Lead time median (days)</th><th>p25</th><th>p75</th></tr>"
-    )
-    rules = (
-        ("Pulse", evaluation["pulse"]),
-        (evaluation["baseline"]["rule"], evaluation["baseline"]),
+        "<th>Lead median (days)</th><th>p25</th><th>p75</th>"
+        "<th>Delay median (days)</th><th>p25</th><th>p75</th></tr>"
     )
     rows = []
     for group in ["overall", *tiers]:
-        for name, scores in rules:
+        for name, scores, _ in _rules(evaluation):
             score = _score(scores, group)
             cells = [_e(group), _e(name)]
             if score is None:
-                cells += ["0", "0", "n/a", "0", "0", "n/a", "n/a", "n/a", "n/a"]
+                cells += ["0", "0", "n/a", "0", "0", "n/a"] + ["n/a"] * 6
             else:
-                lead = score["lead_time_days"]
+                lead, delay = score["lead_days"], score["delay_days"]
                 cells += [
                     _n(score["warned"]),
                     _n(score["true_positives"]),
@@ -501,14 +671,151 @@ def _evaluation_table(evaluation: Evaluation, tiers: Sequence[str]) -> str:
                     _fmt(lead["median"]),
                     _fmt(lead["p25"]),
                     _fmt(lead["p75"]),
+                    _fmt(delay["median"]),
+                    _fmt(delay["p25"]),
+                    _fmt(delay["p75"]),
                 ]
-            rows.append(
-                "<tr>"
-                + "".join(f"<td>{c}</td>" for c in cells[:2])
-                + "".join(f'<td class="num">{c}</td>' for c in cells[2:])
-                + "</tr>"
-            )
+            rows.append(_row(cells, 2))
     return f'<table class="evaluation">{head}{"".join(rows)}</table>'
+
+
+def _auc_html(evaluation: Evaluation) -> str:
+    auc = evaluation["auc"]
+    snapshot = evaluation["snapshot"]
+    rows: list[tuple[str, Auc | None, str]] = [
+        ("at Pulse's judged warnings, by the warning's risk_score", auc["at_warnings"], ""),
+        (
+            f'at the "{auc["silence_rule"] or "silent N days"}" moments, by the model\'s '
+            "P0 (moments no policy chose)",
+            auc["at_silence"],
+            evaluation["missing"].get("calibration", ""),
+        ),
+        (
+            "at the snapshot "
+            + (f"{snapshot['at']}, every user active by then" if snapshot else "date")
+            + ", by the model's P0",
+            auc["at_snapshot"],
+            evaluation["missing"].get("snapshot", ""),
+        ),
+    ]
+    head = (
+        "<tr><th>Where the score is ranked</th><th>ROC AUC</th>"
+        "<th>No activity within the horizon (n)</th><th>Active again (n)</th></tr>"
+    )
+    body = []
+    for label, figure, why in rows:
+        if figure is None:
+            body.append(_row([_e(label), "n/a", "", _e(why)], 1))
+            continue
+        body.append(
+            _row(
+                [
+                    _e(label),
+                    _fmt(figure["auc"]),
+                    _n(figure["positives"]),
+                    _n(figure["negatives"]),
+                ]
+            )
+        )
+    return (
+        '<table class="auc">' + head + "".join(body) + "</table>"
+        "<p>At the warnings the ranking is among users the rule had already picked out, so it"
+        " is usually lower than over everyone at the snapshot.</p>"
+    )
+
+
+def _calibration_table(label: str, table: Calibration) -> str:
+    head = (
+        f"<tr><th>{_e(label)}: group</th><th>Users or warnings (n)</th>"
+        "<th>Mean predicted</th><th>Observed</th><th>Gap (observed - predicted)</th></tr>"
+    )
+    body = "".join(
+        _row(
+            [
+                _n(g["group"]),
+                _n(g["n"]),
+                _fmt(g["predicted"]),
+                _fmt(g["observed"]),
+                f"{g['gap']:+.4f}",
+            ]
+        )
+        for g in table["groups"]
+    )
+    return (
+        f'<table class="calibration">{head}{body}</table>'
+        f"<p>Largest gap: {_fmt(table['max_abs_gap'])} over {_n(table['n'])}.</p>"
+    )
+
+
+def _calibration_html(evaluation: Evaluation, out_dir: Path) -> str:
+    snapshot = evaluation["snapshot"]
+    at_warnings = evaluation["calibration_at_warnings"]
+    series: list[tuple[str, Calibration, str, str]] = []
+    if snapshot is not None and snapshot["calibration"]["n"]:
+        series.append(
+            (f"snapshot {snapshot['at'][:10]}", snapshot["calibration"], _SNAPSHOT_COLOUR, "o")
+        )
+    if at_warnings is not None and at_warnings["n"]:
+        series.append(("Pulse's judged warnings", at_warnings, _PULSE_COLOUR, "s"))
+    notes = "".join(_empty(f"No {k}: {v}.") for k, v in evaluation["missing"].items())
+    if not series:
+        return notes or _empty("Nothing to calibrate: no user or warning was judged.")
+    _calibration_chart(series, evaluation["horizon_days"], out_dir / CALIBRATION_PNG)
+    tables = "".join(_calibration_table(label, table) for label, table, _, _ in series)
+    return (
+        _img(CALIBRATION_PNG, "Calibration chart: predicted against observed", _CALIBRATION)
+        + notes
+        + tables
+    )
+
+
+def _pr_html(evaluation: Evaluation, out_dir: Path) -> str:
+    curve = evaluation["pr_curve"]
+    if curve is None:
+        why = evaluation["missing"].get("pr_curve", "no churn model")
+        return _empty(f"No precision-recall curve: {why}.")
+    _pr_chart(curve, evaluation, out_dir / PR_PNG)
+    head = (
+        "<tr><th>Threshold</th><th>Warnings judged</th><th>Precision</th><th>Recall</th>"
+        "<th>Lead median (days)</th><th>Delay median (days)</th></tr>"
+    )
+    body = "".join(
+        _row(
+            [
+                _e(f"{p['threshold']:g}") + (" (operating)" if p["operating"] else ""),
+                _n(p["warnings"]),
+                _fmt(p["precision"]),
+                _fmt(p["recall"]),
+                _fmt(p["lead_median_days"]),
+                _fmt(p["delay_median_days"]),
+            ]
+        )
+        for p in curve["points"]
+    )
+    return (
+        _img(PR_PNG, "Precision against recall by threshold, with the silence rules", _PR)
+        + "<p>Each point warns once per silence, at the first moment the model's probability"
+        " of no activity within the horizon reaches the threshold (simulated from the"
+        " activity, so it can differ from Pulse's warnings in the replay, which are marked"
+        f" apart). Recall is over the same {_n(curve['churns'])} judged churns everywhere.</p>"
+        f'<table class="pr">{head}{body}</table>'
+    )
+
+
+def _stages_html(quality: StageQuality) -> str:
+    head = (
+        "<tr><th>Moved into</th><th>Transitions (judged period)</th>"
+        "<th>Active again later</th><th>Share</th></tr>"
+    )
+    body = "".join(
+        _row([_e(stage), _n(q["transitions"]), _n(q["returned"]), _pct(q["share"])])
+        for stage, q in (("churned", quality["churned"]), ("dormant", quality["dormant"]))
+    )
+    return (
+        f'<table class="stages">{head}{body}</table>'
+        "<p>Returns are seen only until the history ends, so these shares are lower bounds:"
+        " a user marked churned who came back later than that is not counted.</p>"
+    )
 
 
 def _pct(value: float | None) -> str:
@@ -520,49 +827,59 @@ def _pp(value: float | None) -> str:
 
 
 def _recall_html(recall: RecallReport) -> str:
-    """The recall section: how to read it, then treated against holdout per slice."""
+    """The recall section of a replay: the split's counts, and why they measure no uplift."""
     window = recall["attribution_window_days"]
+    contacted = recall.get("contacted", False)
+    caveat = (
+        "The history comes from a system whose senders contacted the treated group "
+        "(--contacted): the uplift below is what the contact added over the holdout group."
+        if contacted
+        else "A replay contacts nobody, so the treated-against-holdout uplift cannot be measured "
+        "on this history: nobody was contacted. The counts below only show how the split fell "
+        "(the holdout group's share of warnings, and returns that happened by themselves); "
+        "the two groups' rates differ here by chance alone. Measure the uplift on the live "
+        "pipeline, where senders contact the treated group (or replay such a history with "
+        "--contacted)."
+    )
     intro = (
-        f"Senders contact the treated group and skip the holdout group "
-        f"({recall['holdout_fraction'] * 100:g}% of users, fixed per user). A warning is "
-        f"judged once its {window:g}-day attribution window has ended: reactivated if the "
-        "user came back (left at_risk, dormant or churned for active or reactivated) within "
-        "it. Open warnings are still in their window and are not in the rates. Uplift = "
-        "treated rate - holdout rate, in percentage points, with its 95% confidence "
-        "interval (Newcombe's hybrid score interval for two proportions); an interval that "
-        "excludes 0 means the contact made a difference at that level."
+        f"The holdout group is {recall['holdout_fraction'] * 100:g}% of users, fixed per user. "
+        f"A warning is judged once its {window:g}-day attribution window has ended: "
+        "reactivated if the user came back (left at_risk, dormant or churned for active or "
+        "reactivated) within it. Open warnings are still in their window and are not in the "
+        "rates."
     )
     rows = recall["rows"]
+    text = f"<p><strong>{_e(caveat)}</strong></p><p>{_e(intro)}</p>"
     if not rows:
-        return f"<p>{_e(intro)}</p>" + _empty("No churn warnings: nothing to measure.")
+        return text + _empty("No churn warnings: nothing to count.")
     head = (
         "<tr><th>Tier</th><th>Reason</th>"
         "<th>Treated warned</th><th>open</th><th>judged (n)</th><th>reactivated</th>"
         "<th>rate</th>"
         "<th>Holdout warned</th><th>open</th><th>judged (n)</th><th>reactivated</th>"
         "<th>rate</th>"
-        "<th>Uplift (pp)</th><th>95% CI (pp)</th></tr>"
+        + ("<th>uplift (pp)</th><th>95% interval</th>" if contacted else "")
+        + "</tr>"
     )
     body = []
     for r in rows:
         cells = [_e(r["tier"] or "all"), _e(r["reason"] or "all")]
-        nums: list[str] = []
         for g in (r["treated"], r["holdout"]):
-            nums += [
+            cells += [
                 _n(g["warned"]),
                 _n(g["open"]),
                 _n(g["judged"]),
                 _n(g["reactivated"]),
                 _pct(g["rate"]),
             ]
-        ci = "n/a" if r["ci_low"] is None else f"{_pp(r['ci_low'])} to {_pp(r['ci_high'])}"
-        nums += [_pp(r["uplift"]), ci]
-        body.append(
-            "<tr>"
-            + "".join(f"<td>{c}</td>" for c in cells)
-            + "".join(f'<td class="num">{_e(c)}</td>' for c in nums)
-            + "</tr>"
-        )
+        if contacted:
+            interval = (
+                "n/a"
+                if r["ci_low"] is None or r["ci_high"] is None
+                else f"{_pp(r['ci_low'])} to {_pp(r['ci_high'])}"
+            )
+            cells += [_pp(r["uplift"]), interval]
+        body.append(_row(cells, 2))
     days = recall["days_to_return"]
     returns = "; ".join(
         f"{_e(g)}: {_n(d['returns'])} returns, median "
@@ -570,9 +887,9 @@ def _recall_html(recall: RecallReport) -> str:
         for g, d in days.items()
     )
     return (
-        f"<p>{_e(intro)}</p>"
-        f'<table class="recall">{head}{"".join(body)}</table>'
-        f"<p>Days from warning to return: {returns}.</p>"
+        text
+        + f'<table class="recall">{head}{"".join(body)}</table>'
+        + f"<p>Days from warning to return: {returns}.</p>"
     )
 
 
@@ -637,21 +954,34 @@ def render_report(data: ReportData, out_dir: Path) -> Path:
 
     if evaluation is not None:
         tiers = _tier_order(data, evaluation)
-        _evaluation_chart(evaluation, tiers, out_dir / EVALUATION_PNG)
+        _evaluation_chart(evaluation, out_dir / EVALUATION_PNG)
         body = (
-            _img(
+            _headline_table(evaluation)
+            + _img(
                 EVALUATION_PNG,
-                "Precision, recall and lead time, Pulse vs baseline",
-                _evaluation_size(tiers),
+                "Precision, recall, lead and delay of Pulse and each silence rule",
+                _EVAL,
             )
-            + "<p>Sample sizes are in the table: precision is judged over the warnings judged,"
-            " recall over the churns, lead time over the churns caught.</p>"
             + _censored_note(data["summary"], evaluation)
-            + _evaluation_table(evaluation, tiers)
+            + "<p>Per tier (precision over the warnings judged, recall over the churns judged,"
+            " lead and delay over the churns caught):</p>" + _evaluation_table(evaluation, tiers)
+        )
+        sections.append(("Warnings against the silence rules", body))
+        sections.append(("Does the risk score rank users? (ROC AUC)", _auc_html(evaluation)))
+        sections.append(
+            (
+                "Is the risk score a probability? (calibration)",
+                _calibration_html(evaluation, out_dir),
+            )
+        )
+        sections.append(("Precision and recall by threshold", _pr_html(evaluation, out_dir)))
+        sections.append(
+            ("Do the stages mean what they say?", _stages_html(evaluation["stage_quality"]))
         )
     else:
-        body = _empty("No evaluation: the history is empty.")
-    sections.append(("Warnings against the baseline", body))
+        sections.append(
+            ("Warnings against the silence rules", _empty("No evaluation: the history is empty."))
+        )
 
     scores = data["risk_scores"]
     if scores:

@@ -15,7 +15,7 @@ from streams.core import bgnbd
 from streams.core.bgnbd import FitError, Summary
 from streams.core.eventtime import day_of, parse_ts
 from streams.core.policy import ChurnModel, Policy
-from streams.offline.fit import purchase_days, summaries
+from streams.offline.fit import activity_days, summaries
 
 from .pulse_testkit import BASE, PROPERTY, at, ev, purchase, run
 
@@ -277,18 +277,18 @@ def _record(user: str, ts: str, type: str = "purchase", n: int = 0) -> tuple[byt
     return user.encode(), msgspec.json.encode(doc)
 
 
-def test_history_summaries_count_distinct_purchase_days_to_the_end_day() -> None:
+def test_history_summaries_count_distinct_active_days_to_the_end_day() -> None:
     records = [
         _record("u1", "1997-01-01T10:00:00Z"),
         _record("u1", "1997-01-01T18:00:00Z", n=1),  # same day
         _record("u1", "1997-01-18T00:00:00Z"),
-        _record("u1", "1997-01-20T00:00:00Z", "page_view"),  # not a purchase
+        _record("u1", "1997-01-20T00:00:00Z", "points_earned"),  # passive: not activity
         _record("u1", "1997-10-02T00:00:00Z"),  # after the calibration end
         _record("u2", "1997-09-30T23:59:59Z"),  # first purchase on the end day: T = 0
         _record("u3", "1997-12-01T00:00:00Z"),  # first purchase after the end: not a customer
         (b"u4", b"{not json"),
     ]
-    collected = purchase_days(records, ("purchase",), now_ms=BASE)
+    collected = activity_days(records, ("points_earned",), now_ms=BASE)
     assert collected.skipped == {"invalid_json": 1}
     assert collected.records == len(records)
     end = day_of(parse_ts("1997-09-30T12:00:00Z"))

@@ -506,8 +506,8 @@ REPLAY_DIGESTS = {
         "6c5c38b71bd21e0f29354ccac999f53273f374a39fa4050fb9ed28cfbbf8dbf9",
     ),
     "churn-model": (
-        "655a218eb7a8dc9f2fe2d8e72f9a6fc86e32ba2847bc731906678eea7027db46",
-        "7dbeed6a02f820e1a66b53a0a5e238bc0cf686c415efe4a14cff72bfffaf5ada",
+        "061a38566be7db07a4c6be217aba875205a3e501b4e7f76022977a8402fd0ffa",
+        "4bc6821259a85b202cd43e02f2e70766de62d611ca8a7b6b9bccd26c4e43d98c",
     ),
 }
 REPLAY_POLICIES = {

@@ -295,6 +295,7 @@ def test_the_report_answers_did_the_recall_work(tmp_path: Path) -> None:
         horizon_days=14,
         baseline_days=14,
         now_ms=UNTIL,
+        contacted=True,  # the scripted history stands for one whose treated users were contacted
     )
     page = render_report(data, tmp_path).read_text()
     section = page[page.index("<h2>Did the recall work?</h2>") :]

@@ -11,13 +11,24 @@ import pytest
 
 from streams.core.policy import Policy
 from streams.offline.backtest import run_backtest
+from streams.offline.evaluation import (
+    Calibration,
+    Decile,
+    Evaluation,
+    PrPoint,
+    RuleScores,
+    Spread,
+)
 from streams.offline.report import (
+    CALIBRATION_PNG,
     CHARTS,
     EVALUATION_PNG,
     POPULATIONS_PNG,
+    PR_PNG,
     REPORT,
     RISK_PNG,
     WEEKLY_PNG,
+    RecallGroup,
     ReportData,
     Score,
     render_report,
@@ -35,15 +46,122 @@ def score(
     caught: int,
     recall: float | None,
     lead: tuple[float | None, float | None, float | None] = (None, None, None),
+    delay: tuple[float | None, float | None, float | None] = (None, None, None),
+    *,
+    censored: int = 0,
+    returned_later: float | None = None,
 ) -> Score:
+    spread: Spread = {"median": delay[0], "p25": delay[1], "p75": delay[2]}
     return {
         "warned": warned,
-        "churned": churned,
         "true_positives": true_positives,
+        "censored": censored,
+        "before_judge_from": 0,
+        "churned": churned,
         "caught": caught,
         "precision": precision,
         "recall": recall,
-        "lead_time_days": {"median": lead[0], "p25": lead[1], "p75": lead[2]},
+        "came_back_within_horizon": None if precision is None else round(1 - precision, 4),
+        "returned_later": returned_later,
+        "lead_days": {"median": lead[0], "p25": lead[1], "p75": lead[2]},
+        "delay_days": spread,
+        "lead_time_days": spread,
+    }
+
+
+def rule(days: float, overall: Score, per_tier: dict[str, Score]) -> RuleScores:
+    return {"rule": f"silent {days:g} days", "silent_days": days, "overall": overall,
+            "per_tier": per_tier}  # fmt: skip
+
+
+def deciles(pairs: list[tuple[float, float]], n: int = 30) -> Calibration:
+    groups: list[Decile] = [
+        {"group": g + 1, "n": n, "predicted": p, "observed": o, "gap": round(o - p, 4)}
+        for g, (p, o) in enumerate(pairs)
+    ]
+    worst = max(abs(o - p) for p, o in pairs)
+    return {"n": n * len(pairs), "groups": groups, "max_abs_gap": round(worst, 4)}
+
+
+def pr_point(threshold: float, warnings: int, precision: float, recall: float) -> PrPoint:
+    return {
+        "threshold": threshold,
+        "warnings": warnings,
+        "precision": precision,
+        "recall": recall,
+        "lead_median_days": round(10 * (1 - threshold), 3),
+        "delay_median_days": round(4 + 10 * threshold, 3),
+        "operating": threshold == 0.6,
+    }
+
+
+def hand_evaluation() -> Evaluation:
+    silent7 = rule(
+        7,
+        score(20, 11, 0.55, 9, 9, 1.0, (7.0, 7.0, 7.0), (7.0, 7.0, 7.0), returned_later=0.4),
+        {"bronze": score(20, 11, 0.55, 9, 9, 1.0, (7.0, 7.0, 7.0), (7.0, 7.0, 7.0))},
+    )
+    silent30 = rule(30, score(6, 5, 0.8333, 9, 0, 0.0), {"bronze": score(6, 5, 0.8333, 9, 0, 0.0)})
+    return {
+        "horizon_days": 14,
+        "judge_from": "2026-01-15T00:00:00.000Z",
+        "end": "2026-03-01T00:00:00.000Z",
+        "pulse": {
+            "overall": score(
+                13,
+                8,
+                0.6154,
+                9,
+                7,
+                0.7778,
+                (10.5, 8.875, 11.75),
+                (3.5, 2.25, 5.125),
+                censored=2,
+                returned_later=0.3077,
+            ),
+            "per_tier": {
+                "bronze": score(10, 6, 0.6, 7, 5, 0.7143, (11.0, 10.0, 12.0), (3.0, 2.0, 4.0)),
+                "gold": score(3, 2, 0.6667, 2, 2, 1.0, (7.5, 7.0, 8.0), (6.5, 6.0, 7.0)),
+            },
+        },  # fmt: skip
+        "rules": [silent7, silent30],
+        "baseline": silent7,
+        "censoring": {
+            "warnings_censored": 2,
+            "warnings_before_judge_from": 4,
+            "churns_before_judge_from": 5,
+            "silences_open_at_end": 11,
+        },
+        "stage_quality": {
+            "churned": {"transitions": 8, "returned": 2, "share": 0.25},
+            "dormant": {"transitions": 12, "returned": 9, "share": 0.75},
+        },
+        "auc": {
+            "at_warnings": {"auc": 0.6125, "positives": 8, "negatives": 5},
+            "at_silence": {"auc": 0.7042, "positives": 11, "negatives": 9},
+            "silence_rule": "silent 7 days",
+            "at_snapshot": {"auc": 0.8123, "positives": 180, "negatives": 120},
+        },
+        "snapshot": {
+            "at": "2026-01-15T00:00:00.000Z",
+            "users": 300,
+            "calibration": deciles([(0.05 + g * 0.1, 0.1 * g) for g in range(10)]),
+        },
+        "calibration_at_warnings": deciles([(0.55, 0.5), (0.7, 0.75)], n=6),
+        "pr_curve": {
+            "operating_threshold": 0.6,
+            "churns": 9,
+            "points": [
+                pr_point(t, w, p, r)
+                for t, w, p, r in (
+                    (0.2, 30, 0.4, 1.0),
+                    (0.4, 20, 0.55, 0.8889),
+                    (0.6, 14, 0.6429, 0.7778),
+                    (0.8, 6, 0.8333, 0.3333),
+                )
+            ],
+        },  # fmt: skip
+        "missing": {},
     }
 
 
@@ -81,21 +199,7 @@ def hand_made() -> ReportData:
             {"week": "2026-01-05", "warnings": 6, "tier_changes": 3, "reactivations": 1},
             {"week": "2026-01-12", "warnings": 9, "tier_changes": 0, "reactivations": 2},
         ],
-        "evaluation": {
-            "horizon_days": 14,
-            "pulse": {
-                "overall": score(13, 8, 0.6154, 9, 7, 0.7778, (3.5, 2.25, 5.125)),
-                "per_tier": {
-                    "bronze": score(10, 6, 0.6, 7, 5, 0.7143, (3.0, 2.0, 4.0)),
-                    "gold": score(3, 2, 0.6667, 2, 2, 1.0, (6.5, 6.0, 7.0)),
-                },
-            },
-            "baseline": {
-                "rule": "silent 7 days",
-                "overall": score(20, 11, 0.55, 9, 9, 1.0, (7.0, 7.0, 7.0)),
-                "per_tier": {"bronze": score(20, 11, 0.55, 9, 9, 1.0, (7.0, 7.0, 7.0))},
-            },
-        },
+        "evaluation": hand_evaluation(),
         "risk_scores": [0.1, 0.2333, 0.25, 0.4, 0.41, 0.9, 0.35, 0.3, 0.2, 0.15, 0.5, 0.6, 0.7],
         "tiers": ["bronze", "silver", "gold"],
     }
@@ -139,35 +243,40 @@ def assert_sensible_png(path: Path) -> None:
 
 
 class Tables(HTMLParser):
-    """The text of every cell, per row, of the table with class "evaluation"."""
+    """The text of every cell, per row, of every table with a class; `rows` of "evaluation"."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.rows: list[list[str]] = []
+        self.tables: dict[str, list[list[str]]] = {}
         self.images: list[str] = []
-        self._in_eval = self._in_cell = False
+        self._table: list[list[str]] | None = None
+        self._in_cell = False
+
+    @property
+    def rows(self) -> list[list[str]]:
+        return self.tables.get("evaluation", [])
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
-        if tag == "table" and a.get("class") == "evaluation":
-            self._in_eval = True
-        elif tag == "tr" and self._in_eval:
-            self.rows.append([])
-        elif tag in ("td", "th") and self._in_eval:
+        if tag == "table" and a.get("class"):
+            self._table = self.tables.setdefault(a["class"] or "", [])
+        elif tag == "tr" and self._table is not None:
+            self._table.append([])
+        elif tag in ("td", "th") and self._table is not None:
             self._in_cell = True
-            self.rows[-1].append("")
+            self._table[-1].append("")
         elif tag == "img":
             self.images.append(a.get("src") or "")
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "table":
-            self._in_eval = False
+            self._table = None
         elif tag in ("td", "th"):
             self._in_cell = False
 
     def handle_data(self, data: str) -> None:
-        if self._in_cell:
-            self.rows[-1][-1] += data
+        if self._in_cell and self._table is not None:
+            self._table[-1][-1] += data
 
 
 def parse(html: str) -> Tables:
@@ -207,9 +316,13 @@ def test_report_states_title_source_period_and_summary_figures(
         "0.5 s",
         "How to read this",
         "silent 7 days",
+        "silent 30 days",
         "Precision",
         "Recall",
-        "Lead time",
+        "Lead",
+        "Delay",
+        "Judged period",
+        "from 2026-01-15T00:00:00.000Z (J)",
     ):
         assert text in html, text
 
@@ -220,17 +333,19 @@ def test_evaluation_table_has_the_exact_figures_and_sample_sizes(
     rows = parse(rendered[1]).rows
     assert rows[0][:5] == ["Tier", "Rule", "Warnings judged", "Came true", "Precision"]
     body = {(r[0], r[1]): r[2:] for r in rows[1:]}
+    assert rows[0][8:] == ["Lead median (days)", "p25", "p75", "Delay median (days)", "p25", "p75"]
     assert body[("overall", "Pulse")] == [
-        "13", "8", "0.6154", "9", "7", "0.7778", "3.5", "2.25", "5.125",
+        "13", "8", "0.6154", "9", "7", "0.7778", "10.5", "8.875", "11.75", "3.5", "2.25", "5.125",
     ]  # fmt: skip
     assert body[("overall", "silent 7 days")] == [
-        "20", "11", "0.55", "9", "9", "1.0", "7.0", "7.0", "7.0",
+        "20", "11", "0.55", "9", "9", "1.0", "7.0", "7.0", "7.0", "7.0", "7.0", "7.0",
     ]  # fmt: skip
     assert body[("gold", "Pulse")][:3] == ["3", "2", "0.6667"]
     # a tier the baseline never warned has no figures rather than made-up ones
     assert body[("gold", "silent 7 days")][2] == "n/a"
     # tiers in the policy's order (silver had nothing, so it has no rows)
-    assert [r[0] for r in rows[1:]] == ["overall"] * 2 + ["bronze"] * 2 + ["gold"] * 2
+    assert [r[0] for r in rows[1:]] == ["overall"] * 3 + ["bronze"] * 3 + ["gold"] * 3
+    assert [r[1] for r in rows[1:4]] == ["Pulse", "silent 7 days", "silent 30 days"]
 
 
 def test_hostile_strings_are_escaped(tmp_path: Path) -> None:
@@ -275,9 +390,9 @@ def test_a_rerun_removes_charts_the_new_page_does_not_show(tmp_path: Path) -> No
 def test_a_history_no_longer_than_the_horizon_is_flagged(tmp_path: Path) -> None:
     data = copy.deepcopy(hand_made())
     assert data["evaluation"] is not None
-    data["evaluation"]["horizon_days"] = 60
+    data["evaluation"]["horizon_days"] = 60  # the judged period is 45 days
     html = render_report(data, tmp_path).read_text()
-    assert "Pulse&#x27;s warnings judged: 13 of 15 (2 left out" in html
+    assert "Pulse&#x27;s warnings judged: 13 of 19 (2 censored" in html
     assert "precision is 0 by construction" in html
 
 
@@ -291,9 +406,13 @@ def sample_replay(tmp_path_factory: pytest.TempPathFactory) -> tuple[ReportData,
 def test_replay_of_the_sample_renders_the_report(sample_replay: tuple[ReportData, Path]) -> None:
     data, out = sample_replay
     html = (out / REPORT).read_text()
-    for name in CHARTS:
+    # no churn model in this replay: no calibration or precision-recall chart
+    drawn = [name for name in CHARTS if name not in (CALIBRATION_PNG, PR_PNG)]
+    for name in drawn:
         assert_sensible_png(out / name)
-    assert sorted(parse(html).images) == sorted(CHARTS)
+    assert sorted(parse(html).images) == sorted(drawn)
+    assert "No precision-recall curve: no churn model was loaded" in html
+    assert "cannot be measured on this history" in html
     ev = data["evaluation"]
     assert ev is not None
     rows = {(r[0], r[1]): r[2:] for r in parse(html).rows[1:]}
@@ -309,3 +428,100 @@ def test_replay_of_the_sample_renders_the_report(sample_replay: tuple[ReportData
     assert rows[("overall", "silent 7 days")][2] == str(base["precision"])
     assert f"{data['summary']['events']:,}" in html
     assert "sample-events.jsonl" in html
+
+
+def test_headline_table_compares_pulse_with_every_silence_rule(
+    rendered: tuple[Path, str],
+) -> None:
+    rows = parse(rendered[1]).tables["headline"]
+    assert rows[0][0] == "Rule" and "Came back within 14 days" in rows[0]
+    body = {r[0]: r[1:] for r in rows[1:]}
+    assert list(body) == ["Pulse", "silent 7 days", "silent 30 days"]
+    # judged, precision, churns, caught, recall, lead, delay, came back, returned later
+    assert body["Pulse"] == [
+        "13", "0.6154", "9", "7", "0.7778", "10.5", "3.5", "38.5%", "30.8%",
+    ]  # fmt: skip
+    assert body["silent 30 days"][5:7] == ["n/a", "n/a"]  # caught nothing: no lead, no delay
+
+
+def test_auc_calibration_and_pr_sections_show_their_figures(rendered: tuple[Path, str]) -> None:
+    out, html = rendered
+    tables = parse(html).tables
+    auc = {r[0].split(",")[0]: r[1:] for r in tables["auc"][1:]}
+    assert auc["at Pulse's judged warnings"] == ["0.6125", "8", "5"]
+    assert auc['at the "silent 7 days" moments'] == ["0.7042", "11", "9"]
+    assert auc["at the snapshot 2026-01-15T00:00:00.000Z"] == ["0.8123", "180", "120"]
+    calibration = tables["calibration"]
+    assert calibration[1] == ["1", "30", "0.05", "0.0", "-0.0500"]
+    assert len(calibration) == 1 + 10 + 1 + 2  # two tables: the snapshot's, the warnings'
+    assert "Largest gap: 0.05 over 300." in html
+    pr = {r[0]: r[1:] for r in tables["pr"][1:]}
+    assert pr["0.6 (operating)"] == ["14", "0.6429", "0.7778", "4.0", "10.0"]
+    assert list(pr) == ["0.2", "0.4", "0.6 (operating)", "0.8"]
+    for name in (CALIBRATION_PNG, PR_PNG):
+        assert_sensible_png(out / name)
+
+
+def test_censoring_and_stage_quality_are_stated(rendered: tuple[Path, str]) -> None:
+    html = rendered[1]
+    for text in (
+        "13 of 19 (2 censored",
+        "4 before the judged period",
+        "5 that began before the judged period",
+        "11 silences still open at the end",
+        "lower bounds",
+    ):
+        assert text in html, text
+    stages = {r[0]: r[1:] for r in parse(html).tables["stages"][1:]}
+    assert stages == {"churned": ["8", "2", "25.0%"], "dormant": ["12", "9", "75.0%"]}
+
+
+def test_without_a_model_the_report_says_why_and_draws_no_model_chart(tmp_path: Path) -> None:
+    data = hand_made()
+    evaluation = data["evaluation"]
+    assert evaluation is not None
+    why = "no churn model was loaded (replay with --churn-model)"
+    evaluation["snapshot"] = evaluation["calibration_at_warnings"] = None
+    evaluation["pr_curve"] = None
+    evaluation["missing"] = {"snapshot": why, "calibration": why, "pr_curve": why}
+    evaluation["auc"]["at_silence"] = evaluation["auc"]["at_snapshot"] = None
+    html = render_report(data, tmp_path).read_text()
+    assert f"No precision-recall curve: {why}." in html
+    assert f"No calibration: {why}." in html
+    assert not (tmp_path / CALIBRATION_PNG).exists() and not (tmp_path / PR_PNG).exists()
+    auc = parse(html).tables["auc"]
+    assert auc[2][1] == "n/a" and why in auc[2][3]
+    assert_sensible_png(tmp_path / EVALUATION_PNG)
+
+
+def test_a_replay_report_says_the_uplift_cannot_be_measured(tmp_path: Path) -> None:
+    data = hand_made()
+    group: RecallGroup = {
+        "warned": 9,
+        "open": 1,
+        "judged": 8,
+        "reactivated": 2,
+        "not_reactivated": 6,
+        "rate": 0.25,
+    }
+    data["recall"] = {
+        "attribution_window_days": 14,
+        "holdout_fraction": 0.1,
+        "rows": [
+            {
+                "tier": None,
+                "reason": None,
+                "treated": group,
+                "holdout": group,
+                "uplift": 0.0,
+                "ci_low": -0.3,
+                "ci_high": 0.3,
+            }
+        ],
+        "days_to_return": {"treated": {"returns": 2, "median": 3.0}},
+    }
+    html = render_report(data, tmp_path).read_text()
+    assert "A replay contacts nobody" in html and "cannot be measured" in html
+    recall = parse(html).tables["recall"]
+    assert "Uplift (pp)" not in recall[0]
+    assert recall[1] == ["all", "all", "9", "1", "8", "2", "25.0%", "9", "1", "8", "2", "25.0%"]

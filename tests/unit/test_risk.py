@@ -11,7 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.core import bgnbd, risk
-from streams.core.checkpoints import RESCORE_STEP
 from streams.core.churn import WarningReason, risk_score, warning_figures
 from streams.core.engine import apply_event, sweep
 from streams.core.eventtime import DAY_MS
@@ -215,20 +214,37 @@ def test_a_user_back_the_day_the_minimum_silence_ends_is_not_warned() -> None:
     assert [w.ts for w in _warnings(outs)] == [at(days=8) - 1]
 
 
-def test_the_rescore_checkpoint_is_the_midnight_the_probability_rose_a_step() -> None:
+def test_a_silent_user_is_rescored_on_the_schedule_until_warned() -> None:
+    state = _weekly_buyer()  # last active day 21
+    seen = []
+    now = at(days=21, hours=12)
+    for _ in range(12):
+        state = sweep(state, now, FITTED).state
+        seen.append(state.next_check)
+        now = state.next_check
+    stats = risk.stats_of(state)
+    assert stats is not None
+    warn = risk.warning_at(PAPER, stats, at(days=21, hours=10))
+    rescores = [(t - at(days=21)) // DAY_MS for t in seen if t % DAY_MS == 0]
+    assert rescores[:3] == [7, 14, 30]
+    assert warn in seen  # the warning's own checkpoint is among them
+    # The stored risk is the probability as of the last evaluation.
+    f = facts_at(state, state.evaluated_at, FITTED)
+    assert state.risk == round(f.p_churn or 0, 4)
+
+
+def test_no_warning_once_the_silence_has_lasted_the_horizon() -> None:
+    # A level so high the probability reaches it only after the horizon: never warned.
+    model = PAPER.model_copy(update={"warn_probability": 0.97})
+    policy = Policy(churn_model=model, dormant_after_days=90, churned_after_days=355)
     state = _weekly_buyer()
-    now = at(days=23)
-    swept = sweep(state, now, WITH_MODEL).state
-    before = facts_at(swept, now, WITH_MODEL).p_churn
-    assert before is not None
-    due = swept.next_check
-    assert due > now and due % DAY_MS == 0
-    after = facts_at(swept, due, WITH_MODEL).p_churn
-    stats = risk.stats_of(swept)
-    assert after is not None and stats is not None
-    warn = risk.warning_at(PAPER, stats, swept.last_active or 0)
-    # Either the warning is due first, or the probability has risen a step by then.
-    assert due == warn or after >= before + RESCORE_STEP
+    stats = risk.stats_of(state)
+    assert stats is not None
+    late = risk.day_reaching(model, stats, 0.97, stats.last_day)
+    assert late is not None and late - stats.last_day >= 60
+    assert risk.warning_at(model, stats, state.last_active or 0) is None
+    _, outs = sweep_in_steps(state, [at(days=21) + k * DAY_MS for k in range(400)], policy)
+    assert not _warnings(outs)
 
 
 def test_the_silence_rule_decides_for_a_user_never_active() -> None:

@@ -1,0 +1,135 @@
+"""What `pulse fit` proposes besides the model: the dormant and churned silences, and the
+warning level, each chosen on the calibration period only.
+
+Stages. A calibration period is usually shorter than the silences that matter (a 9-month
+history shows no 1-year silence), so the chance of returning after s days of silence is
+extrapolated with the fitted BG/NBD: for every user as of the calibration end (x repeat active
+days, t_x days from first to last), weighted by the chance their silence reaches s, the chance
+of activity within the next W days. `dormant_after_days` is the first s where repeat users
+(x >= 1) come back within the horizon with at most `dormant_return` (default 20%) chance, and
+never less than the horizon, so a warning due within it is not cut short by dormancy;
+`churned_after_days` is the first s where any user comes back within a year with at most
+`churned_return` (default 15%).
+
+Warning level. The same warning rule the engine runs is judged inside the calibration period
+(the last `inner_days` of it, with its end as the history's end): the highest level whose
+recall reaches `target_recall` with a median lead of at least `min_lead_days` before the
+horizon closes. Higher levels mean fewer, more certain warnings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from streams.core.bgnbd import Params
+
+ONE_YEAR_DAYS = 365
+LEVELS = tuple(round(0.50 + 0.01 * i, 2) for i in range(46))  # 0.50 .. 0.95
+
+
+@dataclass(frozen=True)
+class Stages:
+    dormant_after_days: int
+    churned_after_days: int
+    dormant_return: float  # the measured chance at the chosen silences (calibration model)
+    churned_return: float
+
+
+def return_share(
+    params: Params,
+    users: Sequence[tuple[int, int]],
+    silence_days: int,
+    within_days: int,
+) -> float:
+    """The chance a user silent for `silence_days` is active within the next `within_days`,
+    averaged over `users` ((x, t_x) in days as of their last activity) weighted by the chance
+    their silence gets that long."""
+    import numpy as np
+
+    r, alpha, a, b = params
+    x = np.array([u[0] for u in users], dtype=float)
+    t_x = np.array([u[1] for u in users], dtype=float) / 7.0
+
+    def p0(T: Any, h: float) -> Any:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            odds = np.where(
+                x > 0,
+                a / np.maximum(b + x - 1, 1e-12) * ((alpha + T) / (alpha + t_x)) ** (r + x),
+                0.0,
+            )
+        alive = 1.0 / (1.0 + odds)
+        return 1.0 - alive + alive * ((alpha + T) / (alpha + T + h)) ** (r + x)
+
+    reach = p0(t_x, silence_days / 7.0)
+    back = 1.0 - p0(t_x + silence_days / 7.0, within_days / 7.0)
+    total = float(reach.sum())
+    return float((reach * back).sum() / total) if total > 0 else 0.0
+
+
+def stage_thresholds(
+    params: Params,
+    users: Sequence[tuple[int, int]],
+    horizon_days: float,
+    *,
+    dormant_return: float = 0.20,
+    churned_return: float = 0.15,
+    floor_days: float = 15,
+) -> Stages:
+    """The proposed dormant and churned silences (see the module docstring)."""
+    h = round(horizon_days)
+    repeat = [u for u in users if u[0] > 0] or list(users)
+    start = max(h, int(floor_days) + 1)
+    dormant, d_share = _first_silence(params, repeat, h, dormant_return, start)
+    churned, c_share = _first_silence(params, users, ONE_YEAR_DAYS, churned_return, dormant + 1)
+    return Stages(dormant, churned, round(d_share, 4), round(c_share, 4))
+
+
+def _first_silence(
+    params: Params, users: Sequence[tuple[int, int]], within: int, share: float, start: int
+) -> tuple[int, int | float]:
+    last = 5 * ONE_YEAR_DAYS
+    got = return_share(params, users, start, within)
+    if got <= share:
+        return start, got
+    # The share falls as silence grows: bisect for the first day at or below it.
+    low, high = start, last
+    if return_share(params, users, high, within) > share:
+        return high, return_share(params, users, high, within)
+    while high - low > 1:
+        mid = (low + high) // 2
+        if return_share(params, users, mid, within) <= share:
+            high = mid
+        else:
+            low = mid
+    return high, return_share(params, users, high, within)
+
+
+@dataclass(frozen=True)
+class LevelChoice:
+    level: float
+    met: bool  # False: no level met both targets; the one with the highest recall was taken
+    precision: float | None
+    recall: float | None
+    median_lead_days: float | None
+
+
+def choose_level(
+    points: Mapping[float, tuple[float | None, float | None, float | None]],
+    *,
+    target_recall: float = 0.60,
+    min_lead_days: float = 45,
+) -> LevelChoice:
+    """The highest level whose (precision, recall, median lead) meets the targets; failing
+    that, the level with the highest recall (ties: the higher level)."""
+    ok = [
+        lvl
+        for lvl, (_, rec, lead) in points.items()
+        if rec is not None and rec >= target_recall and lead is not None and lead >= min_lead_days
+    ]
+    if ok:
+        best = max(ok)
+        return LevelChoice(best, True, *points[best])
+    best = max(points, key=lambda lvl: (points[lvl][1] or 0.0, lvl))
+    return LevelChoice(best, False, *points[best])
