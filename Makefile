@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv browser prometheus run test test-unit test-integration bench soak lint fmt clean
+.PHONY: help venv browser prometheus run test test-unit test-integration bench churn-eval soak lint fmt clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n", $$1, $$2}'
@@ -58,6 +58,18 @@ test-integration: $(STAMP) ## Run the integration tests only
 
 bench: $(STAMP) ## Run the benchmark (not part of make test); results in bench/results/latest.json
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The out-of-sample protocol on the CDNOW sample that `lifetimes` ships: fit before the cut,
+# judge after it. Files in .pulse/churn-eval/ (model, proposed policy, replay report).
+CUT ?= 1997-10-01
+churn-eval: $(STAMP) ## Fit the churn model on CDNOW_sample.txt before CUT and judge it after
+	@mkdir -p .pulse/churn-eval
+	$(BIN)/pulse fit "$$($(BIN)/python -c 'import lifetimes, pathlib; print(pathlib.Path(lifetimes.__file__).parent / "datasets" / "CDNOW_sample.txt")')" \
+		--delimiter whitespace --columns master_id,user_id,ts,cds,amount \
+		--until $(CUT) --out .pulse/churn-eval/model.json
+	$(BIN)/pulse replay "$$($(BIN)/python -c 'import lifetimes, pathlib; print(pathlib.Path(lifetimes.__file__).parent / "datasets" / "CDNOW_sample.txt")')" \
+		--delimiter whitespace --columns master_id,user_id,ts,cds,amount --quiet \
+		--churn-model .pulse/churn-eval/model.json --judge-from $(CUT) --out .pulse/churn-eval/replay
 
 # SOAK_ARGS: --minutes 10 --rate 500 --users 2000 (defaults); figures in .pulse/soak.json
 soak: $(STAMP) ## Soak the embedded stack under steady load (10 min; not part of make test)

@@ -3,29 +3,56 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import defaultdict
+from pathlib import Path
+
+import pytest
 
 from streams.core.eventtime import DAY_MS
-from streams.core.policy import Policy
+from streams.core.policy import load_policy
 from streams.local.demo import build_schedule
 from streams.offline.replay import replay
 
 from .conftest import StackFactory
 
+# A fitted churn model (CDNOW's BG/NBD) with the stage thresholds `pulse fit` proposes for it:
+# with it the model decides the warnings, live and in replay alike.
+CHURN_MODEL = {
+    "r": 0.243,
+    "alpha": 4.414,
+    "a": 0.793,
+    "b": 2.426,
+    "warn_probability": 0.6,
+    "dormant_after_days": 86,
+    "churned_after_days": 355,
+}
 
-async def test_live_pipeline_and_replay_emit_the_same_outputs(make_stack: StackFactory) -> None:
+
+@pytest.mark.parametrize("model", [False, True], ids=["silence-rule", "churn-model"])
+async def test_live_pipeline_and_replay_emit_the_same_outputs(
+    make_stack: StackFactory, tmp_path: Path, model: bool
+) -> None:
     origin = int(time.time() * 1000) // DAY_MS * DAY_MS - DAY_MS  # yesterday 00:00 UTC
     # 60 days of demo users (loyal, declining, churning, big spenders, ...) ending at origin,
     # malformed and duplicated records included.
     schedule = build_schedule(40, 3, origin - 61 * DAY_MS)
     records = [(uid.encode(), payload) for ts, uid, payload in schedule if ts <= origin]
-    stack = await make_stack(start=False, sweep_interval_seconds="0.5")
+    overrides = {"sweep_interval_seconds": "0.5"}
+    model_file = None
+    if model:
+        model_file = tmp_path / "churn-model.json"
+        model_file.write_text(json.dumps(CHURN_MODEL))
+        overrides["churn_model_file"] = str(model_file)
+    stack = await make_stack(start=False, **overrides)
     await stack.produce(records)
     # Live: the worker's own timer on the wall clock, which is past every event.
     stack.start_worker()
 
-    run = replay(records, Policy(), now_ms=int(time.time() * 1000), until=origin)
+    # As the worker loads it (PULSE_CHURN_MODEL_FILE).
+    policy = load_policy(None, model_file)
+    run = replay(records, policy, now_ms=int(time.time() * 1000), until=origin)
     kinds = {
         "lifecycle_changed": stack.settings.lifecycle_topic,
         "churn_warning": stack.settings.warnings_topic,
@@ -38,6 +65,8 @@ async def test_live_pipeline_and_replay_emit_the_same_outputs(make_stack: StackF
         expected[kinds[out.kind]][out.user_id].append(out.idempotency_key)
     total = len(run.outputs)
     assert total > 100 and run.dead_letters and run.duplicates
+    reasons = {o.payload["reason"] for o, _ in run.outputs if o.kind == "churn_warning"}
+    assert ("churn_probability" in reasons) == model
 
     deadline = time.monotonic() + 120
     while True:
