@@ -125,10 +125,17 @@ def p_no_activity(model: Params, x: float, t_x: float, T: float, h: float) -> fl
     decreases as T grows (PA falls and the second factor rises), which is what lets the engine
     solve for the moment it crosses a threshold instead of polling.
     """
+    return p_no_activity_and_alive(model, x, t_x, T, h)[0]
+
+
+def p_no_activity_and_alive(
+    model: Params, x: float, t_x: float, T: float, h: float
+) -> tuple[float, float]:
+    """(`p_no_activity`, `p_alive`) in one pass: the engine takes both at every evaluation."""
     r, alpha = model.r, model.alpha
     pa = p_alive(model, x, t_x, T)
     quiet = math.exp((r + x) * (math.log(alpha + T) - math.log(alpha + T + h)))
-    return 1.0 - pa + pa * quiet
+    return 1.0 - pa + pa * quiet, pa
 
 
 def day_p_alive_falls(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from streams.core.bgnbd import DAYS_PER_WEEK, Params, p_alive, p_no_activity
+from streams.core.bgnbd import DAYS_PER_WEEK, Params, p_no_activity, p_no_activity_and_alive
 from streams.core.eventtime import DAY_MS
 from streams.core.policy import ChurnModel, EmpiricalCurve
 from streams.core.state import UserState
@@ -86,14 +86,15 @@ def _curve(model: ChurnModel, active_days: int) -> EmpiricalCurve:
 
 def score(model: ChurnModel, stats: Stats, day: int) -> Score:
     """The user's churn probability on UTC day `day` (>= stats.last_day)."""
-    params = _prepared(model).params
+    prepared = _prepared(model)
+    params = prepared.params
     if params is None:
         return Score(p_churn(model, stats, day), None)
     day = max(day, stats.last_day)
     x = float(stats.active_days - 1)
     t_x = (stats.last_day - stats.first_day) / DAYS_PER_WEEK
     T = (day - stats.first_day) / DAYS_PER_WEEK
-    return Score(p_churn(model, stats, day), p_alive(params, x, t_x, T))
+    return Score(*p_no_activity_and_alive(params, x, t_x, T, prepared.horizon_weeks))
 
 
 def p_churn(model: ChurnModel, stats: Stats, day: int) -> float:
