@@ -231,12 +231,18 @@ def _fit(args: argparse.Namespace) -> int:
     else:
         print(f"empirical model only (BG/NBD: {p['bgnbd_error']})")
     choice = p["warn_level_choice"]
-    print(
-        f"warning level {p['warn_probability']} ({'meets' if choice['met'] else 'misses'} the "
-        f"targets inside the calibration: precision {choice['precision']} recall "
-        f"{choice['recall']} median lead {choice['median_lead_days']} days); "
-        f"{p['seconds']:.2f}s"
-    )
+    if choice["recall"] is None:
+        print(
+            f"warning level {p['warn_probability']} (the default: no churn to judge inside the "
+            "calibration's last 120 days; a longer history would choose it)"
+        )
+    else:
+        print(
+            f"warning level {p['warn_probability']} ({'meets' if choice['met'] else 'misses'} the "
+            f"targets inside the calibration: precision {choice['precision']} recall "
+            f"{choice['recall']} median lead {choice['median_lead_days']} days); "
+            f"{p['seconds']:.2f}s"
+        )
     if p["skipped"]:
         print(f"skipped records: {p['skipped']}")
     print(f"written to {args.out} and {policy_out} (review the stage thresholds there)")

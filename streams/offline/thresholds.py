@@ -120,9 +120,13 @@ def choose_level(
     *,
     target_recall: float = 0.60,
     min_lead_days: float = 45,
+    default: float = 0.7,
 ) -> LevelChoice:
     """The highest level whose (precision, recall, median lead) meets the targets; failing
-    that, the level with the highest recall (ties: the higher level)."""
+    that, the level with the highest recall (ties: the higher level). With no churn to judge
+    (every recall None), `default` is kept."""
+    if all(rec is None for _, rec, _ in points.values()):
+        return LevelChoice(default, False, None, None, None)
     ok = [
         lvl
         for lvl, (_, rec, lead) in points.items()

@@ -73,6 +73,7 @@ def test_return_share_falls_with_silence_and_stages_follow_it() -> None:
         ({0.6: (0.6, 0.8, 30), 0.7: (0.7, 0.7, 40)}, 0.6, False),  # lead never long enough
         ({0.6: (0.6, 0.5, 50), 0.7: (0.7, 0.5, 50)}, 0.7, False),  # ties on recall: higher
         ({0.6: (None, None, None), 0.7: (0.7, 0.61, 45)}, 0.7, True),
+        ({0.6: (None, None, None), 0.9: (None, None, None)}, 0.7, False),  # nothing to judge
     ],
 )
 def test_the_warning_level_is_the_highest_meeting_the_targets(
