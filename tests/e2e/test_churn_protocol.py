@@ -89,3 +89,16 @@ def test_a_shuffled_history_gives_the_same_outputs(judged: dict[str, Any]) -> No
         "--out", str(out), "--quiet",
     )  # fmt: skip
     assert (out / "outputs.jsonl").read_bytes() == (judged["_out"] / "outputs.jsonl").read_bytes()
+
+
+def test_the_engines_warnings_are_the_curves_operating_point(judged: dict[str, Any]) -> None:
+    """The curve simulates the rule from the timelines with the core's risk functions; the
+    replay ran the engine. Same warnings, same figures."""
+    ev = judged["evaluation"]
+    (point,) = [p for p in ev["pr_curve"]["points"] if p["operating"]]
+    pulse = ev["pulse"]["overall"]
+    assert (point["warnings"], point["precision"], point["recall"]) == (
+        pulse["warned"],
+        pulse["precision"],
+        pulse["recall"],
+    )
