@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv browser prometheus run test test-unit test-integration bench churn-eval soak lint fmt clean
+.PHONY: help venv browser prometheus run test test-unit test-integration docs bench churn-eval soak lint fmt clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n", $$1, $$2}'
@@ -46,8 +46,10 @@ run: $(STAMP) ## Run the whole pipeline on the embedded broker and Redis (Ctrl-C
 
 # Three processes, a test file each at a time: most of the wall time is waiting on the servers
 # (group joins, restarts), and every process starts its own Tansu and redis-server.
-test: $(STAMP) browser prometheus ## Run every test (unit, integration on real Tansu + redis-server, e2e, deploy) and the layering check
+# The docs site is built first, strictly: a broken link, anchor or nav entry fails the run.
+test: $(STAMP) browser prometheus ## Run every test (unit, integration on real Tansu + redis-server, e2e, deploy, docs), the docs build and the layering check
 	$(BIN)/lint-imports
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest -q -n 3 --dist loadfile
 
 test-unit: $(STAMP) ## Run the pure-core unit tests only
@@ -55,6 +57,10 @@ test-unit: $(STAMP) ## Run the pure-core unit tests only
 
 test-integration: $(STAMP) ## Run the integration tests only
 	$(BIN)/python -m pytest -q tests/integration
+
+# NO_MKDOCS_2_WARNING: Material's end-of-life banner, printed on every build, is not about the docs.
+docs: $(STAMP) ## Build the docs site (MkDocs, Material) into site/; fails on any warning
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: $(STAMP) ## Run the benchmark (not part of make test); results in bench/results/latest.json
 	$(BIN)/python -m bench $(BENCH_ARGS)
