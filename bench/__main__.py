@@ -5,10 +5,13 @@ then every contender reads it with its own consumer group, one after the other:
 
 1. ceiling: raw aiokafka consumer + JSON decode (bench/ceiling.py)
 2. naive Faust, and naive Faust with hopping windowed tables (bench/naive.py)
-3. the Pulse worker (`python -m streams.cli worker`), followed on the same worker by the
-   latency phase (a paced producer at --rate events/s), state bytes and RSS per user;
-   then (phase pulse-group) --group-workers Pulse workers in one consumer group on this
-   machine, throughput only: how far scaling out by processes goes here;
+3. the Pulse worker (`python -m streams.cli worker`): throughput, state bytes and RSS per
+   user; then (phase pulse-group) --group-workers Pulse workers in one consumer group on this
+   machine, throughput only: how far scaling out by processes goes here; (phase pulse-view)
+   one worker with the Redis view on; and once every throughput phase is done, the latency
+   step: the `pulse` worker started again on its table, a paced producer at --rate events/s.
+   It appends to the input topic, so it must come after every contender that reads it, or
+   they would process its records too, partly inside their clocks and partly after;
 4. the scale phase: a second topic with --scale-users users loaded into a fresh Pulse worker:
    RSS and state per user, recovery after kill -9, idle CPU, and the CPU of single sweeps.
 
@@ -141,6 +144,8 @@ class Bench:
         self.bootstrap = f"127.0.0.1:{broker.port}"
         self.t0 = time.monotonic()
         self.end_ms = default_end_ms()
+        # The `pulse` worker, plan and input for the latency step (see pulse_latency).
+        self.latency_due: tuple[pulse_phase.PulseWorker, Plan, Loaded] | None = None
         self.res: dict[str, Any] = {
             "config": {
                 "events": args.events,
@@ -258,6 +263,11 @@ class Bench:
                 self.error(f"contender {name}", exc)
             self.res["throughput"] = [r.to_json() for r in results.values()]
         self.res["ratios"] = ratios(results)
+        if self.latency_due is not None:
+            try:
+                await self.pulse_latency(*self.latency_due)
+            except Exception as exc:
+                self.error("pulse latency step", exc)
 
     def error(self, where: str, exc: BaseException) -> None:
         self.say(f"{where} failed: {type(exc).__name__}: {exc}")
@@ -288,6 +298,8 @@ class Bench:
     async def pulse_main(
         self, topic: str, plan: Plan, loaded: Loaded, data_dir: Path
     ) -> Throughput:
+        """Throughput, RSS and state size of one worker; the latency step waits for every
+        other throughput phase (see pulse_latency)."""
         a = self.args
         idle = await self.idle_rss(data_dir)
         worker = self.worker("bench-pulse", topic, data_dir)
@@ -308,8 +320,26 @@ class Bench:
             self.say("reading the changelog for the state size per user")
             sizes = await pulse_phase.state_sizes(self.bootstrap, worker.changelog)
             out["state"] = sizes.to_json()
+            self.latency_due = (worker, plan, loaded)
+            return result
+        finally:
+            self.sup.stop(run.proc)
+
+    async def pulse_latency(
+        self, worker: pulse_phase.PulseWorker, plan: Plan, loaded: Loaded
+    ) -> None:
+        """The offered-load step, after every throughput phase: the `pulse` worker started
+        again (it recovers its table from its changelog), then a paced producer appends
+        --rate events/s to the input topic. Run before the other phases, its records would be
+        theirs to process too."""
+        a = self.args
+        run = worker.start("pulse (latency)")
+        try:
+            # Faust logs it once the table is read back from the changelog.
+            await pulse_phase.wait_log_line(self.sup, run, pulse_phase.READY_LINE, timeout=300)
+            self.say("latency: the worker is ready (its table recovered)")
             self.say(f"offered load: {a.rate:,.0f} events/s for {a.latency_seconds:.0f}s")
-            out["latency"] = await pulse_phase.offered_load(
+            latency = await pulse_phase.offered_load(
                 worker,
                 run,
                 plan,
@@ -319,9 +349,10 @@ class Bench:
                 drain_timeout=max(60.0, 4 * a.latency_seconds),
                 seed=a.seed,
             )
-            c = out["latency"]["consume_to_emit"]
+            latency["after_throughput_phases"] = True
+            self.res["pulse"]["latency"] = latency
+            c = latency["consume_to_emit"]
             self.say(f"latency: consume-to-emit p99 {c['p99_s']}")
-            return result
         finally:
             self.sup.stop(run.proc)
 

@@ -1,5 +1,8 @@
 """Reads of the Redis materialized view (layout: streams/view/keys.py). No writes.
 
+A user's document is built here, on read, from the state bytes the worker stored, with the
+same pure function and the same policy the worker runs with (streams.core.snapshot).
+
 Segment sets are zsets scored by risk; Redis orders equal scores by member ascending, and the
 API lists risk descending then user id ascending, so a page is assembled from whole score
 groups taken in descending order and read in ascending (forward) order inside each group.
@@ -11,13 +14,25 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
+from redis.client import NEVER_DECODE
 
 from services.cursors import Position
+from streams.core.policy import Policy
+from streams.core.snapshot import user_document
+from streams.core.state import decode_state
 from streams.view import keys as viewkeys
 
 Member = tuple[str, float]
 _GROUP_SCAN = 1000
+# What a user's hash holds (streams/view/keys.py); `doc` only in a view written before the
+# worker stored states instead of documents.
+_USER_FIELDS = ("state", "version", "stage", "tier", "risk", "doc")
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("utf-8", "replace")
 
 
 def _pairs(raw: Any) -> list[Member]:
@@ -36,31 +51,56 @@ class Page:
 
 
 class View:
-    """The view's data for the API; `redis` must decode responses to str."""
+    """The view's data for the API; `redis` must decode responses to str.
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    `policy` is the one the worker runs with (its windows and event types shape a user's
+    document); the app's dependency sets it (services/deps.py) when it is not given here.
+    """
+
+    def __init__(self, redis: Redis, prefix: str, policy: Policy | None = None) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.policy = policy
 
     async def user(self, user_id: str) -> dict[str, Any] | None:
-        """The user's snapshot document with `version`, or None for an unknown user."""
-        raw = await self.redis.hgetall(viewkeys.user_key(self.prefix, user_id))
-        fields = {str(k): str(v) for k, v in raw.items()}
+        """The user's snapshot document with `version`, or None for an unknown user.
+
+        Raises RuntimeError when no policy was set.
+        """
+        if self.policy is None:
+            raise RuntimeError("services.view.View.user needs the policy: set View.policy")
+        # The state is msgpack, not text: read without the client's decoding.
+        raw = await self.redis.execute_command(  # type: ignore[no-untyped-call]
+            "HMGET",
+            viewkeys.user_key(self.prefix, user_id),
+            *_USER_FIELDS,
+            **{NEVER_DECODE: True},
+        )
+        fields = {
+            name: value for name, value in zip(_USER_FIELDS, raw, strict=True) if value is not None
+        }
         if not fields:
             return None
-        try:
-            doc = json.loads(fields.get("doc") or "{}")
-        except ValueError:
-            doc = {}
-        if not isinstance(doc, dict):
-            doc = {}
+        doc = self._document(fields, self.policy)
         doc.setdefault("user_id", user_id)
-        doc.setdefault("stage", fields.get("stage"))
-        doc.setdefault("tier", fields.get("tier"))
+        doc.setdefault("stage", _text(fields.get("stage")))
+        doc.setdefault("tier", _text(fields.get("tier")))
         if "risk" in fields:
             doc.setdefault("risk_score", float(fields["risk"]))
         doc["version"] = int(fields.get("version") or doc.get("version") or 0)
         return doc
+
+    @staticmethod
+    def _document(fields: dict[str, bytes], policy: Policy) -> dict[str, Any]:
+        """The document of the stored state; of a view written before states were stored,
+        the document stored then; {} when what is stored does not decode."""
+        try:
+            if "state" in fields:
+                return user_document(decode_state(fields["state"]), policy)
+            doc = json.loads(fields.get("doc") or b"{}")
+        except (msgspec.DecodeError, ValueError):
+            return {}
+        return doc if isinstance(doc, dict) else {}
 
     async def transitions(self, user_id: str, limit: int) -> list[dict[str, Any]] | None:
         """Up to `limit` newest-first transition documents; None when the user is unknown."""

@@ -8,7 +8,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class SharedSettings(BaseSettings):
-    """The knobs every Pulse process reads the same way (broker, topics, Redis view)."""
+    """The knobs every Pulse process reads the same way (broker, topics, Redis view, policy)."""
 
     model_config = SettingsConfigDict(env_prefix="PULSE_", extra="ignore")
 
@@ -22,6 +22,11 @@ class SharedSettings(BaseSettings):
     view_prefix: str = "pulse"
     max_event_bytes: int = Field(default=65_536, ge=256)
     log_level: str = "info"
+    # The policy (streams.core.policy.load_policy; None: the built-in defaults) and the
+    # parameters from `pulse fit` (BG/NBD: P(alive) then enters the risk score). The worker
+    # decides with them; the API builds the view's user documents with them.
+    policy_file: str | None = None
+    churn_model_file: str | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -30,7 +35,7 @@ class SharedSettings(BaseSettings):
 
 
 class WorkerSettings(SharedSettings):
-    """Every knob of the worker process. See README, "Configuration"."""
+    """Every knob of the worker process. See docs/configuration.md."""
 
     app_id: str = "pulse"
     dlq_topic: str = "user-events.dlq"
@@ -39,9 +44,6 @@ class WorkerSettings(SharedSettings):
     replication_factor: int = Field(default=1, ge=1)
     store: str = "memory://"
     data_dir: str = ".pulse/worker"
-    policy_file: str | None = None
-    # Parameters from `pulse fit` (BG/NBD): P(alive) then enters the risk score.
-    churn_model_file: str | None = None
     # How often the worker emits tick records that let event time pass for silent users.
     # 0 disables the timer (ticks can still be produced by someone else, e.g. tests).
     sweep_interval_seconds: float = Field(default=5.0, ge=0)

@@ -44,3 +44,16 @@ def snapshot(state: UserState, at: int, policy: Policy) -> dict[str, Any]:
         "as_of": format_ts(at),
         "version": state.version,
     }
+
+
+def user_document(state: UserState, policy: Policy) -> dict[str, Any]:
+    """The user's document as the state API serves it: the snapshot as of the user's own clock
+    (`evaluated_at`), plus `updated_at`, the event time of the last change.
+
+    Event time, not wall time: a document read from a view rebuilt from Kafka, or from the
+    same state read later, is the same. The worker stores the state; the API calls this on
+    read with the policy the worker runs with (windows and event types come from it).
+    """
+    doc = snapshot(state, state.evaluated_at, policy)
+    doc["updated_at"] = doc["as_of"]
+    return doc

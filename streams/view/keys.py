@@ -1,8 +1,12 @@
 """The Redis materialized view's key layout: the one contract between the worker that writes
 the view and the API that reads it. All keys share a prefix (PULSE_VIEW_PREFIX, default "pulse").
 
-  {p}:user:{user_id}          hash   version (int), stage, tier, risk (float), doc (JSON: the
-                                     streams.core.snapshot document plus "updated_at")
+  {p}:user:{user_id}          hash   version (int), stage, tier, risk (float), state (the
+                                     user's state as the table's changelog holds it:
+                                     streams.core.state.encode_state, msgpack); the API builds
+                                     the document from it (streams.core.snapshot.user_document).
+                                     A view written before states were stored has `doc` (that
+                                     document as JSON) instead, until the user's next write
   {p}:transitions:{user_id}   list   newest first, at most TRANSITIONS_KEPT JSON output documents
                                      (lifecycle_changed, churn_warning, tier_changed, as on the
                                      topics)
@@ -23,7 +27,9 @@ the view and the API that reads it. All keys share a prefix (PULSE_VIEW_PREFIX, 
 
 Writes are compare-and-set on `version` inside one Lua script, so the per-user hash, the
 segment sets and the counts always change together and an older version never overwrites a
-newer one. The same version again only puts back transitions the list lost (a rebuild).
+newer one; the sets and counts move only when the stage, tier, risk or recall cells changed.
+The same version again only puts back transitions the list lost (a rebuild), or replaces a
+`doc` with the state.
 """
 
 from __future__ import annotations

@@ -1,9 +1,14 @@
 """The Redis materialized view: the worker writes each user's current state there for the API.
 
-The view is derived data. Writes are compare-and-set on the state's version inside one Lua
-script that also moves the user between segment sets and adjusts the counts, so the per-user
-hash and the indexes never disagree and a stale write (older version, e.g. after a rebalance or
-a replay) never overwrites a newer one. Key layout: streams/view/keys.py.
+The view is derived data. What the worker writes is what it already has: the state's bytes as
+the table's changelog holds them (streams.core.state.encode_state) and the few fields the
+indexes need (version, stage, tier, risk, recall cells); the API builds the user's document
+from those bytes on read (streams.core.snapshot.user_document), so the stream pays for no
+document it may never serve. Writes are compare-and-set on the state's version inside one Lua
+script that also moves the user between segment sets and adjusts the counts when, and only
+when, a value they index changed, so the per-user hash and the indexes never disagree and a
+stale write (older version, e.g. after a rebalance or a replay) never overwrites a newer one.
+Key layout: streams/view/keys.py.
 
 `ViewWriter` decouples the stream from Redis: the agent hands over states without awaiting
 Redis; a background task coalesces them per user and writes in pipelines, retrying with
@@ -28,8 +33,7 @@ from streams import metrics
 from streams.core.outputs import Output
 from streams.core.policy import Policy
 from streams.core.recall import cell_counts
-from streams.core.snapshot import snapshot
-from streams.core.state import UserState
+from streams.core.state import UserState, encode_state
 from streams.view.keys import (
     TRANSITIONS_KEPT,
     WARNINGS_KEPT_MS,
@@ -43,10 +47,16 @@ _msgpack = msgspec.msgpack.Encoder()
 # One script call writes or erases a batch of users (a msgpack array; see View.write_many): a
 # round trip and a command per batch, not per user. Key names follow streams/view/keys.py.
 # ARGV: prefix, transitions kept, warnings kept ms, the batch. An item is
-#   ['w', uid, version, stage, tier, risk, doc, outputs, recall]  (outputs: [[kind,
-#   idempotency_key, event_time_ms, document], ...]; recall: JSON, '' when never warned), or
-#   ['e', uid]. Numbers travel as strings: Lua would print big ones in exponent form.
+#   ['w', uid, version, stage, tier, risk, state, outputs, recall]  (state: the encode_state
+#   bytes; outputs: [[kind, idempotency_key, event_time_ms, document], ...]; recall: JSON, ''
+#   when never warned), or ['e', uid]. Numbers travel as strings: Lua would print big ones in
+#   exponent form, and the risk's text is compared as it was stored.
 # Returns how many user states it wrote (a state at or below the view's version is not).
+#
+# Most writes change a user's windows and counters, not their stage, tier or recall cells,
+# and often not their risk: those writes are one HMGET and one HSET. Segment sets and counts
+# move only when a value they index changed; that is exact because this script is their only
+# writer and changes them together with the hash.
 BATCH_LUA = """
 local p, kept, warn_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local stage_counts, tier_counts = p .. ':count:stage', p .. ':count:tier'
@@ -59,11 +69,16 @@ local function leave(kind, counts, value, uid)
   if redis.call('HINCRBY', counts, value, -1) <= 0 then redis.call('HDEL', counts, value) end
 end
 
--- Takes the user out of the segment sets and counts of its current stage and tier.
-local function leave_segments(ukey, uid)
-  local old = redis.call('HMGET', ukey, 'stage', 'tier')
-  leave('stage', stage_counts, old[1], uid)
-  leave('tier', tier_counts, old[2], uid)
+-- Puts the user in the segment set of `value` (scored by risk) and its count, leaving the
+-- one of `old` first; when the value is the same, only a new risk re-scores the member.
+local function move(kind, counts, old, value, old_risk, risk, uid)
+  if old == value then
+    if old_risk ~= risk then redis.call('ZADD', p .. ':seg:' .. kind .. ':' .. value, risk, uid) end
+    return
+  end
+  leave(kind, counts, old, uid)
+  redis.call('ZADD', p .. ':seg:' .. kind .. ':' .. value, risk, uid)
+  redis.call('HINCRBY', counts, value, 1)
 end
 
 local function recall_cells(text, sign)
@@ -76,26 +91,42 @@ local function recall_cells(text, sign)
   end
 end
 
--- Moves the user's recall tally (its hash's `recall` field) to new_recall in the totals: the
--- old cells leave, the new ones join, so the totals are always the sum of the tallies the view
--- holds, whatever order or how often writes arrive.
-local function move_recall(ukey, new_recall)
-  local old_recall = redis.call('HGET', ukey, 'recall') or ''
+-- Stores the state and moves the user's indexes from `cur` (HMGET version, stage, tier, risk,
+-- recall, state) to the new values. The recall totals follow the user's tally (its hash's
+-- `recall` field): the old cells leave, the new ones join, so the totals are always the sum
+-- of the tallies the view holds, whatever order or how often writes arrive.
+local function store(ukey, uid, cur, version, stage, tier, risk, state, new_recall)
+  move('stage', stage_counts, cur[2], stage, cur[4], risk, uid)
+  move('tier', tier_counts, cur[3], tier, cur[4], risk, uid)
+  local old_recall = cur[5] or ''
   if old_recall ~= new_recall then
     recall_cells(old_recall, -1)
     recall_cells(new_recall, 1)
+    if new_recall == '' then redis.call('HDEL', ukey, 'recall')
+    else redis.call('HSET', ukey, 'recall', new_recall) end
   end
+  redis.call('HSET', ukey, 'version', version, 'stage', stage, 'tier', tier, 'risk', risk,
+             'state', state)
+  -- A hash written before the state was stored holds the document instead: it goes.
+  if cur[1] and not cur[6] then redis.call('HDEL', ukey, 'doc') end
 end
 
-local function write(uid, version, stage, tier, risk, doc, outs, new_recall)
+local function write(uid, version, stage, tier, risk, state, outs, new_recall)
   local ukey, tkey = p .. ':user:' .. uid, p .. ':transitions:' .. uid
-  local cur = redis.call('HGET', ukey, 'version')
-  if cur and tonumber(cur) > tonumber(version) then return 0 end
-  if cur and tonumber(cur) == tonumber(version) then
+  local cur = redis.call('HMGET', ukey, 'version', 'stage', 'tier', 'risk', 'recall', 'state')
+  if cur[1] and tonumber(cur[1]) > tonumber(version) then return 0 end
+  local written = 0
+  if not (cur[1] and tonumber(cur[1]) == tonumber(version) and cur[6]) then
+    -- A newer version, or the same one stored as a document (a view written before the
+    -- state was stored, brought up to date by a resync or a rebuild).
+    store(ukey, uid, cur, version, stage, tier, risk, state, new_recall)
+    written = 1
+  end
+  if cur[1] and tonumber(cur[1]) == tonumber(version) then
     -- The same state again: a redelivery, a resync or a rebuild. Only a rebuild brings
     -- outputs the list lacks (the view lost them, the state came back without them); its
     -- outputs are the user's latest from the topics, so they replace the list.
-    if #outs == 0 then return 0 end
+    if #outs == 0 then return written end
     local have = {}
     for _, kept_doc in ipairs(redis.call('LRANGE', tkey, 0, -1)) do
       have[cjson.decode(kept_doc)['idempotency_key']] = true
@@ -104,20 +135,10 @@ local function write(uid, version, stage, tier, risk, doc, outs, new_recall)
     for _, out in ipairs(outs) do
       if not have[out[2]] then missing = true end
     end
-    if not missing then return 0 end
+    if not missing then return written end
     redis.call('DEL', tkey)
-  else
-    leave_segments(ukey, uid)
-    move_recall(ukey, new_recall)
-    redis.call('HSET', ukey, 'version', version, 'stage', stage, 'tier', tier, 'risk', risk,
-               'doc', doc)
-    if new_recall == '' then redis.call('HDEL', ukey, 'recall')
-    else redis.call('HSET', ukey, 'recall', new_recall) end
-    redis.call('ZADD', p .. ':seg:stage:' .. stage, risk, uid)
-    redis.call('ZADD', p .. ':seg:tier:' .. tier, risk, uid)
-    redis.call('HINCRBY', stage_counts, stage, 1)
-    redis.call('HINCRBY', tier_counts, tier, 1)
   end
+  if #outs == 0 then return 1 end
   local warned = false
   for _, out in ipairs(outs) do
     redis.call('LPUSH', tkey, out[4])
@@ -137,8 +158,10 @@ end
 
 local function erase(uid)
   local ukey = p .. ':user:' .. uid
-  leave_segments(ukey, uid)
-  move_recall(ukey, '')
+  local old = redis.call('HMGET', ukey, 'stage', 'tier', 'recall')
+  leave('stage', stage_counts, old[1], uid)
+  leave('tier', tier_counts, old[2], uid)
+  recall_cells(old[3], -1)
   redis.call('DEL', ukey, p .. ':transitions:' .. uid)
 end
 
@@ -155,22 +178,28 @@ return written
 """
 
 
-def view_doc(state: UserState, policy: Policy) -> dict[str, Any]:
-    """The document stored for a user: the snapshot as of the user's own clock.
-
-    `updated_at` is the event time of the last change (not wall time), so a view rebuilt from
-    Kafka is identical to the one written live.
-    """
-    doc = snapshot(state, state.evaluated_at, policy)
-    doc["updated_at"] = doc["as_of"]
-    return doc
-
-
 def recall_doc(state: UserState) -> str:
     """The user's recall tally as the view stores it: JSON [[group, tier, reason, outcome,
     warnings], ...] in a fixed order ('' when the user was never warned)."""
+    if not state.recall_tally:
+        return ""
     cells = sorted(cell_counts(state.recall_tally).items())
     return _json.encode([[*k, n] for k, n in cells]).decode() if cells else ""
+
+
+def _msgpack_str(data: bytes) -> msgspec.Raw:
+    """`data` as a msgpack str (any bytes): the msgpack library inside Redis reads no bin
+    types, and a Lua string holds any bytes."""
+    n = len(data)
+    if n < 32:
+        head = bytes((0xA0 | n,))
+    elif n < 0x100:
+        head = bytes((0xD9, n))
+    elif n < 0x10000:
+        head = b"\xda" + n.to_bytes(2, "big")
+    else:
+        head = b"\xdb" + n.to_bytes(4, "big")
+    return msgspec.Raw(head + data)
 
 
 # An output with the exact JSON published for it (the transitions list keeps those bytes).
@@ -192,10 +221,11 @@ class View:
     # and the calls of one flush share a round trip.
     BATCH = 500
 
-    def __init__(self, client: aioredis.Redis, prefix: str, policy: Policy) -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str, policy: Policy | None = None) -> None:
+        """`policy` is accepted for callers that still pass one; the view does not need it
+        (the API builds documents with its own copy)."""
         self.client = client
         self.prefix = prefix
-        self.policy = policy
         self._batch = client.register_script(BATCH_LUA)
 
     def item(self, state: UserState, outputs: list[Published]) -> list[Any]:
@@ -207,8 +237,7 @@ class View:
             state.stage,
             state.tier,
             repr(state.risk),  # the shortest text that reads back as the same float
-            # str, not bytes: the msgpack library inside Redis does not read the bin types.
-            _json.encode(view_doc(state, self.policy)).decode(),
+            _msgpack_str(encode_state(state)),
             [[o.kind, o.idempotency_key, str(o.ts), wire] for o, wire in outputs],
             recall_doc(state),
         ]

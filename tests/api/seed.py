@@ -3,41 +3,57 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from streams.core.eventtime import day_of
+from streams.core.policy import Policy
+from streams.core.state import UserState, encode_state
+from streams.core.windows import DayBucket
 from streams.view import keys as viewkeys
 
 
-def user_doc(user_id: str, stage: str, tier: str, risk: float, version: int) -> dict[str, Any]:
-    """A streams.core.snapshot-shaped document plus updated_at."""
-    return {
-        "user_id": user_id,
-        "stage": stage,
-        "stage_since": "2026-11-01T00:00:00.000Z",
-        "tier": tier,
-        "tier_since": "2026-11-01T00:00:00.000Z",
-        "risk_score": risk,
-        "first_seen": "2026-10-01T08:00:00.000Z",
-        "last_seen": "2026-11-20T08:00:00.000Z",
-        "last_active": "2026-11-20T08:00:00.000Z",
-        "typical_gap_days": 1.5,
-        "last_warning_at": None,
-        "last_warning_reason": None,
-        "windows": {
-            "7d": {
-                "events": 4,
-                "by_type": {"page_view": 3, "purchase": 1},
-                "spend": 19.9,
-                "active_days": 3,
-            },
-        },
-        "lifetime": {"events": 40, "spend": 120.5},
-        "as_of": "2026-11-22T00:00:00.000Z",
-        "version": version,
-        "updated_at": "2026-11-22T00:00:01.000Z",
-    }
+def _ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+UPDATED_AT_MS = _ms("2026-11-22T00:00:01+00:00")  # the user's clock
+_TODAY = day_of(UPDATED_AT_MS)
+
+
+def _bucket(days_ago: int, spend_cents: int = 0, **counts: int) -> DayBucket:
+    types = (*Policy().event_types, "other")
+    return DayBucket(
+        _TODAY - days_ago, tuple(counts.get(t, 0) for t in types), spend_cents, active=True
+    )
+
+
+def user_state(user_id: str, stage: str, tier: str, risk: float, version: int) -> UserState:
+    """A state whose document (streams.core.snapshot.user_document, default policy) has, in
+    its 7-day window, 3 page views and a purchase of 19.90 on 3 days; 40 events and 120.50
+    in its lifetime; updated_at 2026-11-22T00:00:01.000Z."""
+    return UserState(
+        user_id=user_id,
+        first_seen=_ms("2026-10-01T08:00:00+00:00"),
+        last_seen=_ms("2026-11-20T08:00:00+00:00"),
+        last_active=_ms("2026-11-20T08:00:00+00:00"),
+        evaluated_at=UPDATED_AT_MS,
+        buckets=(
+            _bucket(6, page_view=1),
+            _bucket(4, page_view=1),
+            _bucket(2, 1990, page_view=1, purchase=1),
+        ),
+        total_events=40,
+        total_spend_cents=12_050,
+        stage=stage,
+        stage_since=_ms("2026-11-01T00:00:00+00:00"),
+        risk=risk,
+        tier=tier,
+        tier_since=_ms("2026-11-01T00:00:00+00:00"),
+        version=version,
+    )
 
 
 def transition(user_id: str, n: int) -> dict[str, Any]:
@@ -68,7 +84,7 @@ async def seed_user(
     version: int = 1,
     transitions: int = 0,
 ) -> None:
-    doc = user_doc(user_id, stage, tier, risk, version)
+    state = user_state(user_id, stage, tier, risk, version)
     async with r.pipeline(transaction=True) as pipe:
         pipe.hset(
             viewkeys.user_key(prefix, user_id),
@@ -77,7 +93,7 @@ async def seed_user(
                 "stage": stage,
                 "tier": tier,
                 "risk": repr(risk),
-                "doc": json.dumps(doc),
+                "state": encode_state(state),
             },
         )
         pipe.zadd(viewkeys.stage_segment_key(prefix, stage), {user_id: risk})

@@ -8,9 +8,12 @@ from typing import Any
 import msgspec
 import pytest
 import redis.asyncio as aioredis
+from redis.client import NEVER_DECODE
 
 from streams.core.eventtime import DAY_MS
 from streams.core.policy import Policy
+from streams.core.snapshot import user_document
+from streams.core.state import decode_state, encode_state
 from streams.view.keys import epoch_key, stage_counts_key, tier_counts_key, user_key
 from streams.view.rebuild import rebuild_view
 from streams.view.writer import View
@@ -25,14 +28,15 @@ def _client(stack: Stack) -> aioredis.Redis:
 
 
 async def _dump(client: aioredis.Redis, prefix: str) -> dict[str, Any]:
-    """Every key of the view with its full content (not the epoch token: not user data)."""
+    """Every key of the view with its full content, as bytes (a user's state is msgpack; not
+    the epoch token: not user data)."""
     out: dict[str, Any] = {}
     async for key in client.scan_iter(match=f"{prefix}:*"):
         if key == epoch_key(prefix):
             continue
         kind = await client.type(key)
         if kind == "hash":
-            out[key] = await client.hgetall(key)
+            out[key] = await client.execute_command("HGETALL", key, **{NEVER_DECODE: True})
         elif kind == "list":
             out[key] = await client.lrange(key, 0, -1)
         elif kind == "zset":
@@ -40,6 +44,11 @@ async def _dump(client: aioredis.Redis, prefix: str) -> dict[str, Any]:
         else:
             out[key] = await client.get(key)
     return out
+
+
+async def _user_hash(client: aioredis.Redis, prefix: str, user: str) -> dict[bytes, bytes]:
+    reply = await client.execute_command("HGETALL", user_key(prefix, user), **{NEVER_DECODE: True})
+    return dict(reply)
 
 
 async def _scenario(stack: Stack) -> None:
@@ -90,9 +99,13 @@ async def test_view_follows_the_table_and_rebuilds_identically(stack: Stack) -> 
     client = _client(stack)
     try:
         await _caught_up(stack, client)
-        sil = await client.hgetall(user_key(p, "sil"))
-        assert sil["stage"] == "at_risk"
-        doc = msgspec.json.decode(sil["doc"])
+        sil = await _user_hash(client, p, "sil")
+        assert sil[b"stage"] == b"at_risk"
+        # The view holds the state as the table does; the document is the API's to build.
+        table = await stack.states(lambda s: True)
+        assert sil[b"state"] == encode_state(table["sil"])
+        assert b"doc" not in sil
+        doc = user_document(decode_state(sil[b"state"]), Policy())
         assert doc["windows"]["30d"]["active_days"] == 10
         assert doc["last_warning_reason"] == "silence_exceeds_normal"
         assert await client.zrange(f"{p}:seg:stage:at_risk", 0, -1) == ["sil"]
@@ -165,8 +178,9 @@ async def test_a_stale_write_never_overwrites_a_newer_state(stack: Stack) -> Non
         s2 = apply_event(s1, Event("e2", "cas", "purchase", t + 1, 60_000, True), policy).state
         assert await view.write(s2, [])
         assert not await view.write(s1, [])  # older version: refused
-        stored = await client.hgetall(user_key("cas-test", "cas"))
-        assert int(stored["version"]) == s2.version and stored["tier"] == "gold"
+        stored = await _user_hash(client, "cas-test", "cas")
+        assert int(stored[b"version"]) == s2.version and stored[b"tier"] == b"gold"
+        assert decode_state(stored[b"state"]) == s2
         assert await client.hgetall(tier_counts_key("cas-test")) == {"gold": "1"}
         assert await client.hgetall(stage_counts_key("cas-test")) == {"new": "1"}
     finally:

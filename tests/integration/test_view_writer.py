@@ -4,21 +4,25 @@ users again (each writer its own users, once per loss), and never queues an olde
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from msgspec.structs import replace
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from streams.core.contract import Event
 from streams.core.engine import apply_event
 from streams.core.policy import Policy
-from streams.core.state import UserState
-from streams.local.embedded import Server
-from streams.view.keys import epoch_key, stage_counts_key, user_key
-from streams.view.writer import View, ViewWriter
+from streams.core.recall import cell_counts
+from streams.core.state import RecallCell, UserState, encode_state
+from streams.local.embedded import Server, start_redis
+from streams.view.keys import epoch_key, recall_field, stage_counts_key, user_key
+from streams.view.writer import Pending, View, ViewWriter
 
 from .events import day_base
 from .waits import until
@@ -67,7 +71,7 @@ class Users:
 
 
 def writer(client: aioredis.Redis, prefix: str, users: Users) -> ViewWriter:
-    return ViewWriter(View(client, prefix, POLICY), resync=users, epoch_check_s=0.05)
+    return ViewWriter(View(client, prefix), resync=users, epoch_check_s=0.05)
 
 
 async def test_every_writer_writes_its_own_users_again_once_per_loss(
@@ -114,7 +118,7 @@ async def test_a_resync_cut_short_starts_again(client: aioredis.Redis, prefix: s
             raise RedisConnectionError("Redis went away again mid-resync")
         yield states[2:]
 
-    w = ViewWriter(View(client, prefix, POLICY), resync=flaky)
+    w = ViewWriter(View(client, prefix), resync=flaky)
     assert not await w.check_epoch()  # learns the token
     await lose_the_view(client, prefix)
     with pytest.raises(RedisConnectionError):
@@ -126,7 +130,7 @@ async def test_a_resync_cut_short_starts_again(client: aioredis.Redis, prefix: s
 
 
 def test_a_resynced_state_never_replaces_a_newer_pending_one_or_an_erasure() -> None:
-    w = ViewWriter(View(aioredis.Redis(), "unused", POLICY))
+    w = ViewWriter(View(aioredis.Redis(), "unused"))
     old, new = user("d", 1), user("d", 2)
     w.put(new, [])
     w.refresh(old)
@@ -159,8 +163,6 @@ async def _contents(client: aioredis.Redis, prefix: str) -> dict[str, object]:
 async def test_one_batch_writes_what_user_by_user_writes(client: aioredis.Redis) -> None:
     """1,200 users (three script calls in one round trip), some erased in the same flush,
     some of them buyers (another tier): the same view as one call per user."""
-    from streams.view.writer import Pending
-
     states = []
     for n in range(1_200):
         state = user(f"m{n:04d}", events=1 + n % 3)
@@ -168,7 +170,7 @@ async def test_one_batch_writes_what_user_by_user_writes(client: aioredis.Redis)
             event = Event(f"m{n}-buy", state.user_id, "purchase", day_base(1) + 10, 60_000, True)
             state = apply_event(state, event, POLICY).state
         states.append(state)
-    batched, single = (View(client, f"vb{uuid.uuid4().hex[:8]}", POLICY) for _ in range(2))
+    batched, single = (View(client, f"vb{uuid.uuid4().hex[:8]}") for _ in range(2))
     erased = {s.user_id for s in states[::11]}
     for view in (batched, single):  # the erased users exist before the flush
         await view.write_many({u: Pending(user(u)) for u in erased})
@@ -186,3 +188,135 @@ async def test_one_batch_writes_what_user_by_user_writes(client: aioredis.Redis)
     tiers = {k.decode(): int(v) for k, v in got[":count:tier"].items()}  # type: ignore[attr-defined]
     assert tiers == Counter(s.tier for s in kept)
     assert len(tiers) == 2  # buyers and the others
+
+
+def _calls(stats: dict[str, Any], *commands: str) -> dict[str, int]:
+    return {c: int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in commands}
+
+
+async def test_a_write_touches_the_indexes_only_for_what_changed() -> None:
+    """Most writes change a user's figures, not their stage, tier or risk: those move no
+    segment set and no count. Counted on a redis-server of this test's own."""
+    server = start_redis()
+    client = aioredis.from_url(f"redis://127.0.0.1:{server.port}/0")
+    view = View(client, "touch")
+    indexes = ("zadd", "zrem", "hincrby", "hdel")
+
+    async def write(state: UserState) -> dict[str, int]:
+        before = _calls(await client.info("commandstats"), *indexes)
+        assert await view.write(state, [])
+        after = _calls(await client.info("commandstats"), *indexes)
+        return {c: after[c] - before[c] for c in indexes if after[c] != before[c]}
+
+    try:
+        first = user("t", 1)
+        assert await write(first) == {"zadd": 2, "hincrby": 2}  # joins a stage and a tier
+        figures = user("t", 2)
+        assert (figures.stage, figures.tier, figures.risk) == (first.stage, first.tier, 0.0)
+        assert await write(figures) == {}
+        riskier = replace(figures, version=figures.version + 1, risk=0.5)
+        assert await write(riskier) == {"zadd": 2}  # the same sets, a new score
+        moved = replace(riskier, version=riskier.version + 1, stage="active")
+        # Out of `new` (its count falls to 0: the field goes), into `active`; the tier stays.
+        assert await write(moved) == {"zrem": 1, "zadd": 1, "hincrby": 2, "hdel": 1}
+        warned = replace(
+            moved,
+            version=moved.version + 1,
+            recall_tally=(RecallCell("treated", moved.tier, "silence_exceeds_normal", warned=1),),
+        )
+        assert await write(warned) == {"hincrby": 1}  # its recall cell joins the totals
+        assert await client.zrange("touch:seg:stage:active", 0, -1, withscores=True) == [
+            (b"t", 0.5)
+        ]
+        assert not await client.exists("touch:seg:stage:new")
+        assert await client.hgetall("touch:count:stage") == {b"active": b"1"}
+        assert await client.hgetall("touch:count:tier") == {first.tier.encode(): b"1"}
+        assert await client.zscore(f"touch:seg:tier:{first.tier}", "t") == 0.5
+        assert await client.hget(user_key("touch", "t"), "state") == encode_state(warned)
+    finally:
+        await client.aclose()
+        server.stop()
+
+
+async def test_indexes_follow_the_latest_state_whatever_the_write_order(
+    client: aioredis.Redis, prefix: str
+) -> None:
+    """Versions of 40 users with changing stage, tier, risk and recall cells, written in a
+    shuffled order (so most arrive stale), in batches, some users erased at the end: the
+    segment sets, counts and recall totals are those of the states the view holds."""
+    rng = random.Random(7)
+    view = View(client, prefix)
+    base = user("x")
+    versions: list[UserState] = []
+    latest: dict[str, UserState] = {}
+    for n in range(40):
+        for version in range(1, 7):
+            tally = ()
+            if rng.random() < 0.4:
+                tally = (RecallCell(rng.choice(["treated", "holdout"]), "t1", "r", warned=version),)
+            state = replace(
+                base,
+                user_id=f"x{n:02d}",
+                version=version,
+                stage=rng.choice(["new", "active", "at_risk", "dormant"]),
+                tier=rng.choice(["t1", "t2", "t3"]),
+                risk=rng.choice([0.0, 0.25, 0.5, 1.0]),
+                recall_tally=tally,
+            )
+            versions.append(state)
+            latest[state.user_id] = state
+    rng.shuffle(versions)
+    start = 0
+    while start < len(versions):
+        chunk = versions[start : start + rng.randint(1, 30)]
+        start += len(chunk)
+        await view.write_many({s.user_id: Pending(s) for s in chunk})
+    for state in latest.values():  # a batch holds one version per user: the last one wins
+        await view.write(state, [])
+    erased = sorted(latest)[::5]
+    for user_id in erased:
+        await view.erase(user_id)
+        del latest[user_id]
+
+    got = await _contents(client, prefix)
+    want: dict[str, object] = {}
+    for kind in ("stage", "tier"):
+        members: dict[str, list[tuple[bytes, float]]] = {}
+        for s in latest.values():
+            members.setdefault(getattr(s, kind), []).append((s.user_id.encode(), s.risk))
+        for value, pairs in members.items():
+            want[f":seg:{kind}:{value}"] = sorted(pairs, key=lambda p: (p[1], p[0]))
+        counts = Counter(getattr(s, kind) for s in latest.values())
+        want[f":count:{kind}"] = {k.encode(): str(n).encode() for k, n in counts.items()}
+    totals: Counter[tuple[str, str, str, str]] = Counter()
+    for s in latest.values():
+        totals.update(cell_counts(s.recall_tally))
+    if totals:
+        want[":count:recall"] = {
+            recall_field(*cell).encode(): str(n).encode() for cell, n in totals.items()
+        }
+    assert {k: v for k, v in got.items() if not k.startswith(":user:")} == want
+    users = {k.removeprefix(":user:") for k in got if k.startswith(":user:")}
+    assert users == set(latest)
+    for user_id, state in latest.items():
+        assert got[f":user:{user_id}"][b"state"] == encode_state(state)  # type: ignore[index]
+
+
+async def test_states_of_every_size_are_stored_byte_for_byte(
+    client: aioredis.Redis, prefix: str
+) -> None:
+    """The state travels to the script as a msgpack str of its bytes: every length header
+    (8, 16 and 32 bits) carries it whole."""
+    view = View(client, prefix)
+    small = user("s")
+    sizes = {
+        "s8": small,
+        "s16": replace(small, user_id="s16", recent_ids=tuple(range(2**62, 2**62 + 60))),
+        "s32": replace(small, user_id="s32", recent_ids=tuple(range(2**62, 2**62 + 9000))),
+    }
+    lengths = [len(encode_state(s)) for s in sizes.values()]
+    assert lengths[0] < 0x100 <= lengths[1] < 0x10000 <= lengths[2]
+    await view.write_many({name: Pending(state) for name, state in sizes.items()})
+    for name, state in sizes.items():
+        stored = await client.hget(user_key(prefix, state.user_id), "state")
+        assert stored == encode_state(state), name

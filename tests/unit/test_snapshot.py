@@ -6,7 +6,7 @@ from streams.core.contract import Event
 from streams.core.engine import apply_event
 from streams.core.eventtime import DAY_MS
 from streams.core.policy import Policy
-from streams.core.snapshot import snapshot
+from streams.core.snapshot import snapshot, user_document
 
 BASE = 1_795_305_600_000  # 2026-11-22T00:00:00Z
 
@@ -56,3 +56,16 @@ def test_windows_follow_the_policy() -> None:
     snap = snapshot(_state(policy), BASE + 2000, policy)
     assert list(snap["windows"]) == ["7d", "14d", "30d", "60d"]
     assert snap["windows"]["14d"]["events"] == 4
+
+
+def test_the_user_document_is_the_snapshot_at_the_users_own_clock() -> None:
+    policy = Policy()
+    state = _state(policy)
+    doc = user_document(state, policy)
+    assert doc["as_of"] == doc["updated_at"] == "2026-11-22T00:00:01.000Z"  # the last event
+    assert {k: v for k, v in doc.items() if k != "updated_at"} == snapshot(
+        state, state.evaluated_at, policy
+    )
+    assert doc["version"] == state.version
+    # Read later, the same: nothing in it depends on when it is built.
+    assert user_document(state, policy) == doc
