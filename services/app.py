@@ -2,7 +2,8 @@
 
 Reads come from the Redis view the worker maintains (streams/view/keys.py); writes (events,
 erasure tombstones) go to the events topic through a producer started on first use, so the
-API starts and serves reads while the broker is down.
+API starts and serves reads while the broker is down. The interactive docs (/docs, /redoc)
+load Swagger UI and ReDoc from the `fastapi-offline` package, so they work without Internet.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from redis.asyncio import Redis
 
 from services.auth import parse_api_keys
@@ -21,13 +23,20 @@ from services.metrics import ApiMetrics, MetricsMiddleware
 from services.routes import ROUTERS
 from services.settings import ApiSettings
 from services.view import View
+from streams.core.policy import Policy
 
 log = logging.getLogger("pulse.api")
 
 
-def create_app(settings: ApiSettings | None = None) -> FastAPI:
+# Where the docs pages load their scripts and styles from (files of fastapi-offline).
+DOCS_ASSETS_URL = "/docs-assets"
+
+
+def create_app(settings: ApiSettings | None = None, policy: Policy | None = None) -> FastAPI:
     """A ready-to-serve app; its lifespan opens and closes the Redis client and producer.
 
+    `policy` is the worker's (the tiers the segment routes accept come from it); when None
+    it is loaded on first use from the settings' policy files (services.deps.get_policy).
     Raises ValueError when PULSE_API_KEYS is malformed.
     """
     settings = settings or ApiSettings()
@@ -54,7 +63,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             await producer.close()
             await redis.aclose()
 
-    app = FastAPI(
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS_URL,
         title="Pulse state API",
         version="1",
         description=(
@@ -66,6 +76,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    if policy is not None:
+        app.state.policy = policy
     app.state.api_keys = keys
     metrics = ApiMetrics()
     app.state.metrics = metrics
@@ -76,16 +88,20 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     return app
 
 
-def serve(settings: ApiSettings | None = None) -> None:
-    """Run the API with uvicorn on api_host:api_port until SIGINT/SIGTERM."""
+def serve(settings: ApiSettings | None = None, policy: Policy | None = None) -> None:
+    """Run the API with uvicorn on api_host:api_port until SIGINT/SIGTERM.
+
+    Raises ValueError when PULSE_API_KEYS is malformed (see create_app).
+    """
     import uvicorn
 
     settings = settings or ApiSettings()
+    app = create_app(settings, policy)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level.lower(),

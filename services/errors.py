@@ -1,14 +1,16 @@
 """One error shape for every failure: `{"error": {"code", "message", "details"?}}`.
 
-`ApiError` is raised by routes and dependencies; the handlers installed by `install_handlers`
-also turn FastAPI's validation errors (422), unknown routes (404), wrong methods (405), Redis
-failures (503 view_unavailable, with Retry-After) and unexpected exceptions (500) into the same
-shape.
+`ApiError` is raised by routes and dependencies (`invalid_choice` builds the 422 for a value
+outside a set known only at run time, such as the policy's tiers); the handlers installed by
+`install_handlers` also turn FastAPI's validation errors (422), unknown routes (404), wrong
+methods (405), Redis failures (503 view_unavailable, with Retry-After) and unexpected
+exceptions (500) into the same shape.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -51,6 +53,20 @@ class ApiError(Exception):
         self.message = message
         self.details = details
         self.headers = headers
+
+
+def invalid_choice(loc: tuple[str, str], value: str, allowed: Sequence[str], what: str) -> ApiError:
+    """The 422 for a parameter outside a set only known at run time (e.g. the policy's tiers),
+    in the shape of FastAPI's own validation errors: `loc` is ("path" or "query", name)."""
+    names = [repr(a) for a in allowed]
+    choices = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+    msg = f"Input should be {choices} ({what}), not {value!r}"
+    return ApiError(
+        422,
+        "validation_error",
+        f"invalid request: {'.'.join(loc)}: {msg}",
+        [{"loc": list(loc), "msg": msg, "type": "enum"}],
+    )
 
 
 def error_response(

@@ -137,7 +137,7 @@ class RecallComparison(BaseModel):
 
 class RecallStats(BaseModel):
     """Did the recall work? Reactivation of warned users, treated against holdout, summed over
-    every user's tally in the view (see README, "Did the recall work?")."""
+    every user's tally in the view (see docs/rules.md, "Did the recall work?")."""
 
     confidence: float = Field(default=0.95, description="Confidence level of the intervals.")
     interval: Literal["newcombe_hybrid_score"] = Field(
@@ -156,7 +156,7 @@ class EventResult(BaseModel):
     status: Literal["accepted", "rejected"]
     event_id: str | None = None
     reason: str | None = Field(
-        default=None, description="Dead-letter reason code (see README) when rejected."
+        default=None, description="Dead-letter reason code (see docs/contract.md) when rejected."
     )
     detail: str | None = None
 

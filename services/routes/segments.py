@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from services.auth import require
+from services.clock import now_ms as clock_now_ms
 from services.cursors import decode_cursor, encode_cursor
-from services.deps import SettingsDep, ViewDep
-from services.errors import error_responses
+from services.deps import SettingsDep, ViewDep, get_policy
+from services.errors import error_responses, invalid_choice
 from services.models import SegmentPage, Stage, Stats, WarningCounts
 from services.settings import ApiSettings
 from services.view import View
@@ -19,7 +19,14 @@ from streams.view import keys as viewkeys
 
 router = APIRouter(prefix="/v1", tags=["segments"])
 
-TierName = Annotated[str, Path(min_length=1, max_length=32, description="A tier name.")]
+_TIER_DOC = (
+    "A tier of the policy (the defaults: bronze, silver, gold, platinum); another name is a 422."
+)
+TierName = Annotated[str, Path(min_length=1, max_length=32, description=_TIER_DOC)]
+TierFilter = Annotated[
+    str | None,
+    Query(min_length=1, max_length=32, description="Only users in this tier. " + _TIER_DOC),
+]
 Limit = Annotated[int, Query(ge=1, le=500, description="Items per page.")]
 Cursor = Annotated[
     str | None,
@@ -28,6 +35,18 @@ Cursor = Annotated[
 MinRisk = Annotated[
     float | None, Query(ge=0, le=1, description="Only users with risk_score >= min_risk.")
 ]
+
+
+async def _check_tier(request: Request, view: View, prefix: str, tier: str, loc: str) -> None:
+    """Raises the 422 for a tier that is neither the policy's nor held by a user in the view.
+
+    The second test keeps an API started without the worker's policy file (the built-in
+    tiers) answering for the tiers that the worker's policy gives its users.
+    """
+    tiers = get_policy(request).tier_names
+    if tier in tiers or await view.redis.hexists(viewkeys.tier_counts_key(prefix), tier):
+        return
+    raise invalid_choice((loc, "tier"), tier, tiers, "a tier of the policy")
 
 
 async def _page(
@@ -61,17 +80,21 @@ async def _page(
 )
 async def stage_segment(
     stage: Stage,
+    request: Request,
     view: ViewDep,
     settings: SettingsDep,
     limit: Limit = 50,
     cursor: Cursor = None,
-    tier: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
+    tier: TierFilter = None,
     min_risk: MinRisk = None,
 ) -> SegmentPage:
     """Users in `stage` by risk descending, then user id ascending; optionally only those in
     `tier` and with risk >= `min_risk`. Pass `next_cursor` back as `cursor` for the next page
-    (with the same filters; 400 invalid_cursor otherwise). An unknown stage is a 422."""
+    (with the same filters; 400 invalid_cursor otherwise). An unknown stage or tier is a 422
+    validation_error whose message lists the allowed values."""
     p = settings.view_prefix
+    if tier is not None:
+        await _check_tier(request, view, p, tier, "query")
     context = f"stage\x1f{stage.value}\x1f{tier or ''}\x1f{min_risk!r}"
     return await _page(
         view,
@@ -94,6 +117,7 @@ async def stage_segment(
 )
 async def tier_segment(
     tier: TierName,
+    request: Request,
     view: ViewDep,
     settings: SettingsDep,
     limit: Limit = 50,
@@ -102,9 +126,11 @@ async def tier_segment(
     min_risk: MinRisk = None,
 ) -> SegmentPage:
     """Users in `tier` by risk descending, then user id ascending; optionally only those in
-    `stage` and with risk >= `min_risk`. Tiers come from the policy, so an unknown tier is
-    an empty list. Cursors as for the stage lists."""
+    `stage` and with risk >= `min_risk`. Tiers come from the policy: an unknown tier or stage
+    is a 422 validation_error whose message lists the allowed values. Cursors as for the
+    stage lists."""
     p = settings.view_prefix
+    await _check_tier(request, view, p, tier, "path")
     context = f"tier\x1f{tier}\x1f{stage.value if stage else ''}\x1f{min_risk!r}"
     return await _page(
         view,
@@ -125,16 +151,17 @@ async def tier_segment(
     responses=error_responses(401, 403),
     summary="Users per stage and tier, recent warnings",
 )
-async def stats(view: ViewDep) -> Stats:
+async def stats(view: ViewDep, settings: SettingsDep) -> Stats:
     """User counts per stage (every stage, zero-filled) and per tier, from the view's count
     hashes, and churn warnings in the last hour and day.
 
     Warnings are counted by their *event time* (the zset score, epoch ms) against the API's
-    current wall time in ms: `last_hour` is ZCOUNT [now - 1 h, +inf]. Warnings stamped with
-    an event-time clock far from wall time (a replay, the accelerated demo clock) are counted
-    by that clock, not by when they were emitted. The view keeps two days of warnings.
+    event-time clock (services/clock.py: wall time, or the demo's accelerated clock that the
+    worker runs too): `last_hour` is ZCOUNT [now - 1 h, +inf], and `as_of` is that "now".
+    Warnings stamped with a clock far from it (a replay) are counted by their own time, not
+    by when they were emitted. The view keeps two days of warnings.
     """
-    now_ms = time.time_ns() // 1_000_000
+    now_ms = clock_now_ms(settings)
     stage_counts, tier_counts, hour, day = await view.stats(now_ms)
     stages = {s.value: 0 for s in Stage}
     stages.update({k: int(v) for k, v in stage_counts.items()})

@@ -7,12 +7,13 @@ code (for the dead-letter topic and the metrics) and a message that tells the se
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import msgspec
 
-from streams.core.eventtime import TimestampError, parse_ts
+from streams.core.eventtime import TimestampError, format_ts, parse_ts
 
 MAX_ID_CHARS = 128
 MAX_TYPE_CHARS = 64
@@ -35,6 +36,7 @@ class Reason:
     INVALID_VALUE = "invalid_value"
     TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
     KEY_MISMATCH = "key_mismatch"
+    MISSING_KEY = "missing_key"
     TOO_LATE = "too_late"
     INTERNAL_ERROR = "internal_error"
 
@@ -178,13 +180,44 @@ def _event_ts(
             ts = parse_ts(raw_ts)
         except TimestampError as exc:
             raise InvalidEvent(Reason.WRONG_TYPE, str(exc), user_id) from None
-    if ts < min_ts_ms or ts > now_ms + max_future_skew_ms:
+    if ts < min_ts_ms:
+        hint = ""
+        if min_ts_ms <= ts * 1000 <= now_ms + max_future_skew_ms:
+            hint = " (it looks like seconds: send epoch milliseconds or an RFC 3339 time)"
         raise InvalidEvent(
             Reason.TIMESTAMP_OUT_OF_RANGE,
-            f"ts {ts} is outside the accepted range [{min_ts_ms}, now + {max_future_skew_ms} ms]",
+            f"ts {describe_ts(ts)} is before the earliest accepted time "
+            f"{describe_ts(min_ts_ms)}{hint}",
+            user_id,
+        )
+    latest = now_ms + max_future_skew_ms
+    if ts > latest:
+        raise InvalidEvent(
+            Reason.TIMESTAMP_OUT_OF_RANGE,
+            f"ts {describe_ts(ts)} is after the latest accepted time, the receiver's clock plus "
+            f"{max_future_skew_ms / 1000:g} s: {describe_ts(latest)}; send the time the event "
+            "happened, in UTC or with its offset",
             user_id,
         )
     return ts
+
+
+# format_ts is exact on [0, 2**32 s) (see streams.core.eventtime); other times, which only
+# rejected records carry, are formatted here by integer arithmetic.
+_FORMAT_TS_EXACT_MS = 2**32 * 1000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def describe_ts(ts_ms: int) -> str:
+    """An epoch-millisecond time for a message: RFC 3339 UTC followed by the number, e.g.
+    `2026-11-22T10:00:00.000Z (1795341600000 ms)`; the number alone outside years 1-9999."""
+    if 0 <= ts_ms < _FORMAT_TS_EXACT_MS:
+        return f"{format_ts(ts_ms)} ({ts_ms} ms)"
+    try:
+        when = _EPOCH + timedelta(milliseconds=ts_ms)
+    except OverflowError:
+        return f"{ts_ms} ms (outside the years 1-9999)"
+    return f"{when.isoformat(timespec='milliseconds').replace('+00:00', 'Z')} ({ts_ms} ms)"
 
 
 def parse_event(
@@ -195,11 +228,17 @@ def parse_event(
     min_ts_ms: int,
     max_future_skew_ms: int,
     max_bytes: int,
+    require_key: bool = False,
 ) -> Event:
     """Decode and validate one record of `user-events`.
 
     `now_ms` bounds timestamps from the future; `key`, when present, must equal the user id
-    (the key decides the partition, and so which worker owns the user's state).
+    (the key decides the partition, and so which worker owns the user's state). With
+    `require_key` (the live topic, as the worker reads it) a record without a key is rejected
+    as `missing_key`: the producer's partitioner would have put it on any partition, splitting
+    the user's state across workers. Callers that validate a document before they set its key
+    (the API's ingest) or read histories that carry no keys (replay, fit) leave it off. The
+    document is checked first, so a rejection for the key names the user.
     Raises InvalidEvent.
     """
     doc = _decode_object(raw, max_bytes)
@@ -215,10 +254,34 @@ def parse_event(
         raise InvalidEvent(
             Reason.WRONG_TYPE, f"'properties' must be an object, not {_json_type(props)}", user_id
         )
-    if key is not None and key != user_id.encode():
+    if key is None:
+        if require_key:
+            raise InvalidEvent(
+                Reason.MISSING_KEY,
+                "the record has no key: set the key to the user id (UTF-8), which decides the "
+                "partition that owns the user",
+                user_id,
+            )
+    elif key != user_id.encode():
         raise InvalidEvent(
             Reason.KEY_MISMATCH,
             "the record key must be the user id (it decides the partition that owns the user)",
             user_id,
         )
     return Event(event_id, user_id, etype, ts, cents, has_amount)
+
+
+def tombstone_key(key: bytes | None) -> bytes:
+    """The user id a tombstone (a record of `user-events` with no value) erases: its key.
+
+    Raises InvalidEvent (`missing_key`) when the key is absent or empty: such a tombstone
+    names no user, and the erasure it was meant for did not happen.
+    """
+    if not key:
+        raise InvalidEvent(
+            Reason.MISSING_KEY,
+            "a record without a value (a tombstone) erases the user named by its key, and this "
+            "one has " + ("no key" if key is None else "an empty key") + ": set the key to the "
+            "user id to erase",
+        )
+    return bytes(key)

@@ -20,7 +20,7 @@ from msgspec.structs import replace
 
 from streams.core.checkpoints import NEVER, checkpoint_after
 from streams.core.churn import WarningReason, risk_score, warning_figures
-from streams.core.contract import Event, InvalidEvent, Reason
+from streams.core.contract import Event, InvalidEvent, Reason, describe_ts
 from streams.core.eventtime import DAY_MS
 from streams.core.facts import Facts, facts_of, scan_at
 from streams.core.holdout import assign_group
@@ -61,7 +61,8 @@ class TooLate(InvalidEvent):
     def __init__(self, ts: int, cutoff: int, user_id: str) -> None:
         super().__init__(
             Reason.TOO_LATE,
-            f"event time {ts} is older than the user's clock minus the allowed lateness ({cutoff})",
+            f"event time {describe_ts(ts)} is before {describe_ts(cutoff)}, the user's "
+            "event-time clock minus the allowed lateness: an event this late is not applied",
             user_id,
         )
 

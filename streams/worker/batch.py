@@ -15,7 +15,7 @@ from faust.types import TP
 
 from streams import metrics
 from streams.core.checkpoints import NEVER
-from streams.core.contract import InvalidEvent, Reason, parse_event
+from streams.core.contract import InvalidEvent, Reason, parse_event, tombstone_key
 from streams.core.engine import Result, Status, apply_event, sweep
 from streams.core.outputs import Kind, Output, encode_output
 from streams.core.state import UserState, encode_state
@@ -59,8 +59,13 @@ class Batch:
         proc.read_offsets[msg.partition] = msg.offset
         proc.high_marks[msg.partition] = max(proc.high_marks.get(msg.partition, -1), msg.offset)
         self.consumed += 1
-        if msg.value is None and msg.key:
-            self.erase(bytes(msg.key), msg.partition)
+        if msg.value is None:
+            try:
+                key = tombstone_key(msg.key)
+            except InvalidEvent as exc:  # a tombstone without a key names no one
+                self.dead_letter(msg, exc.reason, exc.detail, None)
+                return
+            self.erase(key, msg.partition)
             return
         value = msg.value if isinstance(msg.value, bytes) else b""
         user_id: str | None = None
@@ -72,6 +77,7 @@ class Batch:
                 min_ts_ms=self.policy.min_valid_ts_ms,
                 max_future_skew_ms=int(self.policy.max_future_skew_seconds * 1000),
                 max_bytes=proc.settings.max_event_bytes,
+                require_key=True,
             )
             user_id = ev.user_id
             key = ev.user_id.encode()

@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from services.app import create_app
 from services.settings import ApiSettings
+from streams.core.policy import Policy
 from streams.local.embedded import Server, free_port
 from tests.integration.conftest import broker, redis_server  # noqa: F401
 
@@ -73,8 +74,10 @@ async def topic(settings: ApiSettings) -> str:
 
 
 @asynccontextmanager
-async def _client(settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
+async def _client(
+    settings: ApiSettings, policy: Policy | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, policy)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
@@ -83,7 +86,8 @@ async def _client(settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def make_client() -> ClientFactory:
-    """`async with make_client(settings) as client`: an app with its lifespan running."""
+    """`async with make_client(settings[, policy]) as client`: an app with its lifespan
+    running (the policy's tiers are the ones it accepts; the defaults without one)."""
     return _client
 
 

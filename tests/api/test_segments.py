@@ -91,8 +91,11 @@ async def test_filters(client: httpx.AsyncClient, users: list[dict[str, Any]]) -
     assert none == []
     empty = await client.get("/v1/segments/stage/churned", headers=auth(READ_KEY))
     assert empty.json() == {"items": [], "next_cursor": None}
+    empty_tier = await client.get("/v1/segments/tier/platinum", headers=auth(READ_KEY))
+    assert empty_tier.json() == {"items": [], "next_cursor": None}
+    # A tier the policy does not define is a 422 (tests/api/test_validation.py).
     unknown_tier = await client.get("/v1/segments/tier/diamond", headers=auth(READ_KEY))
-    assert unknown_tier.json() == {"items": [], "next_cursor": None}
+    assert unknown_tier.status_code == 422
 
 
 async def test_cursor_survives_its_user_leaving_or_moving(

@@ -27,6 +27,7 @@ from streams.core.contract import (
     MAX_TYPE_CHARS,
     InvalidEvent,
     _amount_cents,
+    _event_ts,
     _json_type,
     _require_str,
     parse_event,
@@ -226,11 +227,13 @@ def ref_parse_event(raw: bytes, key: bytes | None, now_ms: int) -> tuple[Any, ..
         except TimestampError as exc:
             raise InvalidEvent("wrong_type", str(exc), user_id) from None
         if ts < min_ts or ts > now_ms + skew:
-            raise InvalidEvent(
-                "timestamp_out_of_range",
-                f"ts {ts} is outside the accepted range [{min_ts}, now + {skew} ms]",
-                user_id,
-            )
+            # The message (RFC 3339 times, which bound was crossed) is the contract's own.
+            try:
+                _event_ts({"ts": ts}, user_id, now_ms, min_ts, skew)
+            except InvalidEvent as exc:
+                assert exc.reason == "timestamp_out_of_range"
+                raise
+            raise AssertionError(f"the contract accepted ts {ts}")
         has_amount = doc.get("amount") is not None
         cents = _amount_cents(doc["amount"], user_id) if has_amount else 0
         props = doc.get("properties")

@@ -24,7 +24,7 @@ from jsonschema.validators import validator_for
 
 import streams.core
 from streams.core.churn import WarningReason
-from streams.core.contract import InvalidEvent, Reason, parse_event
+from streams.core.contract import InvalidEvent, Reason, parse_event, tombstone_key
 from streams.core.dlq import dead_letter
 from streams.core.engine import TooLate, apply_event, sweep
 from streams.core.eventtime import DAY_MS, HOUR_MS
@@ -76,7 +76,7 @@ def errors(name: str, instance: object) -> list[str]:
     return [e.message for e in validator(name).iter_errors(instance)]
 
 
-def parse(raw: bytes, key: bytes | None = None, now: int = NOW) -> Any:
+def parse(raw: bytes, key: bytes | None = None, now: int = NOW, require_key: bool = False) -> Any:
     return parse_event(
         raw,
         key,
@@ -84,6 +84,7 @@ def parse(raw: bytes, key: bytes | None = None, now: int = NOW) -> Any:
         min_ts_ms=POLICY.min_valid_ts_ms,
         max_future_skew_ms=SKEW_MS,
         max_bytes=MAX_BYTES,
+        require_key=require_key,
     )
 
 
@@ -295,6 +296,11 @@ def test_rules_outside_the_document_are_enforced_by_parse_event_only() -> None:
         raw = json.dumps(doc).encode()
         assert rejection(raw, key) == reason
         assert errors(USER_EVENT, doc) == []
+    # The key's presence: the worker requires it (the API's ingest sets it after validating).
+    with pytest.raises(InvalidEvent) as info:
+        parse(json.dumps(with_()).encode(), None, require_key=True)
+    assert info.value.reason == Reason.MISSING_KEY
+    assert errors(USER_EVENT, with_()) == []
 
 
 # Spellings parse_event tolerates but the contract does not promise: the schema keeps senders
@@ -709,10 +715,14 @@ def _dead_letters() -> Iterable[tuple[bytes | None, bytes | None, dict[str, Any]
         (b"u1", json.dumps(with_(properties={"x": "y" * MAX_BYTES})).encode()),
         (b"u1", b""),
         (b"u1", None),  # a tombstone
+        (None, json.dumps(with_()).encode()),  # no key, as the worker reads the topic
+        (None, None),  # a tombstone without a key
     ]
     for offset, (key, value) in enumerate(samples):
         try:
-            parse(value or b"", key)
+            if value is None and key is None:
+                tombstone_key(key)
+            parse(value or b"", key, require_key=True)
         except InvalidEvent as exc:
             yield (
                 key,
