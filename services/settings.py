@@ -29,6 +29,7 @@ class ApiSettings(SharedSettings):
     cursor_secret: SecretStr | None = None
     max_batch: int = Field(default=500, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Bounds `ts` from the future, in event time (see clock_origin_ms / clock_rate).
     max_future_skew_seconds: float = Field(default=300, ge=0)
     # Same lower bound as the worker's default policy (2000-01-01T00:00:00Z).
     min_valid_ts_ms: int = Policy.model_fields["min_valid_ts_ms"].default
@@ -38,6 +39,10 @@ class ApiSettings(SharedSettings):
     retry_after_seconds: int = Field(default=5, ge=1)
     # Redis socket timeouts (connect and each command).
     redis_timeout_seconds: float = Field(default=5.0, gt=0)
+    # The worker's accelerated event-time clock (same names, same meaning; services/clock.py):
+    # origin + (wall - origin) * rate. `pulse run` sets both for its demo; rate 1 is wall time.
+    clock_origin_ms: int = 0
+    clock_rate: float = Field(default=1.0, gt=0)
 
     def cursor_key(self) -> bytes:
         """The HMAC key for cursors: `cursor_secret`, else derived from `api_keys`."""

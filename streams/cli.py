@@ -30,17 +30,29 @@ def _tune_gc(threshold: tuple[int, int, int]) -> None:
 
 
 def _worker(_: argparse.Namespace) -> int:
+    """Exit 2 when the policy cannot be used or the broker does not answer; a Redis that does
+    not answer is a warning (the view is written once it does)."""
     import faust
 
     from streams import metrics
+    from streams.preflight import Unreachable, require_broker, require_redis
     from streams.worker.app import build_app
 
     settings = WorkerSettings()
     try:
         policy = load_policy(settings.policy_file, settings.churn_model_file)
-    except PolicyError as exc:
+        require_broker(settings.bootstrap)
+    except (PolicyError, Unreachable) as exc:
         print(f"pulse worker: {exc}", file=sys.stderr)
         return 2
+    if settings.redis_url:
+        try:
+            require_redis(settings.redis_url)
+        except Unreachable as exc:
+            print(
+                f"pulse worker: warning: {exc}; the view is written once it answers",
+                file=sys.stderr,
+            )
     app, _proc = build_app(settings, policy)
     if settings.metrics_port:
         metrics.serve(settings.metrics_host, settings.metrics_port)
@@ -51,16 +63,58 @@ def _worker(_: argparse.Namespace) -> int:
 
 
 def _api(_: argparse.Namespace) -> int:
+    """Exit 2 when PULSE_API_KEYS or the policy cannot be used. A broker or Redis that does
+    not answer is a warning: the API serves without them (503 for what needs them)."""
     from services.app import serve
+    from services.auth import parse_api_keys
+    from services.settings import ApiSettings
+    from streams.preflight import Unreachable, require_broker, require_redis
 
-    serve()
+    settings = ApiSettings()
+    try:
+        parse_api_keys(settings.api_keys.get_secret_value())
+        # The worker's policy: the view's documents and the tiers the API accepts follow it.
+        policy = load_policy(settings.policy_file, settings.churn_model_file)
+    except (ValueError, PolicyError) as exc:
+        print(f"pulse api: {exc}", file=sys.stderr)
+        return 2
+    for require, target, effect in (
+        (require_redis, settings.redis_url, "reads answer 503"),
+        (require_broker, settings.bootstrap, "ingestion and erasure answer 503"),
+    ):
+        try:
+            if target:
+                require(target)
+        except Unreachable as exc:
+            print(f"pulse api: warning: {exc}; until it answers, {effect}", file=sys.stderr)
+    serve(settings, policy)
     return 0
 
 
 def _topics(_: argparse.Namespace) -> int:
+    """Exit 2 when the broker does not answer or refuses to create the topics."""
+    from aiokafka.errors import KafkaError
+
+    from streams.preflight import Unreachable, check_broker
     from streams.worker.topics import ensure_topics
 
-    created = asyncio.run(ensure_topics(WorkerSettings()))
+    settings = WorkerSettings()
+
+    async def main() -> list[str]:
+        await check_broker(settings.bootstrap)
+        return await ensure_topics(settings)
+
+    try:
+        created = asyncio.run(main())
+    except Unreachable as exc:
+        print(f"pulse topics: {exc}", file=sys.stderr)
+        return 2
+    except KafkaError as exc:
+        print(
+            f"pulse topics: the broker at {settings.bootstrap} did not create the topics: {exc}",
+            file=sys.stderr,
+        )
+        return 2
     print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
     return 0
 
@@ -87,22 +141,49 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _rebuild_view(_: argparse.Namespace) -> int:
+    """Exit 2 when the policy cannot be used or the broker or Redis does not answer (also
+    when one goes away during the rebuild: run it again)."""
     import redis.asyncio as aioredis
+    from aiokafka.errors import KafkaConnectionError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 
+    from streams.preflight import (
+        Unreachable,
+        broker_unreachable,
+        check_broker,
+        check_redis,
+        redis_unreachable,
+    )
     from streams.view.rebuild import rebuild_view
     from streams.view.writer import View
 
     settings = WorkerSettings()
-    policy = load_policy(settings.policy_file, settings.churn_model_file)
+    try:
+        policy = load_policy(settings.policy_file, settings.churn_model_file)
+    except PolicyError as exc:
+        print(f"pulse rebuild-view: {exc}", file=sys.stderr)
+        return 2
 
     async def main() -> int:
+        await check_redis(settings.redis_url)
+        await check_broker(settings.bootstrap)
         client = aioredis.from_url(settings.redis_url)
         try:
             return await rebuild_view(settings, View(client, settings.view_prefix, policy))
+        except KafkaConnectionError as exc:
+            raise broker_unreachable(settings.bootstrap) from exc
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise redis_unreachable(settings.redis_url) from exc
         finally:
             await client.aclose()
 
-    print(f"rebuilt the view of {asyncio.run(main())} users")
+    try:
+        users = asyncio.run(main())
+    except Unreachable as exc:
+        print(f"pulse rebuild-view: {exc}", file=sys.stderr)
+        return 2
+    print(f"rebuilt the view of {users} users")
     return 0
 
 
@@ -252,7 +333,32 @@ def _fit(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from streams.local.launcher import run_stack
 
-    return run_stack(users=args.users, rate=args.rate, partitions=args.partitions)
+    return run_stack(users=args.users, rate=args.rate, partitions=args.partitions, seed=args.seed)
+
+
+def _send(args: argparse.Namespace) -> int:
+    """Exit 0 when the API accepted the event, 1 when it rejected it (the reason is in its
+    answer), 2 when it could not be sent (no API, refused key): one line on stderr."""
+    import json
+
+    from streams.local.send import SendError, build_event, event_time_now, resolve_target, send
+
+    try:
+        url, key = resolve_target(args.url, args.key)
+        ts = args.ts if args.ts is not None else event_time_now(url)
+        event = build_event(
+            user=args.user, etype=args.type, ts=ts, amount=args.amount, event_id=args.event_id
+        )
+        answer = send(url, key, event)
+    except SendError as exc:
+        print(f"pulse send: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"sent": event, "answer": answer}, indent=2))
+    if answer.get("rejected"):
+        result = answer["results"][0]
+        print(f"pulse send: rejected ({result['reason']}): {result['detail']}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _add_csv_options(parser: argparse.ArgumentParser) -> None:
@@ -370,6 +476,26 @@ def main(argv: list[str] | None = None) -> int:
         help="event-time speed-up of the demo clock (default 28800: a day every 3 s)",
     )
     run.add_argument("--partitions", type=int, default=4)
+    run.add_argument("--seed", type=int, default=7, help="demo seed: same seed, same users")
+    snd = sub.add_parser(
+        "send", help="send one event to the running API, stamped with its event-time clock"
+    )
+    snd.add_argument("--user", required=True, help="user id")
+    snd.add_argument("--type", required=True, help="event type, e.g. purchase, session_start")
+    snd.add_argument("--amount", default=None, help="amount (a decimal, e.g. 10 or 19.90)")
+    snd.add_argument(
+        "--ts",
+        default=None,
+        help="event time, RFC 3339 or epoch millis (default: the API's event time now, the "
+        "demo's clock under `pulse run`)",
+    )
+    snd.add_argument("--event-id", default=None, help="event id (default: a new UUID)")
+    snd.add_argument(
+        "--url", default=None, help="API URL (default: the one `pulse run` saved in .pulse/run/)"
+    )
+    snd.add_argument(
+        "--key", default=None, help="API key with the ingest scope (default: `pulse run`'s)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     handlers = {
@@ -377,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         "topics": _topics,
         "demo": _demo,
         "run": _run,
+        "send": _send,
         "rebuild-view": _rebuild_view,
         "api": _api,
         "replay": _replay,

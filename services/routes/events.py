@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
 from services.auth import require
 from services.broker import BrokerUnavailable
+from services.clock import now_ms
 from services.deps import ProducerDep, SettingsDep
 from services.errors import error_responses
 from services.ingest import check_events, read_body, split_batch
@@ -87,13 +87,14 @@ async def post_events(
     `rejected` or each result. 413 when the body exceeds max_body_bytes or the batch
     max_batch events; 503 with Retry-After, and nothing accepted, when the broker is
     unavailable (some events may have been written: resending the batch is safe, the worker
-    drops repeated event ids).
+    drops repeated event ids). `ts` may be at most max_future_skew_seconds ahead of the API's
+    event-time clock (services/clock.py: the demo's accelerated clock under `pulse run`).
     """
     body = await read_body(request, settings.max_body_bytes)
     raws = split_batch(body, settings.max_batch)
     checked = check_events(
         raws,
-        now_ms=time.time_ns() // 1_000_000,
+        now_ms=now_ms(settings),
         min_ts_ms=settings.min_valid_ts_ms,
         max_future_skew_ms=int(settings.max_future_skew_seconds * 1000),
         max_bytes=settings.max_event_bytes,

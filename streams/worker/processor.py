@@ -21,12 +21,12 @@ from faust.types import TP
 
 from streams import metrics
 from streams.core.dlq import dead_letter, encode_dead_letter
+from streams.core.eventtime import virtual_now
 from streams.core.policy import Policy
 from streams.core.state import UserState, decode_state, decode_summary
 from streams.settings import WorkerSettings
 from streams.view.writer import View, ViewWriter
 from streams.worker.batch import Batch
-from streams.worker.clock import virtual_now
 from streams.worker.partindex import PartitionIndex
 from streams.worker.publisher import Publisher
 from streams.worker.ticks import encode_tick
@@ -78,7 +78,7 @@ class Processor:
         self.writer: ViewWriter | None = None
         if settings.redis_url:
             client = aioredis.from_url(settings.redis_url)
-            view = View(client, settings.view_prefix, policy)
+            view = View(client, settings.view_prefix)
             self.writer = ViewWriter(view, resync=self.view_states)
         # partition -> offset of the last events record handled here.
         self.read_offsets: dict[int, int] = {}
@@ -160,7 +160,7 @@ class Processor:
             "everything in memory). Stopping instead of continuing with a table that the "
             "broker's logs no longer back. Recovery: stop every worker, recreate the topics "
             "(`pulse topics`), republish the input, start the workers, then `pulse "
-            "rebuild-view` (README, Reliability)."
+            "rebuild-view` (docs/operations.md, 'When the broker lost its data')."
         )
         self.stop_process(message, EXIT_BROKER_DATA_LOST)
 

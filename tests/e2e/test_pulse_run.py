@@ -39,7 +39,7 @@ def test_pulse_run_shows_warnings_and_stops_everything_on_ctrl_c(tmp_path: Path)
         assert " tier " in text  # a big spender moved up
         # The state API it started answers with the demo key it printed.
         url = re.search(r"state API\s+(http://127\.0\.0\.1:\d+)/docs", text)
-        key = re.search(r"demo API key: (\S+)", text)
+        key = re.search(r"API key: (\S+)", text)
         assert url and key, text[:3000]
         stats = _get_json(f"{url[1]}/v1/stats", key[1])
         assert sum(stats["stages"].values()) >= 0 and "warnings" in stats

@@ -2,13 +2,15 @@
 
 build_schedule is checked without a broker (shape, determinism, the mix of personas, the share
 of bad records) and by feeding it through the pure core, which must then produce stage changes,
-churn warnings and tier upgrades. run_demo is checked against a stand-in producer on a very fast
-virtual clock: it must never send an event ahead of that clock.
+churn warnings and tier upgrades. endless_schedule (what `pulse run` publishes) must keep that
+up for as long as the demo runs, at a bounded rate. run_demo is checked against a stand-in
+producer on a very fast virtual clock: it must never send an event ahead of that clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections import Counter
@@ -20,14 +22,19 @@ import pytest
 
 from streams.core.contract import Event, InvalidEvent, Reason, parse_event
 from streams.core.engine import Status, apply_event, sweep
-from streams.core.eventtime import DAY_MS, HOUR_MS
+from streams.core.eventtime import DAY_MS, HOUR_MS, virtual_now
 from streams.core.lifecycle import Stage
 from streams.core.outputs import Kind, Output
 from streams.core.policy import Policy
 from streams.core.state import UserState
 from streams.local import demo
-from streams.local.demo import DEMO_DAYS, PERSONAS, build_schedule, run_demo
-from streams.worker.clock import virtual_now
+from streams.local.demo import (
+    DEMO_DAYS,
+    PERSONAS,
+    build_schedule,
+    endless_schedule,
+    run_demo,
+)
 
 START = 1_795_305_600_000 + 7 * HOUR_MS + 12_345  # 2026-11-22T07:00:12.345Z, not a midnight
 END = START + DEMO_DAYS * DAY_MS
@@ -280,6 +287,74 @@ def test_the_outcome_does_not_depend_on_how_often_sweeps_run() -> None:
     assert wire(once) == wire(daily) == wire(hourly_ish)
 
 
+# -- the endless demo (`pulse run`) -------------------------------------------------------------
+
+LONG_DAYS = 300  # ten minutes and more of `pulse run` at its default rate (a day every 3 s)
+
+
+@cache
+def endless(users: int = USERS, seed: int = 7, days: int = LONG_DAYS) -> Schedule:
+    horizon = START + days * DAY_MS
+    return list(itertools.takewhile(lambda r: r[0] < horizon, endless_schedule(users, seed, START)))
+
+
+def test_the_endless_demo_begins_with_the_sixty_day_plan_and_is_deterministic() -> None:
+    first = set(schedule())
+    assert [r for r in endless() if r in first] == schedule()  # all of it, in that order
+    assert endless(days=120) == endless()[: len(endless(days=120))]
+    assert endless(seed=8, days=120) != endless(days=120)
+    times = [t for t, _, _ in endless()]
+    assert times == sorted(times)
+
+
+def test_new_users_keep_arriving_and_some_come_back() -> None:
+    first_users = {u for _, u, _ in schedule()}
+    late = [r for r in endless() if r[0] >= START + 200 * DAY_MS]
+    assert {u for _, u, _ in late} - first_users  # users who joined after the first cohort
+    # New ids go on from each persona's numbering, so the persona stays visible.
+    assert {persona(u) for _, u, _ in endless()} == set(PERSONAS)
+    # Someone silent for a month or more is back later.
+    good, _ = parsed(endless())
+    last_seen: dict[str, int] = {}
+    returned = set()
+    for _, event in good:
+        previous = last_seen.get(event.user_id)
+        if previous is not None and event.ts - previous >= 30 * DAY_MS:
+            returned.add(event.user_id)
+        last_seen[event.user_id] = event.ts
+    assert len(returned) >= 20
+
+
+def test_the_endless_demo_runs_at_a_bounded_rate_every_day() -> None:
+    per_day = Counter((t - START) // DAY_MS for t, _, _ in endless())
+    first_days = [per_day[d] for d in range(DEMO_DAYS)]
+    later_days = [per_day[d] for d in range(DEMO_DAYS, LONG_DAYS)]
+    assert min(later_days) > 0.3 * min(first_days)  # alive every single day
+    assert max(later_days) < 2 * max(first_days)  # and never a flood
+
+
+def test_the_endless_demo_still_shows_every_stage_change_after_ten_minutes() -> None:
+    global END
+    items = endless()
+    saved, END = END, START + LONG_DAYS * DAY_MS
+    try:
+        states, outs, statuses = play(items)
+    finally:
+        END = saved
+    assert set(statuses) == {Status.APPLIED, Status.DUPLICATE}  # never too late
+    late = [o for o in outs if o.ts >= START + 200 * DAY_MS]
+    assert {o.payload["to_stage"] for o in late if o.kind == Kind.LIFECYCLE} >= {
+        Stage.NEW,
+        Stage.ACTIVE,
+        Stage.AT_RISK,
+        Stage.DORMANT,
+        Stage.REACTIVATED,
+    }
+    assert {o.kind for o in late} >= {Kind.WARNING, Kind.TIER}
+    # Not everyone has churned: the page still has active users.
+    assert sum(s.stage == Stage.ACTIVE for s in states.values()) >= USERS // 4
+
+
 # -- run_demo against a stand-in producer -------------------------------------------------------
 
 
@@ -400,6 +475,28 @@ async def test_run_demo_stops_when_asked(fake: tuple[int, Clock]) -> None:
     (producer,) = FakeProducer.instances
     assert counts["sent"] == len(producer.sent) == 40 < counts["scheduled"]
     assert producer.stopped
+
+
+async def test_the_endless_run_demo_goes_past_the_plan_until_stopped(
+    fake: tuple[int, Clock],
+) -> None:
+    origin, clock = fake
+    stop = asyncio.Event()
+    planned = len(build_schedule(12, 3, START))
+    FakeProducer.stop_at = (stop, 3 * planned)
+    counts = await asyncio.wait_for(
+        run_demo(
+            "b:1", "t", origin_ms=origin, rate=RATE, users=12, seed=3, stop=stop, endless=True
+        ),
+        timeout=20,
+    )
+    (producer,) = FakeProducer.instances
+    assert counts["sent"] == len(producer.sent) == 3 * planned
+    assert "scheduled" not in counts
+    assert counts["arrivals"] > 0 and counts["users"] == 12 + counts["arrivals"]
+    start = virtual_now(clock.readings[0], origin, RATE)
+    expected = itertools.islice(endless_schedule(12, 3, start), 3 * planned)
+    assert [(u.encode(), p) for _, u, p in expected] == [(k, v) for _, k, v, _ in producer.sent]
 
 
 async def test_run_demo_rejects_a_clock_that_does_not_move() -> None:
