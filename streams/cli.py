@@ -248,14 +248,23 @@ def _print_evaluation(ev: Evaluation) -> None:
             f"{s['recall']}  median lead {s['lead_days']['median']}  median delay "
             f"{s['delay_days']['median']}  came back later {s['returned_later']}"
         )
+    overall = ev["pulse"]["overall"]
+    if not overall["churned"]:
+        print(
+            f"  no churn could be judged: one needs {ev['horizon_days']:g} days of silence "
+            "inside the history, and the warnings judged are only those whose user came back "
+            "(hence a low precision); pass a shorter --horizon-days or a longer history"
+        )
     auc = ev["auc"]
     snap = auc["at_snapshot"]
     silence = auc["at_silence"]
-    print(
-        f"risk score ROC AUC: at warnings {auc['at_warnings']['auc']}, at "
-        f"'{auc['silence_rule']}' moments {silence['auc'] if silence else None}, at the "
-        f"snapshot {snap['auc'] if snap else None}"
-    )
+    figures = [f"at warnings {auc['at_warnings']['auc']}"]
+    if silence is not None:
+        figures.append(f"at '{auc['silence_rule']}' moments {silence['auc']}")
+    if snap is not None:
+        figures.append(f"at the snapshot {snap['auc']}")
+    missing = "" if silence is not None else " (the rest needs a churn model: --churn-model)"
+    print(f"risk score ROC AUC: {', '.join(figures)}{missing}")
     if ev["snapshot"] is not None:
         cal = ev["snapshot"]["calibration"]
         print(
