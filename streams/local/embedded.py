@@ -160,12 +160,17 @@ def start_tansu(port: int | None = None, log_dir: Path | None = None) -> Server:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    _wait_or_stop(port, proc, "tansu")
+    return Server("tansu", port, proc, log_path=log_path)
+
+
+def _wait_or_stop(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    """`wait_port`, stopping the process when it never listens (nothing is left behind)."""
     try:
-        wait_port(port, proc, "tansu")
+        wait_port(port, proc, what)
     except EmbeddedError:
         terminate(proc, 5)
         raise
-    return Server("tansu", port, proc, log_path=log_path)
 
 
 def start_redis(port: int | None = None) -> Server:
@@ -199,11 +204,7 @@ def _start_redis_in(port: int, workdir: Path) -> Server:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    try:
-        wait_port(port, proc, "redis-server")
-    except EmbeddedError:
-        terminate(proc, 5)
-        raise
+    _wait_or_stop(port, proc, "redis-server")
     return Server("redis", port, proc, workdir=workdir)
 
 
