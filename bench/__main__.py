@@ -4,7 +4,10 @@ One embedded Tansu broker; the input topic is generated deterministically and lo
 then every contender reads it with its own consumer group, one after the other:
 
 1. ceiling: raw aiokafka consumer + JSON decode (bench/ceiling.py)
-2. naive Faust, and naive Faust with hopping windowed tables (bench/naive.py)
+2. naive Faust, and naive Faust with hopping windowed tables (bench/naive.py); the same
+   naive job in the Python peers, each in its own idiom with its own state and changelog or
+   recovery: Quix Streams (bench/quix_app.py) and Bytewax (bench/bytewax_flow.py), run by
+   --peer-python and skipped with a message when it lacks their packages (bench/peers.py)
 3. the Pulse worker (`python -m streams.cli worker`): throughput, state bytes and RSS per
    user; then (phase pulse-group) --group-workers Pulse workers in one consumer group on this
    machine, throughput only: how far scaling out by processes goes here; (phase pulse-view)
@@ -48,6 +51,7 @@ from bench.contenders import (
     time_run,
 )
 from bench.measure import sample, scrape, total
+from bench.peers import INPUT_TOPIC_CONFIGS, PEERS, missing, start_peer
 from bench.report import evaluate, render
 from bench.supervisor import Supervisor
 from bench.topics import Loaded, create_topics, highwaters, load
@@ -58,9 +62,21 @@ EXAMPLES = """examples:
   python -m bench --quick          # 100k events: a few minutes
   python -m bench                  # 1M events, 1M scale users: about 35 minutes on two cores
   python -m bench --only ceiling,pulse --events 200000 --users 20000
+  # the Python peers beside Pulse, from a venv made with bench/requirements-peers.txt:
+  python -m bench --only naive,quix,bytewax,pulse,pulse-view --events 200000 --users 20000 \\
+      --peer-python /tmp/benchvenv/bin/python
   make bench BENCH_ARGS=--quick
 """
-CONTENDERS = ("ceiling", "naive", "windowed", "pulse", "pulse-group", "pulse-view")
+CONTENDERS = (
+    "ceiling",
+    "naive",
+    "windowed",
+    "quix",
+    "bytewax",
+    "pulse",
+    "pulse-group",
+    "pulse-view",
+)
 PHASES = (*CONTENDERS, "scale")
 
 
@@ -105,6 +121,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=2,
         help="Pulse workers in the pulse-group phase's consumer group (2)",
+    )
+    p.add_argument(
+        "--peer-python",
+        default=sys.executable,
+        help="the interpreter that runs the quix and bytewax contenders, with the packages of "
+        "bench/requirements-peers.txt (default: this one; without them they are skipped)",
     )
     p.add_argument("--policy", default=None, help="Pulse policy file (default: built-in)")
     p.add_argument(
@@ -161,6 +183,7 @@ class Bench:
                 "phases": args.phases,
                 "policy": args.policy or "built-in defaults",
                 "store": args.store,
+                "peer_python": args.peer_python,
                 "checkout": str(Path.cwd()),
                 "end_ms": self.end_ms,
             },
@@ -177,8 +200,10 @@ class Bench:
     def say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.t0:6.0f}s] {text}", flush=True)
 
-    async def load_plan(self, topic: str, plan: Plan) -> Loaded:
-        await create_topics(self.bootstrap, [topic], self.args.partitions)
+    async def load_plan(
+        self, topic: str, plan: Plan, configs: dict[str, str] | None = None
+    ) -> Loaded:
+        await create_topics(self.bootstrap, [topic], self.args.partitions, configs)
         self.say(f"loading {len(plan):,} events for {plan.spec.users:,} users into {topic}")
         loaded = await load(self.bootstrap, topic, plan.records())
         marks = await highwaters(self.bootstrap, topic)
@@ -217,7 +242,7 @@ class Bench:
         a = self.args
         topic = "bench-events"
         plan = Plan(WorkloadSpec(a.events, a.users, self.end_ms, seed=a.seed))
-        loaded = await self.load_plan(topic, plan)
+        loaded = await self.load_plan(topic, plan, INPUT_TOPIC_CONFIGS)
         self.res["input"] = {
             "topic": topic,
             "records": loaded.records,
@@ -253,6 +278,8 @@ class Bench:
                     )
                     results[name] = await self.timed(run, topic, loaded)
                     self.sup.stop(run.proc)
+                elif name in PEERS:
+                    results[name] = await self.peer(name, topic, loaded, data_dir)
                 elif name == "pulse":
                     results[name] = await self.pulse_main(topic, plan, loaded, data_dir)
                 elif name == "pulse-view":
@@ -268,6 +295,20 @@ class Bench:
                 await self.pulse_latency(*self.latency_due)
             except Exception as exc:
                 self.error("pulse latency step", exc)
+
+    async def peer(self, name: str, topic: str, loaded: Loaded, data_dir: Path) -> Throughput:
+        """A peer doing the naive job, or a `skipped` result saying what is missing."""
+        peer, python = PEERS[name], self.args.peer_python
+        why = missing(peer, python)
+        if why is not None:
+            self.say(f"{name}: skipped: {why}")
+            return Throughput(name, loaded.records, status="skipped", note=why)
+        child_max = self.args.cap + 300
+        run = start_peer(self.sup, peer, python, self.bootstrap, topic, child_max, data_dir)
+        try:
+            return await self.timed(run, topic, loaded)
+        finally:
+            self.sup.stop(run.proc)
 
     def error(self, where: str, exc: BaseException) -> None:
         self.say(f"{where} failed: {type(exc).__name__}: {exc}")
@@ -512,6 +553,8 @@ def ratios(results: dict[str, Throughput]) -> dict[str, float | None]:
         for other, key in (
             ("naive", "over_naive"),
             ("windowed", "over_naive_windowed"),
+            ("quix", "over_quix"),
+            ("bytewax", "over_bytewax"),
             ("ceiling", "over_ceiling"),
             ("pulse", "over_pulse"),
         ):

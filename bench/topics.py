@@ -18,7 +18,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 
-async def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
+async def create_topics(
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int,
+    configs: dict[str, str] | None = None,
+) -> None:
+    """Create the topics of `names` that do not exist yet, with `configs` (Tansu's
+    DescribeConfigs later returns these and nothing else)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -26,7 +33,9 @@ async def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -
         missing = [n for n in names if n not in existing]
         if missing:
             try:
-                await admin.create_topics([NewTopic(n, partitions, 1) for n in missing])
+                await admin.create_topics(
+                    [NewTopic(n, partitions, 1, topic_configs=configs or {}) for n in missing]
+                )
             except TopicAlreadyExistsError:
                 pass
     finally:
