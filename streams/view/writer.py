@@ -212,6 +212,9 @@ class Pending:
 
     state: UserState | None  # None: erase
     outputs: list[Published] = field(default_factory=list)
+    # `encode_state(state)` when the caller has it already (the worker's changelog record):
+    # the view stores the same bytes without encoding the state a second time.
+    encoded: bytes | None = None
 
 
 class View:
@@ -228,8 +231,10 @@ class View:
         self.prefix = prefix
         self._batch = client.register_script(BATCH_LUA)
 
-    def item(self, state: UserState, outputs: list[Published]) -> list[Any]:
-        """One user's write as the script takes it."""
+    def item(
+        self, state: UserState, outputs: list[Published], encoded: bytes | None = None
+    ) -> list[Any]:
+        """One user's write as the script takes it (`encoded`: the state's bytes, if known)."""
         return [
             "w",
             state.user_id,
@@ -237,7 +242,7 @@ class View:
             state.stage,
             state.tier,
             repr(state.risk),  # the shortest text that reads back as the same float
-            _msgpack_str(encode_state(state)),
+            _msgpack_str(encode_state(state) if encoded is None else encoded),
             [[o.kind, o.idempotency_key, str(o.ts), wire] for o, wire in outputs],
             recall_doc(state),
         ]
@@ -256,7 +261,7 @@ class View:
             if pending.state is None:
                 batch.append(["e", user_id])
             else:
-                batch.append(self.item(pending.state, pending.outputs))
+                batch.append(self.item(pending.state, pending.outputs, pending.encoded))
         head: list[Any] = [self.prefix, TRANSITIONS_KEPT, WARNINGS_KEPT_MS]
         pipe = self.client.pipeline(transaction=False)
         for start in range(0, len(batch), self.BATCH):
@@ -296,12 +301,17 @@ class ViewWriter:
         self.epoch: bytes | None = None  # the token seen last; None: not looked yet
         self._epoch_due = 0.0  # loop time of the next look
 
-    def put(self, state: UserState, outputs: list[Published]) -> None:
+    def put(
+        self, state: UserState, outputs: list[Published], encoded: bytes | None = None
+    ) -> None:
+        """Queue `state` (and its outputs); `encoded` is `encode_state(state)` when the caller
+        has it."""
         item = self.pending.get(state.user_id)
         if item is None or item.state is None:
-            self.pending[state.user_id] = Pending(state, list(outputs))
+            self.pending[state.user_id] = Pending(state, list(outputs), encoded)
         else:
             item.state = state
+            item.encoded = encoded
             item.outputs.extend(outputs)
         metrics.VIEW_PENDING.set(len(self.pending))
 
@@ -312,6 +322,7 @@ class ViewWriter:
             self.pending[state.user_id] = Pending(state)
         elif item.state is not None and item.state.version < state.version:
             item.state = state
+            item.encoded = None
 
     def erase(self, user_id: str) -> None:
         self.pending[user_id] = Pending(None)

@@ -195,7 +195,7 @@ class Batch:
             store[key] = raw
             record = Record(changelog, key, raw, partition)
             if writer is not None:
-                writer.put(new, self.published.get(key, []))
+                writer.put(new, self.published.get(key, []), raw)
         proc.index(partition).count(old, new)
         return record
 

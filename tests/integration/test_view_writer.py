@@ -320,3 +320,24 @@ async def test_states_of_every_size_are_stored_byte_for_byte(
     for name, state in sizes.items():
         stored = await client.hget(user_key(prefix, state.user_id), "state")
         assert stored == encode_state(state), name
+
+
+async def test_the_writer_stores_the_bytes_it_is_handed_and_encodes_only_without_them(
+    client: aioredis.Redis, prefix: str
+) -> None:
+    """The worker hands over the changelog record's bytes: the view stores those, so it never
+    encodes a state twice; a state queued without them (a resync) is encoded here."""
+    handed = user("h")
+    again = user("r")
+    w = writer(client, prefix, Users())
+    w.put(handed, [], b"exactly these bytes")
+    w.refresh(again)
+    await w.flush()
+    assert await client.hget(user_key(prefix, "h"), "state") == b"exactly these bytes"
+    assert await client.hget(user_key(prefix, "r"), "state") == encode_state(again)
+    # A newer state queued by a resync drops bytes that belonged to the older one.
+    w.put(replace(handed, version=handed.version + 1), [], b"old")
+    w.refresh(replace(handed, version=handed.version + 2))
+    await w.flush()
+    newest = replace(handed, version=handed.version + 2)
+    assert await client.hget(user_key(prefix, "h"), "state") == encode_state(newest)
