@@ -19,11 +19,11 @@ horizon closes. Higher levels mean fewer, more certain warnings.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from streams.core.bgnbd import Params
+from streams.core.bgnbd import DAYS_PER_WEEK, Params, p_no_activity
 
 ONE_YEAR_DAYS = 365
 LEVELS = tuple(round(0.50 + 0.01 * i, 2) for i in range(46))  # 0.50 .. 0.95
@@ -45,27 +45,17 @@ def return_share(
 ) -> float:
     """The chance a user silent for `silence_days` is active within the next `within_days`,
     averaged over `users` ((x, t_x) in days as of their last activity) weighted by the chance
-    their silence gets that long."""
-    import numpy as np
-
-    r, alpha, a, b = params
-    x = np.array([u[0] for u in users], dtype=float)
-    t_x = np.array([u[1] for u in users], dtype=float) / 7.0
-
-    def p0(T: Any, h: float) -> Any:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            odds = np.where(
-                x > 0,
-                a / np.maximum(b + x - 1, 1e-12) * ((alpha + T) / (alpha + t_x)) ** (r + x),
-                0.0,
-            )
-        alive = 1.0 / (1.0 + odds)
-        return 1.0 - alive + alive * ((alpha + T) / (alpha + T + h)) ** (r + x)
-
-    reach = p0(t_x, silence_days / 7.0)
-    back = 1.0 - p0(t_x + silence_days / 7.0, within_days / 7.0)
-    total = float(reach.sum())
-    return float((reach * back).sum() / total) if total > 0 else 0.0
+    their silence gets that long. The model's own P0 (`bgnbd.p_no_activity`), once per
+    distinct (x, t_x): users share few of them."""
+    h_reach, h_back = silence_days / DAYS_PER_WEEK, within_days / DAYS_PER_WEEK
+    reached = returned = 0.0
+    for (x, t_x_days), n in Counter(users).items():
+        t_x = t_x_days / DAYS_PER_WEEK
+        reach = p_no_activity(params, x, t_x, t_x, h_reach)
+        back = 1.0 - p_no_activity(params, x, t_x, t_x + h_reach, h_back)
+        reached += n * reach
+        returned += n * reach * back
+    return returned / reached if reached > 0 else 0.0
 
 
 def stage_thresholds(
