@@ -160,7 +160,9 @@ def _rebuild_view(_: argparse.Namespace) -> int:
 
     settings = WorkerSettings()
     try:
-        policy = load_policy(settings.policy_file, settings.churn_model_file)
+        # The states it rebuilds are read with this policy by the worker and the API: an
+        # unusable one is refused here, as they would refuse it.
+        load_policy(settings.policy_file, settings.churn_model_file)
     except PolicyError as exc:
         print(f"pulse rebuild-view: {exc}", file=sys.stderr)
         return 2
@@ -170,7 +172,7 @@ def _rebuild_view(_: argparse.Namespace) -> int:
         await check_broker(settings.bootstrap)
         client = aioredis.from_url(settings.redis_url)
         try:
-            return await rebuild_view(settings, View(client, settings.view_prefix, policy))
+            return await rebuild_view(settings, View(client, settings.view_prefix))
         except KafkaConnectionError as exc:
             raise broker_unreachable(settings.bootstrap) from exc
         except (RedisConnectionError, RedisTimeoutError) as exc:

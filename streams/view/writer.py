@@ -31,7 +31,6 @@ from redis.exceptions import RedisError
 
 from streams import metrics
 from streams.core.outputs import Output
-from streams.core.policy import Policy
 from streams.core.recall import cell_counts
 from streams.core.state import UserState, encode_state
 from streams.view.keys import (
@@ -224,9 +223,7 @@ class View:
     # and the calls of one flush share a round trip.
     BATCH = 500
 
-    def __init__(self, client: aioredis.Redis, prefix: str, policy: Policy | None = None) -> None:
-        """`policy` is accepted for callers that still pass one; the view does not need it
-        (the API builds documents with its own copy)."""
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
         self._batch = client.register_script(BATCH_LUA)
@@ -301,9 +298,7 @@ class ViewWriter:
         self.epoch: bytes | None = None  # the token seen last; None: not looked yet
         self._epoch_due = 0.0  # loop time of the next look
 
-    def put(
-        self, state: UserState, outputs: list[Published], encoded: bytes | None = None
-    ) -> None:
+    def put(self, state: UserState, outputs: list[Published], encoded: bytes | None = None) -> None:
         """Queue `state` (and its outputs); `encoded` is `encode_state(state)` when the caller
         has it."""
         item = self.pending.get(state.user_id)

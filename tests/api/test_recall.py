@@ -83,7 +83,7 @@ async def test_the_write_script_keeps_the_totals_equal_to_the_users_tallies(
     client: httpx.AsyncClient, redis: aioredis.Redis, redis_server: Server, prefix: str
 ) -> None:
     policy = Policy()
-    view = View(aioredis.Redis(host="127.0.0.1", port=redis_server.port), prefix, policy)
+    view = View(aioredis.Redis(host="127.0.0.1", port=redis_server.port), prefix)
     try:
         base = apply_event(None, Event("e1", "ann", "page_view", 1_795_305_600_000), policy).state
         warned = replace(

@@ -83,7 +83,7 @@ async def _caught_up(stack: Stack, client: aioredis.Redis) -> None:
 
 async def _rebuild_restores(stack: Stack, client: aioredis.Redis, before: dict[str, Any]) -> None:
     """`pulse rebuild-view` writes the 3 users and the view equals `before` key for key."""
-    view = View(aioredis.from_url(stack.settings.redis_url), stack.settings.view_prefix, Policy())
+    view = View(aioredis.from_url(stack.settings.redis_url), stack.settings.view_prefix)
     try:
         assert await rebuild_view(stack.settings, view) == 3
         assert await _dump(client, stack.settings.view_prefix) == before
@@ -170,7 +170,7 @@ async def test_a_stale_write_never_overwrites_a_newer_state(stack: Stack) -> Non
     from streams.core.engine import apply_event
 
     policy = Policy()
-    view = View(aioredis.from_url(stack.settings.redis_url), "cas-test", policy)
+    view = View(aioredis.from_url(stack.settings.redis_url), "cas-test")
     client = _client(stack)
     try:
         t = day_base(1)
