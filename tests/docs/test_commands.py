@@ -15,6 +15,7 @@ the README's relative links resolve. The docs build itself (`mkdocs build --stri
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -249,8 +250,17 @@ def _run_block(block: Block, cwd: Path, env: dict[str, str]) -> Ran:
         output, _ = proc.communicate(timeout=BLOCK_TIMEOUT)
         code: int | None = proc.returncode
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            output, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            # A process that left the block's group (a new session) still holds the pipe:
+            # waiting for its end of file would wait for that process.
+            assert proc.stdout is not None
+            proc.stdout.close()
+            proc.wait()
+            output = "(output lost: a process outside the block's group held it open)"
         code = None
     return Ran(block, code, output, time.monotonic() - started)
 
