@@ -22,7 +22,7 @@ from streams.core.eventtime import DAY_MS
 from streams.core.facts import Facts, facts_of, scan_at, silence_threshold_ms
 from streams.core.lifecycle import Stage
 from streams.core.policy import Derived, Policy, derived
-from streams.core.risk import stats_of, warning_at
+from streams.core.risk import warning_at
 from streams.core.state import UserState
 from streams.core.tiers import eligible_tier
 from streams.core.windows import DayBucket, Scan, median_of_sorted
@@ -103,7 +103,7 @@ _WARNABLE = (Stage.NEW, Stage.ACTIVE, Stage.REACTIVATED)
 def _churn_checkpoints(state: UserState, f: Facts, policy: Policy, stage: str) -> tuple[int, ...]:
     """With a churn model: when this silence's warning is due (if the user is not warned or
     gone already), and the next midnight on the re-scoring schedule."""
-    model, stats = policy.churn_model, stats_of(state)
+    model, stats = policy.churn_model, f.stats
     if model is None or stats is None or state.last_active is None:
         return ()
     out: list[int] = []

@@ -6,7 +6,7 @@ import msgspec
 
 from streams.core.eventtime import DAY_MS
 from streams.core.policy import Policy, days_ms, derived
-from streams.core.risk import score, stats_of, warn_from
+from streams.core.risk import Stats, score, stats_of, warn_from
 from streams.core.state import UserState
 from streams.core.windows import Scan, scan
 
@@ -30,6 +30,9 @@ class Facts(msgspec.Struct, frozen=True, gc=False):
     p_churn: float | None = None
     warn_from: int | None = None
     p_alive: float | None = None
+    # The active-day statistics the score came from, for the checkpoint that schedules the
+    # warning (None whenever p_churn is).
+    stats: Stats | None = None
 
     @property
     def silence_days(self) -> float:
@@ -66,6 +69,8 @@ def facts_of(state: UserState, at: int, policy: Policy, scanned: Scan) -> Facts:
     if model is not None and stats is not None and state.last_active is not None:
         p_churn, p_alive = score(model, stats, at // DAY_MS)
         warned_from = warn_from(model, state.last_active)
+    else:
+        stats = None
     return Facts(
         at=at,
         age_ms=at - state.first_seen,
@@ -79,4 +84,5 @@ def facts_of(state: UserState, at: int, policy: Policy, scanned: Scan) -> Facts:
         p_churn=p_churn,
         warn_from=warned_from,
         p_alive=p_alive,
+        stats=stats,
     )

@@ -55,11 +55,14 @@ class _Prepared(NamedTuple):
 
 # The last model prepared, as `policy.derived` keeps the last policy's figures: a model is
 # frozen, so what is derived from it holds while it is the same object (kept referenced here
-# so its id cannot be reused). `_reached` memoises the day a level is reached, which the
-# engine asks again at every event of a day with the same statistics.
+# so its id cannot be reused). The engine scores a user at every event and asks when their
+# warning is due; both depend only on the active-day count and on days counted from the first
+# active day, so they are memoised under those relative figures, which users share: a new
+# user's first event, or a regular's tenth, is the same question whoever asks it.
 _last: tuple[ChurnModel, _Prepared] | None = None
-_reached: dict[tuple[int, int, int, int, int, float], int | None] = {}
-_REACHED_KEPT = 65_536
+_scores: dict[tuple[int, int, int], Score] = {}
+_reached: dict[tuple[int, int, int, int, float], int | None] = {}
+_KEPT = 65_536
 
 
 def _prepared(model: ChurnModel) -> _Prepared:
@@ -72,6 +75,7 @@ def _prepared(model: ChurnModel) -> _Prepared:
     params = None if missing else Params(r, alpha, a, b)  # type: ignore[arg-type]
     prepared = _Prepared(params, model.horizon_days / DAYS_PER_WEEK)
     _last = (model, prepared)
+    _scores.clear()
     _reached.clear()
     return prepared
 
@@ -87,14 +91,23 @@ def _curve(model: ChurnModel, active_days: int) -> EmpiricalCurve:
 def score(model: ChurnModel, stats: Stats, day: int) -> Score:
     """The user's churn probability on UTC day `day` (>= stats.last_day)."""
     prepared = _prepared(model)
+    first = stats.first_day
+    key = (stats.active_days, stats.last_day - first, max(day, stats.last_day) - first)
+    known = _scores.get(key)
+    if known is not None:
+        return known
     params = prepared.params
     if params is None:
-        return Score(p_churn(model, stats, day), None)
-    day = max(day, stats.last_day)
-    x = float(stats.active_days - 1)
-    t_x = (stats.last_day - stats.first_day) / DAYS_PER_WEEK
-    T = (day - stats.first_day) / DAYS_PER_WEEK
-    return Score(*p_no_activity_and_alive(params, x, t_x, T, prepared.horizon_weeks))
+        found = Score(p_churn(model, stats, day), None)
+    else:
+        x = float(stats.active_days - 1)
+        t_x = key[1] / DAYS_PER_WEEK
+        T = key[2] / DAYS_PER_WEEK
+        found = Score(*p_no_activity_and_alive(params, x, t_x, T, prepared.horizon_weeks))
+    if len(_scores) >= _KEPT:
+        _scores.clear()
+    _scores[key] = found
+    return found
 
 
 def p_churn(model: ChurnModel, stats: Stats, day: int) -> float:
@@ -124,13 +137,15 @@ def day_reaching(
     if _prepared(model).params is None:
         day = _curve_reaching(model, stats, level, from_day)
         return day if day is not None and day <= last else None
-    key = (stats.active_days, stats.first_day, stats.last_day, from_day, last, level)
+    first = stats.first_day
+    key = (stats.active_days, stats.last_day - first, from_day - first, last - first, level)
     if key in _reached:
-        return _reached[key]
+        offset = _reached[key]
+        return None if offset is None else first + offset
     day = _search(model, stats, level, from_day, last)
-    if len(_reached) >= _REACHED_KEPT:
+    if len(_reached) >= _KEPT:
         _reached.clear()
-    _reached[key] = day
+    _reached[key] = None if day is None else day - first
     return day
 
 
