@@ -329,8 +329,15 @@ def _fit(args: argparse.Namespace) -> int:
             "calibration's last 120 days; a longer history would choose it)"
         )
     else:
+        latest = p.get("max_silence_days")
+        window = (
+            f"at {latest:g} days of silence"
+            if latest is not None and latest == p["min_silence_days"]
+            else f"from {p['min_silence_days']:g} days of silence"
+        )
         print(
-            f"warning level {p['warn_probability']} ({'meets' if choice['met'] else 'misses'} the "
+            f"warning level {p['warn_probability']} {window} "
+            f"({'meets' if choice['met'] else 'misses'} the "
             f"targets inside the calibration: precision {choice['precision']} recall "
             f"{choice['recall']} median lead {choice['median_lead_days']} days); "
             f"{p['seconds']:.2f}s"

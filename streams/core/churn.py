@@ -8,7 +8,7 @@ from typing import Any
 from streams.core.eventtime import DAY_MS
 from streams.core.facts import Facts
 from streams.core.policy import Policy
-from streams.core.risk import within_horizon
+from streams.core.risk import within_window
 
 
 class WarningReason:
@@ -19,15 +19,15 @@ class WarningReason:
 
 def churn_likely(f: Facts, policy: Policy) -> bool | None:
     """With a churn model: whether the probability of no activity within its horizon has
-    reached the model's warning level, after the minimum silence and before the silence has
-    lasted the whole horizon. None when the model does not
+    reached the model's warning level, after the minimum silence and within the warning
+    window (streams.core.risk.within_window). None when the model does not
     apply (no model, or a user never active): the silence rule decides then."""
     model = policy.churn_model
     if model is None or f.p_churn is None or f.warn_from is None or f.last_active is None:
         return None
     return (
         f.warn_from <= f.at
-        and within_horizon(model, f.last_active, f.at)
+        and within_window(model, f.last_active, f.at)
         and f.p_churn >= model.warn_probability
     )
 

@@ -53,8 +53,8 @@ class ChurnModel(BaseModel):
     population's chance of no return within the horizon after s days of silence, by how many
     active days a user has, used where BG/NBD is absent (the history had too few repeat users
     to fit it). A churn warning fires once per silence, at the first moment the probability of
-    no activity within `horizon_days` reaches `warn_probability`, and not before
-    `min_silence_days` of silence.
+    no activity within `horizon_days` reaches `warn_probability`, not before
+    `min_silence_days` of silence and not after `max_silence_days` (when set).
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -66,6 +66,11 @@ class ChurnModel(BaseModel):
     horizon_days: PositiveDays = 60
     warn_probability: float = Field(default=0.7, gt=0, lt=1)
     min_silence_days: float = Field(default=7, ge=0)
+    # The last silence at which the warning may still fire (None: until the horizon). Equal to
+    # `min_silence_days`, the warning is decided at that one moment: on CDNOW a probability
+    # that crosses the level only later in a silence warned less reliably, and the level chosen
+    # before the cut kept its recall after it (docs/churn-model.md).
+    max_silence_days: float | None = Field(default=None, ge=0)
     # Stage thresholds fitted with the model (`pulse fit` proposes them); they apply where the
     # policy file does not set its own (see load_policy).
     dormant_after_days: float | None = Field(default=None, gt=0)
@@ -83,6 +88,8 @@ class ChurnModel(BaseModel):
             raise ValueError(
                 "empirical curves must start at min_active_days 1, in increasing order"
             )
+        if self.max_silence_days is not None and self.max_silence_days < self.min_silence_days:
+            raise ValueError("max_silence_days must not be below min_silence_days")
         return self
 
     @property

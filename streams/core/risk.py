@@ -200,16 +200,25 @@ def warning_at(
     CDNOW such late warnings came true less often than the early ones)."""
     earliest = warn_from(model, last_active)
     target = model.warn_probability if level is None else level
-    # The last day whose end is still within the horizon of silence.
+    # The last day whose end is still within the horizon of silence, and within the window.
     last_day = (last_active + int(model.horizon_days * DAY_MS)) // DAY_MS - 1
+    if model.max_silence_days is not None:
+        last_day = min(last_day, (last_active + int(model.max_silence_days * DAY_MS)) // DAY_MS)
     day = day_reaching(model, stats, target, earliest // DAY_MS, last_day)
     if day is None:
         return None
     due = (day + 1) * DAY_MS - 1
-    return due if within_horizon(model, last_active, due) else None
+    return due if within_window(model, last_active, due) else None
 
 
-def within_horizon(model: ChurnModel, last_active: int, at: int) -> bool:
-    """Whether a warning at `at` can still come before the churn it forecasts: once a user has
-    been silent for the whole horizon, the churn has happened (dormancy says the rest)."""
-    return at - last_active < int(model.horizon_days * DAY_MS)
+def within_window(model: ChurnModel, last_active: int, at: int) -> bool:
+    """Whether a warning at `at` may still fire in the silence after `last_active`: not after
+    the end of the day on which `max_silence_days` are complete (when set), and never once the
+    user has been silent for the whole horizon, when the churn has happened (dormancy says the
+    rest)."""
+    if at - last_active >= int(model.horizon_days * DAY_MS):
+        return False
+    latest = model.max_silence_days
+    if latest is None:
+        return True
+    return at < ((last_active + int(latest * DAY_MS)) // DAY_MS + 1) * DAY_MS

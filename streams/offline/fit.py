@@ -33,7 +33,14 @@ from streams.offline.empirical import empirical_curves
 from streams.offline.evaluation import warning_rule_points
 from streams.offline.history import CsvMapping, read_history
 from streams.offline.riskmodel import CoreRisk
-from streams.offline.thresholds import LEVELS, LevelChoice, choose_level, stage_thresholds
+from streams.offline.thresholds import (
+    LEVELS,
+    LevelChoice,
+    choose_level,
+    choose_window,
+    stage_thresholds,
+    warning_windows,
+)
 
 _PLAIN_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # History files may be decades old: the live pipeline's lower bound on event time does not apply.
@@ -177,20 +184,39 @@ def fit_history(
         )
     doc["empirical"] = curves
     model = ChurnModel.model_validate(doc)
-    choice, table = _choose_level(
-        model, users, end_day, horizon_days, inner_days, target_recall, min_lead_days
-    )
+    choices = []
+    for window in warning_windows(min_silence_days):
+        candidate = model.model_copy(update=window)
+        choice, table = _choose_level(
+            candidate, users, end_day, horizon_days, inner_days, target_recall, min_lead_days
+        )
+        choices.append((window, choice, table))
+    window, choice, table = choose_window(choices)
+    doc.update(window)
     doc["warn_probability"] = choice.level
     doc["warn_level_choice"] = {
         "rule": (
             f"the highest level with recall >= {target_recall} and median lead >= "
-            f"{min_lead_days:g} days, judged on the last {inner_days} days of the calibration"
+            f"{min_lead_days:g} days, judged on the last {inner_days} days of the calibration; "
+            "of the warning windows, the most precise single moment that meets them (else the "
+            "crossing from the minimum silence)"
         ),
         "met": choice.met,
         "precision": choice.precision,
         "recall": choice.recall,
         "median_lead_days": choice.median_lead_days,
         "levels": table,
+        "windows": [
+            {
+                **w,
+                "level": c.level,
+                "met": c.met,
+                "precision": c.precision,
+                "recall": c.recall,
+                "median_lead_days": c.median_lead_days,
+            }
+            for w, c, _ in choices
+        ],
     }
     repeat = [s for s in stats.values() if s.x > 0]
     doc.update(

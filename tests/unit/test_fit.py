@@ -12,7 +12,14 @@ from streams.core.bgnbd import Params
 from streams.core.policy import ChurnModel, load_policy
 from streams.offline.empirical import MIN_GAPS, curve, empirical_curves
 from streams.offline.fit import fit_history, write_params, write_policy
-from streams.offline.thresholds import choose_level, return_share, stage_thresholds
+from streams.offline.thresholds import (
+    LevelChoice,
+    choose_level,
+    choose_window,
+    return_share,
+    stage_thresholds,
+    warning_windows,
+)
 
 PAPER = Params(0.243, 4.414, 0.793, 2.426)
 
@@ -81,6 +88,28 @@ def test_the_warning_level_is_the_highest_meeting_the_targets(
 ) -> None:
     choice = choose_level(points, target_recall=0.6, min_lead_days=45)
     assert (choice.level, choice.met) == (level, met)
+
+
+def test_the_window_kept_is_the_most_precise_moment_that_meets_the_targets() -> None:
+    crossing = {"min_silence_days": 7, "max_silence_days": None}
+    windows = warning_windows(7)
+    assert windows[0] == crossing and [w["max_silence_days"] for w in windows] == [None, 7, 10, 14]
+    assert [w["max_silence_days"] for w in warning_windows(10)] == [None, 10, 14]
+    met = [
+        LevelChoice(0.71, True, 0.65, 0.6, 52),
+        LevelChoice(0.58, True, 0.61, 0.6, 52),
+        LevelChoice(0.6, True, 0.64, 0.6, 45),
+        LevelChoice(0.6, True, 0.62, 0.6, 45),
+    ]
+    chosen = choose_window([(w, c, i) for i, (w, c) in enumerate(zip(windows, met, strict=True))])
+    assert chosen[2] == 2  # 10 days: the crossing is more precise, but a moment is preferred
+    missed = [LevelChoice(0.71, True, 0.65, 0.6, 52)] + [
+        LevelChoice(0.5, False, 0.5, 0.4, 52) for _ in range(3)
+    ]
+    chosen = choose_window(
+        [(w, c, i) for i, (w, c) in enumerate(zip(windows, missed, strict=True))]
+    )
+    assert chosen[2] == 0  # no moment meets the targets: the crossing
 
 
 def _history(path: Path) -> Path:

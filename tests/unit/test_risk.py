@@ -247,6 +247,47 @@ def test_no_warning_once_the_silence_has_lasted_the_horizon() -> None:
     assert not _warnings(outs)
 
 
+@pytest.mark.parametrize("back_on_day", [None, 10, 13, 14, 15])
+def test_a_warning_at_one_moment_is_decided_then_and_never_later(back_on_day: int | None) -> None:
+    # min = max = 10 days: the one-time buyer's P0 is above the level at day 10's end, so the
+    # warning comes then, unless they were back by then; a return after it changes nothing.
+    model = PAPER.model_copy(update={"min_silence_days": 10, "max_silence_days": 10})
+    policy = Policy(churn_model=model, dormant_after_days=90, churned_after_days=355)
+    events = [purchase(at(days=0), 1_500)]
+    if back_on_day is not None:
+        events.append(purchase(at(days=back_on_day), 1_500))
+    state, outs, _ = run(events, policy)
+    assert state is not None
+    _, more = sweep_in_steps(state, [at(days=d) for d in range(16, 120)], policy)
+    warned = [w.ts for w in _warnings(outs + more)]
+    if back_on_day is not None and back_on_day <= 10:
+        # Back in time: the next silence has its own moment, 10 days after the return, and
+        # nothing else (a repeat buyer's P0 may well be below the level then).
+        assert set(warned) <= {at(days=back_on_day + 11) - 1}
+    else:
+        assert warned == [at(days=11) - 1]
+
+
+def test_a_probability_that_crosses_after_the_moment_warns_nobody() -> None:
+    # The weekly buyer's P0 reaches the level only weeks into the silence: with the decision
+    # at 7 days it is below, so there is no warning, however long the silence lasts.
+    model = PAPER.model_copy(update={"min_silence_days": 7, "max_silence_days": 7})
+    policy = Policy(churn_model=model, dormant_after_days=90, churned_after_days=355)
+    state = _weekly_buyer()
+    stats = risk.stats_of(state)
+    assert stats is not None
+    crossing = risk.warning_at(PAPER, stats, state.last_active or 0)
+    assert crossing is not None and crossing > at(days=29)
+    assert risk.warning_at(model, stats, state.last_active or 0) is None
+    _, outs = sweep_in_steps(state, [at(days=21) + k * DAY_MS for k in range(200)], policy)
+    assert not _warnings(outs)
+
+
+def test_a_window_that_ends_before_it_starts_is_rejected() -> None:
+    with pytest.raises(ValueError, match="max_silence_days"):
+        PAPER.model_validate({**PAPER.model_dump(), "min_silence_days": 14, "max_silence_days": 7})
+
+
 def test_the_silence_rule_decides_for_a_user_never_active() -> None:
     state, _, _ = run([ev(at(days=0), "points_earned")], WITH_MODEL)
     assert state is not None and state.active_days == 0
