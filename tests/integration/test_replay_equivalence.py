@@ -17,14 +17,17 @@ from streams.offline.replay import replay
 
 from .conftest import StackFactory
 
-# A fitted churn model (CDNOW's BG/NBD) with the stage thresholds `pulse fit` proposes for it:
-# with it the model decides the warnings, live and in replay alike.
+# A fitted churn model (CDNOW's BG/NBD) with the stage thresholds `pulse fit` proposes for it,
+# and a bounded warning window (the demo's users cross 0.6 after 3-4 weeks of silence): with it
+# the model decides the warnings, live and in replay alike.
 CHURN_MODEL = {
     "r": 0.243,
     "alpha": 4.414,
     "a": 0.793,
     "b": 2.426,
     "warn_probability": 0.6,
+    "min_silence_days": 7,
+    "max_silence_days": 30,
     "dormant_after_days": 86,
     "churned_after_days": 355,
 }
