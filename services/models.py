@@ -179,3 +179,32 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready"] = "ready"
     checks: dict[str, str] = Field(description="'ok' or what failed, per dependency.")
+
+
+class TimelineBucket(BaseModel):
+    """One event-time bucket of the lifecycle timeline. Every stage is listed in each map."""
+
+    start: str = Field(description="The bucket's start, event time (RFC 3339, UTC).")
+    start_ms: int = Field(description="The same, in epoch milliseconds.")
+    entered: dict[str, int] = Field(
+        description="Users who entered each stage in the bucket (lifecycle changes to it)."
+    )
+    left: dict[str, int] = Field(
+        description="Users who left each stage in the bucket (to another stage, or erased)."
+    )
+    population: dict[str, int] = Field(
+        description="Users in each stage at the end of the bucket (on the event-time clock)."
+    )
+
+
+class Timeline(BaseModel):
+    """Lifecycle changes per event-time bucket, and the stage populations they add up to."""
+
+    bucket_seconds: int | None = Field(
+        description="Width of a bucket (PULSE_TIMELINE_BUCKET_HOURS); null: nothing counted yet."
+    )
+    stages: list[str] = Field(description="The lifecycle stages, in the lifecycle's order.")
+    buckets: list[TimelineBucket] = Field(
+        description="Oldest first, consecutive (buckets without a change are listed with zeros)."
+    )
+    as_of: str = Field(description="The API's event-time clock now (as GET /v1/stats).")

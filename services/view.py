@@ -31,6 +31,20 @@ _GROUP_SCAN = 1000
 _USER_FIELDS = ("state", "version", "stage", "tier", "risk", "doc")
 
 
+# The timeline, its width and the stage counts read in one script: atomic, so the counts and
+# the series come from the same moment (the populations are derived from both).
+_TIMELINE_READ_LUA = """
+local p = ARGV[1]
+local index = p .. ':timeline'
+local buckets = {}
+for _, start in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+  buckets[#buckets + 1] = {start, redis.call('HGETALL', index .. ':' .. start)}
+end
+return {redis.call('GET', index .. ':width') or false, redis.call('HGETALL', p .. ':count:stage'),
+        buckets}
+"""
+
+
 def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("utf-8", "replace")
 
@@ -135,6 +149,19 @@ class View:
         """The recall totals hash: "group|tier|reason|outcome" -> churn warnings."""
         raw = await self.redis.hgetall(viewkeys.recall_counts_key(self.prefix))
         return {str(k): str(v) for k, v in raw.items()}
+
+    async def timeline(self) -> tuple[int | None, dict[str, str], list[tuple[int, dict[str, str]]]]:
+        """The lifecycle timeline as one consistent read: the buckets' width in ms (None:
+        nothing counted yet), the stage counts, and each bucket's start with its
+        "from>to" -> changes hash, oldest first."""
+        raw = await self.redis.eval(_TIMELINE_READ_LUA, 0, self.prefix)  # type: ignore[misc]
+        width, stages, buckets = raw
+        flat = dict(zip(stages[::2], stages[1::2], strict=True))
+        series = [
+            (int(start), dict(zip(fields[::2], fields[1::2], strict=True)))
+            for start, fields in buckets
+        ]
+        return (int(width) if width else None), flat, series
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())

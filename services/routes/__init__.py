@@ -2,12 +2,13 @@
 
 from fastapi import APIRouter
 
-from services.routes import events, live, ops, recall, segments, users
+from services.routes import events, live, ops, recall, segments, timeline, users
 
 ROUTERS: tuple[APIRouter, ...] = (
     users.router,
     segments.router,
     recall.router,
+    timeline.router,
     events.router,
     ops.router,
     live.router,
