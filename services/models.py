@@ -208,3 +208,35 @@ class Timeline(BaseModel):
         description="Oldest first, consecutive (buckets without a change are listed with zeros)."
     )
     as_of: str = Field(description="The API's event-time clock now (as GET /v1/stats).")
+
+
+class PriorityItem(BaseModel):
+    """A user to act on, with what an operator decides by."""
+
+    user_id: str
+    stage: str
+    stage_since: str = Field(description="Event time the user entered the stage.")
+    tier: str
+    risk_score: float = Field(description="Probability-like churn risk in [0, 1].")
+    value: float = Field(
+        description="Spend over the policy's tier window (`value_window_days`, 90 by default)."
+    )
+    priority: float = Field(description="risk_score x value: the list's order, descending.")
+    last_active: str | None = Field(description="Event time of the last activity, if any.")
+    silent_days: float | None = Field(
+        description="Days from last_active to the API's event-time clock now (`as_of`)."
+    )
+    group: Literal["treated", "holdout"] = Field(
+        description="Holdout assignment: the group of the user's warning when warned, else "
+        "the policy's draw for the user."
+    )
+    do_not_contact: bool = Field(description="True for holdout users: senders skip them.")
+
+
+class PriorityPage(BaseModel):
+    """One page of users by risk x value descending, then risk descending, then user id."""
+
+    items: list[PriorityItem]
+    next_cursor: str | None
+    value_window_days: int
+    as_of: str = Field(description="The API's event-time clock now (silent_days end here).")

@@ -21,7 +21,7 @@ from redis.client import NEVER_DECODE
 from services.cursors import Position
 from streams.core.policy import Policy
 from streams.core.snapshot import user_document
-from streams.core.state import decode_state
+from streams.core.state import UserState, decode_state
 from streams.view import keys as viewkeys
 
 Member = tuple[str, float]
@@ -154,7 +154,7 @@ class View:
         """The lifecycle timeline as one consistent read: the buckets' width in ms (None:
         nothing counted yet), the stage counts, and each bucket's start with its
         "from>to" -> changes hash, oldest first."""
-        raw = await self.redis.eval(_TIMELINE_READ_LUA, 0, self.prefix)  # type: ignore[misc]
+        raw = await self.redis.eval(_TIMELINE_READ_LUA, 0, self.prefix)
         width, stages, buckets = raw
         flat = dict(zip(stages[::2], stages[1::2], strict=True))
         series = [
@@ -162,6 +162,31 @@ class View:
             for start, fields in buckets
         ]
         return (int(width) if width else None), flat, series
+
+    async def segment_states(self, key: str, chunk: int = 1000) -> list[UserState]:
+        """The stored state of every member of the segment zset `key` (members whose hash
+        holds no state, e.g. written before states were stored, are left out). Reads the
+        whole segment: the cost grows with its size."""
+        members = [str(m) for m in await self.redis.zrange(key, 0, -1)]
+        states: list[UserState] = []
+        for start in range(0, len(members), chunk):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for member in members[start : start + chunk]:
+                    pipe.execute_command(
+                        "HGET",
+                        viewkeys.user_key(self.prefix, member),
+                        "state",
+                        **{NEVER_DECODE: True},
+                    )
+                raw = await pipe.execute()
+            for value in raw:
+                if value is None:
+                    continue
+                try:
+                    states.append(decode_state(value))
+                except msgspec.DecodeError:
+                    continue
+        return states
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())

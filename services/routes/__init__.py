@@ -2,11 +2,12 @@
 
 from fastapi import APIRouter
 
-from services.routes import events, live, ops, recall, segments, timeline, users
+from services.routes import events, live, ops, priority, recall, segments, timeline, users
 
 ROUTERS: tuple[APIRouter, ...] = (
     users.router,
     segments.router,
+    priority.router,
     recall.router,
     timeline.router,
     events.router,
