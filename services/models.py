@@ -119,6 +119,12 @@ class RecallGroupFigures(BaseModel):
     reactivated: int = Field(description="Judged warnings whose user came back in the window.")
     not_reactivated: int = Field(description="Judged warnings whose user did not come back.")
     rate: float | None = Field(description="reactivated / judged; null when nothing is judged.")
+    rate_ci_low: float | None = Field(
+        default=None, description="Lower bound of the rate's 95% interval (Wilson score)."
+    )
+    rate_ci_high: float | None = Field(
+        default=None, description="Upper bound of the rate's 95% interval (Wilson score)."
+    )
 
 
 class RecallComparison(BaseModel):
