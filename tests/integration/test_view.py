@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from redis.client import NEVER_DECODE
 
 from streams.core.eventtime import DAY_MS
+from streams.core.outputs import churn_warning, encode_output, lifecycle_changed
 from streams.core.policy import Policy
 from streams.core.snapshot import user_document
 from streams.core.state import decode_state, encode_state
@@ -25,7 +26,7 @@ from streams.view.keys import (
     timeline_start,
     user_key,
 )
-from streams.view.rebuild import rebuild_view
+from streams.view.rebuild import rebuild_view, timeline
 from streams.view.writer import View
 
 from .conftest import Stack, StackFactory
@@ -256,3 +257,29 @@ async def test_a_tombstone_erases_the_user_everywhere(stack: Stack) -> None:
         assert await _timeline_net(client, p) == {"new": 1}
     finally:
         await client.aclose()
+
+
+def test_rebuild_counts_each_published_change_once_and_keeps_the_newest_buckets() -> None:
+    """The series rebuild-view writes: distinct lifecycle changes by idempotency key (a
+    repeat on the topic counts once; other kinds not at all), an erased user's last stage left
+    in the newest bucket, and only the kept span before the newest bucket."""
+
+    def change(user: str, day: int, from_stage: str | None, to_stage: str) -> bytes:
+        at = day_base(day)
+        return encode_output(lifecycle_changed(user, at, from_stage, to_stage, "r", {}), at)
+
+    values = [
+        change("ann", 5, None, "new"),
+        change("ann", 5, None, "new"),  # published twice (at least once)
+        change("ann", 2, "new", "active"),
+        change("gone", 3, None, "new"),  # erased since: not in the changelog
+        change("old", 40, None, "new"),  # older than the kept span
+        encode_output(churn_warning("ann", day_base(2), "silence", 0.5, "active", "gold", {}), 0),
+    ]
+    series = timeline(values, {"ann", "old"}, DAY_MS, 10)
+    day = lambda n: timeline_start(day_base(n), DAY_MS)  # noqa: E731
+    assert series == {
+        day(5): Counter({">new": 1}),
+        day(3): Counter({">new": 1}),
+        day(2): Counter({"new>active": 1, "new>": 1}),
+    }
