@@ -120,27 +120,43 @@ end
 -- bucket are derived on read from these counts and the stage counts (services/view.py).
 local tl_width, tl_kept = tonumber(ARGV[5]), tonumber(ARGV[6])
 local tl_index = p .. ':timeline'
+-- Read or written once per call: the newest bucket's start (false: no bucket yet), the width.
+local tl_newest, tl_width_set = nil, false
+
+local function tl_top()
+  if tl_newest == nil then
+    local top = redis.call('ZRANGE', tl_index, -1, -1, 'WITHSCORES')
+    tl_newest = top[2] and tonumber(top[2]) or false
+  end
+  return tl_newest
+end
 
 -- Adds n to `field` of the bucket starting at `start` (ms). The series keeps the newest
 -- bucket and those within tl_kept widths of it: relative to the newest, so the result does
 -- not depend on write order; a change older than that is not counted.
 local function tl_add(start, field, n)
-  local top = redis.call('ZRANGE', tl_index, -1, -1, 'WITHSCORES')
-  local newest = top[2] and tonumber(top[2])
+  local newest = tl_top()
   local span = tl_kept * tl_width
   if newest and start <= newest - span then return end
   local member = string.format('%d', start)
-  if redis.call('ZADD', tl_index, member, member) == 1 and newest and start > newest then
+  if not newest or start > newest then
+    redis.call('ZADD', tl_index, member, member)
+    tl_newest = start
     local gone = redis.call('ZRANGEBYSCORE', tl_index, '-inf', string.format('%d', start - span))
     for _, old in ipairs(gone) do
       redis.call('DEL', tl_index .. ':' .. old)
       redis.call('ZREM', tl_index, old)
     end
+  elseif start < newest then
+    redis.call('ZADD', tl_index, member, member)
   end
   if redis.call('HINCRBY', tl_index .. ':' .. member, field, n) == 0 then
     redis.call('HDEL', tl_index .. ':' .. member, field)
   end
-  redis.call('SET', tl_index .. ':width', string.format('%d', tl_width))
+  if not tl_width_set then
+    redis.call('SET', tl_index .. ':width', string.format('%d', tl_width))
+    tl_width_set = true
+  end
 end
 
 local function tl_count(outs)
@@ -158,8 +174,8 @@ end
 -- An erased user leaves their stage in the newest bucket (there is no event time to use).
 local function tl_erase(stage)
   if not stage then return end
-  local top = redis.call('ZRANGE', tl_index, -1, -1, 'WITHSCORES')
-  if top[2] then tl_add(tonumber(top[2]), stage .. '>', 1) end
+  local newest = tl_top()
+  if newest then tl_add(newest, stage .. '>', 1) end
 end
 
 local function write(uid, version, stage, tier, risk, state, outs, new_recall)
