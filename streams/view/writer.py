@@ -8,7 +8,9 @@ document it may never serve. Writes are compare-and-set on the state's version i
 script that also moves the user between segment sets and adjusts the counts when, and only
 when, a value they index changed, so the per-user hash and the indexes never disagree and a
 stale write (older version, e.g. after a rebalance or a replay) never overwrites a newer one.
-Key layout: streams/view/keys.py.
+The same script counts the lifecycle timeline (users entering and leaving each stage per
+event-time bucket) from the outputs of the writes it applies, so a stale or repeated write
+counts nothing. Key layout: streams/view/keys.py.
 
 `ViewWriter` decouples the stream from Redis: the agent hands over states without awaiting
 Redis; a background task coalesces them per user and writes in pipelines, retrying with
