@@ -102,7 +102,9 @@ class WarningCounts(BaseModel):
 class Stats(BaseModel):
     users: int = Field(description="Users in the view (the sum of the stage counts).")
     stages: dict[str, int] = Field(description="Users per lifecycle stage (every stage listed).")
-    tiers: dict[str, int] = Field(description="Users per tier.")
+    tiers: dict[str, int] = Field(
+        description="Users per tier, in the policy's rank order (lowest first; unknown tiers last)."
+    )
     warnings: WarningCounts = Field(
         description="Churn warnings whose event time lies within the last hour / day of wall "
         "time (see GET /v1/stats)."
