@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from redis.asyncio import Redis
 
@@ -30,6 +32,7 @@ log = logging.getLogger("pulse.api")
 
 # Where the docs pages load their scripts and styles from (files of fastapi-offline).
 DOCS_ASSETS_URL = "/docs-assets"
+VENDOR = Path(__file__).parent / "static" / "vendor"
 
 
 def create_app(settings: ApiSettings | None = None, policy: Policy | None = None) -> FastAPI:
@@ -85,6 +88,9 @@ def create_app(settings: ApiSettings | None = None, policy: Policy | None = None
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     for router in ROUTERS:
         app.include_router(router)
+    # The live page's chart library (services/static/vendor/*/README.md), served from the
+    # package so the page works offline.
+    app.mount("/vendor", StaticFiles(directory=VENDOR), name="vendor")
     return app
 
 

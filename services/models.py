@@ -102,7 +102,9 @@ class WarningCounts(BaseModel):
 class Stats(BaseModel):
     users: int = Field(description="Users in the view (the sum of the stage counts).")
     stages: dict[str, int] = Field(description="Users per lifecycle stage (every stage listed).")
-    tiers: dict[str, int] = Field(description="Users per tier.")
+    tiers: dict[str, int] = Field(
+        description="Users per tier, in the policy's rank order (lowest first; unknown tiers last)."
+    )
     warnings: WarningCounts = Field(
         description="Churn warnings whose event time lies within the last hour / day of wall "
         "time (see GET /v1/stats)."
@@ -119,6 +121,12 @@ class RecallGroupFigures(BaseModel):
     reactivated: int = Field(description="Judged warnings whose user came back in the window.")
     not_reactivated: int = Field(description="Judged warnings whose user did not come back.")
     rate: float | None = Field(description="reactivated / judged; null when nothing is judged.")
+    rate_ci_low: float | None = Field(
+        default=None, description="Lower bound of the rate's 95% interval (Wilson score)."
+    )
+    rate_ci_high: float | None = Field(
+        default=None, description="Upper bound of the rate's 95% interval (Wilson score)."
+    )
 
 
 class RecallComparison(BaseModel):
@@ -179,3 +187,64 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready"] = "ready"
     checks: dict[str, str] = Field(description="'ok' or what failed, per dependency.")
+
+
+class TimelineBucket(BaseModel):
+    """One event-time bucket of the lifecycle timeline. Every stage is listed in each map."""
+
+    start: str = Field(description="The bucket's start, event time (RFC 3339, UTC).")
+    start_ms: int = Field(description="The same, in epoch milliseconds.")
+    entered: dict[str, int] = Field(
+        description="Users who entered each stage in the bucket (lifecycle changes to it)."
+    )
+    left: dict[str, int] = Field(
+        description="Users who left each stage in the bucket (to another stage, or erased)."
+    )
+    population: dict[str, int] = Field(
+        description="Users in each stage at the end of the bucket (on the event-time clock)."
+    )
+
+
+class Timeline(BaseModel):
+    """Lifecycle changes per event-time bucket, and the stage populations they add up to."""
+
+    bucket_seconds: int | None = Field(
+        description="Width of a bucket (PULSE_TIMELINE_BUCKET_HOURS); null: nothing counted yet."
+    )
+    stages: list[str] = Field(description="The lifecycle stages, in the lifecycle's order.")
+    buckets: list[TimelineBucket] = Field(
+        description="Oldest first, consecutive (buckets without a change are listed with zeros)."
+    )
+    as_of: str = Field(description="The API's event-time clock now (as GET /v1/stats).")
+
+
+class PriorityItem(BaseModel):
+    """A user to act on, with what an operator decides by."""
+
+    user_id: str
+    stage: str
+    stage_since: str = Field(description="Event time the user entered the stage.")
+    tier: str
+    risk_score: float = Field(description="Probability-like churn risk in [0, 1].")
+    value: float = Field(
+        description="Spend over the policy's tier window (`value_window_days`, 90 by default)."
+    )
+    priority: float = Field(description="risk_score x value: the list's order, descending.")
+    last_active: str | None = Field(description="Event time of the last activity, if any.")
+    silent_days: float | None = Field(
+        description="Days from last_active to the API's event-time clock now (`as_of`)."
+    )
+    group: Literal["treated", "holdout"] = Field(
+        description="Holdout assignment: the group of the user's warning when warned, else "
+        "the policy's draw for the user."
+    )
+    do_not_contact: bool = Field(description="True for holdout users: senders skip them.")
+
+
+class PriorityPage(BaseModel):
+    """One page of users by risk x value descending, then risk descending, then user id."""
+
+    items: list[PriorityItem]
+    next_cursor: str | None
+    value_window_days: int
+    as_of: str = Field(description="The API's event-time clock now (silent_days end here).")

@@ -21,7 +21,7 @@ from redis.client import NEVER_DECODE
 from services.cursors import Position
 from streams.core.policy import Policy
 from streams.core.snapshot import user_document
-from streams.core.state import decode_state
+from streams.core.state import UserState, decode_state
 from streams.view import keys as viewkeys
 
 Member = tuple[str, float]
@@ -29,6 +29,20 @@ _GROUP_SCAN = 1000
 # What a user's hash holds (streams/view/keys.py); `doc` only in a view written before the
 # worker stored states instead of documents.
 _USER_FIELDS = ("state", "version", "stage", "tier", "risk", "doc")
+
+
+# The timeline, its width and the stage counts read in one script: atomic, so the counts and
+# the series come from the same moment (the populations are derived from both).
+_TIMELINE_READ_LUA = """
+local p = ARGV[1]
+local index = p .. ':timeline'
+local buckets = {}
+for _, start in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+  buckets[#buckets + 1] = {start, redis.call('HGETALL', index .. ':' .. start)}
+end
+return {redis.call('GET', index .. ':width') or false, redis.call('HGETALL', p .. ':count:stage'),
+        buckets}
+"""
 
 
 def _text(value: bytes | None) -> str | None:
@@ -135,6 +149,44 @@ class View:
         """The recall totals hash: "group|tier|reason|outcome" -> churn warnings."""
         raw = await self.redis.hgetall(viewkeys.recall_counts_key(self.prefix))
         return {str(k): str(v) for k, v in raw.items()}
+
+    async def timeline(self) -> tuple[int | None, dict[str, str], list[tuple[int, dict[str, str]]]]:
+        """The lifecycle timeline as one consistent read: the buckets' width in ms (None:
+        nothing counted yet), the stage counts, and each bucket's start with its
+        "from>to" -> changes hash, oldest first."""
+        raw = await self.redis.eval(_TIMELINE_READ_LUA, 0, self.prefix)
+        width, stages, buckets = raw
+        flat = dict(zip(stages[::2], stages[1::2], strict=True))
+        series = [
+            (int(start), dict(zip(fields[::2], fields[1::2], strict=True)))
+            for start, fields in buckets
+        ]
+        return (int(width) if width else None), flat, series
+
+    async def segment_states(self, key: str, chunk: int = 1000) -> list[UserState]:
+        """The stored state of every member of the segment zset `key` (members whose hash
+        holds no state, e.g. written before states were stored, are left out). Reads the
+        whole segment: the cost grows with its size."""
+        members = [str(m) for m in await self.redis.zrange(key, 0, -1)]
+        states: list[UserState] = []
+        for start in range(0, len(members), chunk):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for member in members[start : start + chunk]:
+                    pipe.execute_command(
+                        "HGET",
+                        viewkeys.user_key(self.prefix, member),
+                        "state",
+                        **{NEVER_DECODE: True},
+                    )
+                raw = await pipe.execute()
+            for value in raw:
+                if value is None:
+                    continue
+                try:
+                    states.append(decode_state(value))
+                except msgspec.DecodeError:
+                    continue
+        return states
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())

@@ -172,7 +172,13 @@ def _rebuild_view(_: argparse.Namespace) -> int:
         await check_broker(settings.bootstrap)
         client = aioredis.from_url(settings.redis_url)
         try:
-            return await rebuild_view(settings, View(client, settings.view_prefix))
+            view = View(
+                client,
+                settings.view_prefix,
+                settings.timeline_bucket_ms,
+                settings.timeline_buckets,
+            )
+            return await rebuild_view(settings, view)
         except KafkaConnectionError as exc:
             raise broker_unreachable(settings.bootstrap) from exc
         except (RedisConnectionError, RedisTimeoutError) as exc:

@@ -61,6 +61,15 @@ class WorkerSettings(SharedSettings):
     session_timeout_seconds: float = Field(default=10.0, gt=0)
     # Python's garbage-collector thresholds for the worker (gc.set_threshold), e.g. [700,10,10].
     gc_threshold: tuple[int, int, int] = (200_000, 50, 1_000)
+    # The lifecycle timeline in the Redis view (streams/view/keys.py): the width of its
+    # event-time buckets and how many it keeps (daily, the last 90 days; the demo's clock
+    # runs a virtual day in seconds, so days suit it too).
+    timeline_bucket_hours: float = Field(default=24.0, gt=0, le=24 * 366)
+    timeline_buckets: int = Field(default=90, ge=1, le=10_000)
+
+    @property
+    def timeline_bucket_ms(self) -> int:
+        return max(1, round(self.timeline_bucket_hours * 3_600_000))
 
     @property
     def output_topics(self) -> dict[str, str]:

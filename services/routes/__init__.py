@@ -2,12 +2,14 @@
 
 from fastapi import APIRouter
 
-from services.routes import events, live, ops, recall, segments, users
+from services.routes import events, live, ops, priority, recall, segments, timeline, users
 
 ROUTERS: tuple[APIRouter, ...] = (
     users.router,
     segments.router,
+    priority.router,
     recall.router,
+    timeline.router,
     events.router,
     ops.router,
     live.router,

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from services.auth import require
 from services.clock import now_ms
-from services.deps import SettingsDep, ViewDep
+from services.deps import SettingsDep, ViewDep, get_policy
 from services.errors import error_responses
 from services.models import RecallComparison, RecallStats
 from streams.core.eventtime import format_ts
-from streams.core.recall import Comparison, compare, comparison_doc, totals
+from streams.core.recall import Comparison, compare, comparison_doc, totals, wilson
 from streams.view.keys import parse_recall_field
 
 router = APIRouter(prefix="/v1/stats", tags=["segments"])
 
 
 def _model(c: Comparison) -> RecallComparison:
-    return RecallComparison.model_validate(comparison_doc(c))
+    doc = comparison_doc(c)
+    for group, counts in (("treated", c.treated), ("holdout", c.holdout)):
+        low, high = wilson(counts.reactivated, counts.judged) if counts.judged else (None, None)
+        doc[group].update(rate_ci_low=low, rate_ci_high=high)  # type: ignore[attr-defined]
+    return RecallComparison.model_validate(doc)
 
 
 @router.get(
@@ -27,15 +31,17 @@ def _model(c: Comparison) -> RecallComparison:
     responses=error_responses(401, 403),
     summary="Reactivation of warned users, treated against holdout",
 )
-async def recall_stats(view: ViewDep, settings: SettingsDep) -> RecallStats:
+async def recall_stats(request: Request, view: ViewDep, settings: SettingsDep) -> RecallStats:
     """Per holdout group, and overall, per tier, per warning reason and per tier and reason:
     churn warnings issued, still open (attribution window running), judged, reactivated
     within the window, the reactivation rate (reactivated / judged), and the uplift
     (treated rate - holdout rate) with its 95% confidence interval (Newcombe's hybrid score
-    interval). Rates and uplifts are null until the groups have judged warnings.
+    interval), each group's rate with its own 95% interval (Wilson score). Rates and uplifts
+    are null until the groups have judged warnings.
 
     The figures are the sum of every user's tally in the view, kept by the worker as states
-    change: no history is scanned. Tiers and reasons are listed by name.
+    change: no history is scanned. Tiers are listed in the policy's rank order (lowest
+    first; tiers it does not know last, by name), reasons by name.
     """
     raw = await view.recall_counts()
     rows = []
@@ -45,7 +51,8 @@ async def recall_stats(view: ViewDep, settings: SettingsDep) -> RecallStats:
         except ValueError:
             continue  # not a field the worker writes
     by_cell = totals(rows)
-    tiers = sorted({t for _, t, _ in by_cell})
+    ranks = {name: i for i, name in enumerate(get_policy(request).tier_names)}
+    tiers = sorted({t for _, t, _ in by_cell}, key=lambda t: (ranks.get(t, len(ranks)), t))
     reasons = sorted({r for _, _, r in by_cell})
     return RecallStats(
         overall=_model(compare(by_cell)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -37,7 +38,7 @@ MinRisk = Annotated[
 ]
 
 
-async def _check_tier(request: Request, view: View, prefix: str, tier: str, loc: str) -> None:
+async def check_tier(request: Request, view: View, prefix: str, tier: str, loc: str) -> None:
     """Raises the 422 for a tier that is neither the policy's nor held by a user in the view.
 
     The second test keeps an API started without the worker's policy file (the built-in
@@ -94,7 +95,7 @@ async def stage_segment(
     validation_error whose message lists the allowed values."""
     p = settings.view_prefix
     if tier is not None:
-        await _check_tier(request, view, p, tier, "query")
+        await check_tier(request, view, p, tier, "query")
     context = f"stage\x1f{stage.value}\x1f{tier or ''}\x1f{min_risk!r}"
     return await _page(
         view,
@@ -130,7 +131,7 @@ async def tier_segment(
     is a 422 validation_error whose message lists the allowed values. Cursors as for the
     stage lists."""
     p = settings.view_prefix
-    await _check_tier(request, view, p, tier, "path")
+    await check_tier(request, view, p, tier, "path")
     context = f"tier\x1f{tier}\x1f{stage.value if stage else ''}\x1f{min_risk!r}"
     return await _page(
         view,
@@ -144,6 +145,12 @@ async def tier_segment(
     )
 
 
+def _rank(request: Request) -> Callable[[str], tuple[int, str]]:
+    """A sort key putting tiers in the policy's rank order (unknown ones last, by name)."""
+    ranks = {name: i for i, name in enumerate(get_policy(request).tier_names)}
+    return lambda tier: (ranks.get(tier, len(ranks)), tier)
+
+
 @router.get(
     "/stats",
     response_model=Stats,
@@ -151,9 +158,10 @@ async def tier_segment(
     responses=error_responses(401, 403),
     summary="Users per stage and tier, recent warnings",
 )
-async def stats(view: ViewDep, settings: SettingsDep) -> Stats:
-    """User counts per stage (every stage, zero-filled) and per tier, from the view's count
-    hashes, and churn warnings in the last hour and day.
+async def stats(request: Request, view: ViewDep, settings: SettingsDep) -> Stats:
+    """User counts per stage (every stage, zero-filled, in the lifecycle's order) and per tier
+    (in the policy's rank order, lowest first; a tier the policy does not know comes last),
+    from the view's count hashes, and churn warnings in the last hour and day.
 
     Warnings are counted by their *event time* (the zset score, epoch ms) against the API's
     event-time clock (services/clock.py: wall time, or the demo's accelerated clock that the
@@ -168,7 +176,7 @@ async def stats(view: ViewDep, settings: SettingsDep) -> Stats:
     return Stats(
         users=sum(stages.values()),
         stages=stages,
-        tiers={k: int(v) for k, v in tier_counts.items()},
+        tiers={k: int(tier_counts[k]) for k in sorted(tier_counts, key=_rank(request))},
         warnings=WarningCounts(last_hour=hour, last_day=day),
         as_of=format_ts(now_ms),
     )

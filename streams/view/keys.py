@@ -21,6 +21,14 @@ the view and the API that reads it. All keys share a prefix (PULSE_VIEW_PREFIX, 
                                      every user's tally, whose own copy is the user hash's
                                      `recall` field (JSON [[group, tier, reason, outcome, n]...],
                                      absent while the user was never warned)
+  {p}:timeline               zset   the lifecycle timeline's buckets: member and score the
+                                     bucket's start (event time ms); at most TIMELINE_BUCKETS,
+                                     the newest and those before it within the kept span
+  {p}:timeline:{start}       hash   "from>to" -> lifecycle changes from stage `from` to `to`
+                                     whose event time falls in the bucket [start, start+width)
+                                     (`from` '' for a user's first stage; `to` '' for a user
+                                     erased, counted in the newest bucket at the erasure)
+  {p}:timeline:width         string the buckets' width in ms (PULSE_TIMELINE_BUCKET_HOURS)
   {p}:epoch                   string a random token; a new one (or none) means Redis lost the
                                      view since a worker last looked, and every worker writes
                                      its users again (streams/view/writer.py, ViewWriter)
@@ -36,6 +44,10 @@ from __future__ import annotations
 
 TRANSITIONS_KEPT = 50
 WARNINGS_KEPT_MS = 2 * 86_400_000
+# The lifecycle timeline's defaults (WorkerSettings.timeline_bucket_hours, .timeline_buckets):
+# daily buckets, the last 90 of them.
+TIMELINE_BUCKET_MS = 86_400_000
+TIMELINE_BUCKETS = 90
 
 
 def user_key(prefix: str, user_id: str) -> str:
@@ -68,6 +80,35 @@ def warnings_key(prefix: str) -> str:
 
 def recall_counts_key(prefix: str) -> str:
     return f"{prefix}:count:recall"
+
+
+def timeline_key(prefix: str) -> str:
+    return f"{prefix}:timeline"
+
+
+def timeline_bucket_key(prefix: str, start_ms: int) -> str:
+    return f"{prefix}:timeline:{start_ms}"
+
+
+def timeline_width_key(prefix: str) -> str:
+    return f"{prefix}:timeline:width"
+
+
+def timeline_field(from_stage: str | None, to_stage: str | None) -> str:
+    """A timeline bucket's field: a change from `from_stage` (None: none) to `to_stage`
+    (None: the user was erased)."""
+    return f"{from_stage or ''}>{to_stage or ''}"
+
+
+def parse_timeline_field(field: str) -> tuple[str, str]:
+    """Inverse of timeline_field: (from, to), '' for none. Raises ValueError without '>'."""
+    from_stage, to_stage = field.split(">")
+    return from_stage, to_stage
+
+
+def timeline_start(ts_ms: int, width_ms: int) -> int:
+    """The start of the timeline bucket holding event time `ts_ms`."""
+    return ts_ms - ts_ms % width_ms
 
 
 def epoch_key(prefix: str) -> str:

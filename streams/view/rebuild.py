@@ -8,7 +8,7 @@ worker never overwrites a newer state.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 import msgspec
@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streams.core.outputs import Kind, Output
 from streams.core.state import UserState, decode_state
 from streams.settings import WorkerSettings
-from streams.view.keys import TRANSITIONS_KEPT
+from streams.view.keys import TRANSITIONS_KEPT, timeline_field, timeline_start
 from streams.view.writer import Pending, Published, View
 
 _CHUNK = 2000  # users per write_many: one round trip each
@@ -101,6 +101,68 @@ def recent_outputs(values: list[bytes]) -> dict[str, list[Published]]:
     return per_user
 
 
+# Replaces the lifecycle timeline (keys.py, {p}:timeline*) in one step. ARGV: prefix, bucket
+# width ms, msgpack [[start, [field, n, field, n, ...]], ...].
+_REPLACE_TIMELINE_LUA = """
+local index = ARGV[1] .. ':timeline'
+for _, old in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+  redis.call('DEL', index .. ':' .. old)
+end
+redis.call('DEL', index, index .. ':width')
+local buckets = cmsgpack.unpack(ARGV[3])
+for _, b in ipairs(buckets) do
+  redis.call('ZADD', index, b[1], b[1])
+  redis.call('HSET', index .. ':' .. b[1], unpack(b[2]))
+end
+if #buckets > 0 then redis.call('SET', index .. ':width', ARGV[2]) end
+return #buckets
+"""
+
+
+def timeline(
+    values: list[bytes], users: set[str], width_ms: int, kept: int
+) -> dict[int, Counter[str]]:
+    """The lifecycle timeline the worker's writes add up to, from the published outputs.
+
+    Every distinct lifecycle change counts once in the bucket of its event time, as the
+    worker counts it when it writes the state that made it. A user the changelog no longer
+    holds (`users`: those it does) was erased: their last stage is left in the newest bucket,
+    as the worker's erasure does, so the stage counts and the series still agree. Only the
+    newest bucket and those within `kept` widths of it stay.
+    """
+    seen: set[str] = set()
+    buckets: dict[int, Counter[str]] = defaultdict(Counter)
+    last: dict[str, tuple[int, str]] = {}
+    for value in values:
+        doc = msgspec.json.decode(value)
+        if doc.get("kind") != Kind.LIFECYCLE or doc["idempotency_key"] in seen:
+            continue
+        seen.add(doc["idempotency_key"])
+        ts, to_stage = doc["event_time_ms"], doc["to_stage"]
+        buckets[timeline_start(ts, width_ms)][timeline_field(doc["from_stage"], to_stage)] += 1
+        if doc["user_id"] not in last or last[doc["user_id"]][0] <= ts:
+            last[doc["user_id"]] = (ts, to_stage)
+    if not buckets:
+        return {}
+    newest = max(buckets)
+    for user, (_, stage) in last.items():
+        if user not in users:
+            buckets[newest][timeline_field(stage, None)] += 1
+    return {s: c for s, c in buckets.items() if s > newest - kept * width_ms}
+
+
+async def replace_timeline(view: View, buckets: dict[int, Counter[str]]) -> None:
+    """Store `buckets` as the view's timeline, in place of what it holds (one script call)."""
+    packed = msgspec.msgpack.encode(
+        [
+            [str(start), [x for field, n in sorted(c.items()) for x in (field, str(n))]]
+            for start, c in sorted(buckets.items())
+            if c
+        ]
+    )
+    await view.client.eval(_REPLACE_TIMELINE_LUA, 0, view.prefix, view.timeline_bucket_ms, packed)
+
+
 async def rebuild_view(settings: WorkerSettings, view: View) -> int:
     """Write every user of the changelog into the view; returns the number written."""
     changelog = f"{settings.app_id}-user-state-changelog"
@@ -114,4 +176,8 @@ async def rebuild_view(settings: WorkerSettings, view: View) -> int:
     for start in range(0, len(users), _CHUNK):
         chunk = users[start : start + _CHUNK]
         written += await view.write_many({u: Pending(s, outputs.get(u, [])) for u, s in chunk})
+    # The state writes above counted only the changes of the outputs they carry, and only
+    # where the view lacked the state: the series is recounted from every published change.
+    series = timeline(raw, set(states), view.timeline_bucket_ms, view.timeline_buckets)
+    await replace_timeline(view, series)
     return written

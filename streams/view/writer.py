@@ -8,7 +8,9 @@ document it may never serve. Writes are compare-and-set on the state's version i
 script that also moves the user between segment sets and adjusts the counts when, and only
 when, a value they index changed, so the per-user hash and the indexes never disagree and a
 stale write (older version, e.g. after a rebalance or a replay) never overwrites a newer one.
-Key layout: streams/view/keys.py.
+The same script counts the lifecycle timeline (users entering and leaving each stage per
+event-time bucket) from the outputs of the writes it applies, so a stale or repeated write
+counts nothing. Key layout: streams/view/keys.py.
 
 `ViewWriter` decouples the stream from Redis: the agent hands over states without awaiting
 Redis; a background task coalesces them per user and writes in pipelines, retrying with
@@ -34,6 +36,8 @@ from streams.core.outputs import Output
 from streams.core.recall import cell_counts
 from streams.core.state import UserState, encode_state
 from streams.view.keys import (
+    TIMELINE_BUCKET_MS,
+    TIMELINE_BUCKETS,
     TRANSITIONS_KEPT,
     WARNINGS_KEPT_MS,
     epoch_key,
@@ -45,7 +49,8 @@ _msgpack = msgspec.msgpack.Encoder()
 
 # One script call writes or erases a batch of users (a msgpack array; see View.write_many): a
 # round trip and a command per batch, not per user. Key names follow streams/view/keys.py.
-# ARGV: prefix, transitions kept, warnings kept ms, the batch. An item is
+# ARGV: prefix, transitions kept, warnings kept ms, the batch, the timeline's bucket width
+#   (ms) and buckets kept. An item is
 #   ['w', uid, version, stage, tier, risk, state, outputs, recall]  (state: the encode_state
 #   bytes; outputs: [[kind, idempotency_key, event_time_ms, document], ...]; recall: JSON, ''
 #   when never warned), or ['e', uid]. Numbers travel as strings: Lua would print big ones in
@@ -110,10 +115,76 @@ local function store(ukey, uid, cur, version, stage, tier, risk, state, new_reca
   if cur[1] and not cur[6] then redis.call('HDEL', ukey, 'doc') end
 end
 
+-- Lifecycle timeline (issue 18; keys.py: {p}:timeline*). Users entering and leaving each
+-- stage per event-time bucket, counted from the lifecycle_changed outputs of a write only when
+-- that write stores a newer version of the state: the compare-and-set that keeps a stale or
+-- redelivered state out also keeps its outputs from being counted twice. Populations per
+-- bucket are derived on read from these counts and the stage counts (services/view.py).
+local tl_width, tl_kept = tonumber(ARGV[5]), tonumber(ARGV[6])
+local tl_index = p .. ':timeline'
+-- Read or written once per call: the newest bucket's start (false: no bucket yet), the width.
+local tl_newest, tl_width_set = nil, false
+
+local function tl_top()
+  if tl_newest == nil then
+    local top = redis.call('ZRANGE', tl_index, -1, -1, 'WITHSCORES')
+    tl_newest = top[2] and tonumber(top[2]) or false
+  end
+  return tl_newest
+end
+
+-- Adds n to `field` of the bucket starting at `start` (ms). The series keeps the newest
+-- bucket and those within tl_kept widths of it: relative to the newest, so the result does
+-- not depend on write order; a change older than that is not counted.
+local function tl_add(start, field, n)
+  local newest = tl_top()
+  local span = tl_kept * tl_width
+  if newest and start <= newest - span then return end
+  local member = string.format('%d', start)
+  if not newest or start > newest then
+    redis.call('ZADD', tl_index, member, member)
+    tl_newest = start
+    local gone = redis.call('ZRANGEBYSCORE', tl_index, '-inf', string.format('%d', start - span))
+    for _, old in ipairs(gone) do
+      redis.call('DEL', tl_index .. ':' .. old)
+      redis.call('ZREM', tl_index, old)
+    end
+  elseif start < newest then
+    redis.call('ZADD', tl_index, member, member)
+  end
+  if redis.call('HINCRBY', tl_index .. ':' .. member, field, n) == 0 then
+    redis.call('HDEL', tl_index .. ':' .. member, field)
+  end
+  if not tl_width_set then
+    redis.call('SET', tl_index .. ':width', string.format('%d', tl_width))
+    tl_width_set = true
+  end
+end
+
+local function tl_count(outs)
+  for _, out in ipairs(outs) do
+    if out[1] == 'lifecycle_changed' then
+      local doc = cjson.decode(out[4])
+      local from = doc['from_stage']
+      if type(from) ~= 'string' then from = '' end
+      local ts = tonumber(out[3])
+      tl_add(ts - ts % tl_width, from .. '>' .. doc['to_stage'], 1)
+    end
+  end
+end
+
+-- An erased user leaves their stage in the newest bucket (there is no event time to use).
+local function tl_erase(stage)
+  if not stage then return end
+  local newest = tl_top()
+  if newest then tl_add(newest, stage .. '>', 1) end
+end
+
 local function write(uid, version, stage, tier, risk, state, outs, new_recall)
   local ukey, tkey = p .. ':user:' .. uid, p .. ':transitions:' .. uid
   local cur = redis.call('HMGET', ukey, 'version', 'stage', 'tier', 'risk', 'recall', 'state')
   if cur[1] and tonumber(cur[1]) > tonumber(version) then return 0 end
+  if not cur[1] or tonumber(cur[1]) < tonumber(version) then tl_count(outs) end
   local written = 0
   if not (cur[1] and tonumber(cur[1]) == tonumber(version) and cur[6]) then
     -- A newer version, or the same one stored as a document (a view written before the
@@ -158,6 +229,7 @@ end
 local function erase(uid)
   local ukey = p .. ':user:' .. uid
   local old = redis.call('HMGET', ukey, 'stage', 'tier', 'recall')
+  tl_erase(old[1])
   leave('stage', stage_counts, old[1], uid)
   leave('tier', tier_counts, old[2], uid)
   recall_cells(old[3], -1)
@@ -223,9 +295,18 @@ class View:
     # and the calls of one flush share a round trip.
     BATCH = 500
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        timeline_bucket_ms: int = TIMELINE_BUCKET_MS,
+        timeline_buckets: int = TIMELINE_BUCKETS,
+    ) -> None:
         self.client = client
         self.prefix = prefix
+        # The lifecycle timeline's bucket width and how many buckets it keeps (keys.py).
+        self.timeline_bucket_ms = timeline_bucket_ms
+        self.timeline_buckets = timeline_buckets
         self._batch = client.register_script(BATCH_LUA)
 
     def item(
@@ -263,7 +344,8 @@ class View:
         pipe = self.client.pipeline(transaction=False)
         for start in range(0, len(batch), self.BATCH):
             packed = _msgpack.encode(batch[start : start + self.BATCH])
-            await self._batch(keys=[], args=[*head, packed], client=pipe)
+            timeline = [self.timeline_bucket_ms, self.timeline_buckets]
+            await self._batch(keys=[], args=[*head, packed, *timeline], client=pipe)
         return sum(int(n) for n in await pipe.execute())
 
 

@@ -78,7 +78,12 @@ class Processor:
         self.writer: ViewWriter | None = None
         if settings.redis_url:
             client = aioredis.from_url(settings.redis_url)
-            view = View(client, settings.view_prefix)
+            view = View(
+                client,
+                settings.view_prefix,
+                settings.timeline_bucket_ms,
+                settings.timeline_buckets,
+            )
             self.writer = ViewWriter(view, resync=self.view_states)
         # partition -> offset of the last events record handled here.
         self.read_offsets: dict[int, int] = {}

@@ -11,7 +11,7 @@ from msgspec.structs import replace
 from streams.core.contract import Event
 from streams.core.engine import apply_event
 from streams.core.policy import Policy
-from streams.core.recall import Counts, RecallCell, uplift
+from streams.core.recall import Counts, RecallCell, uplift, wilson
 from streams.local.embedded import Server
 from streams.view.keys import recall_counts_key
 from streams.view.writer import View
@@ -41,6 +41,12 @@ async def test_recall_stats_compare_treated_with_holdout_per_tier_and_reason(
     body = resp.json()
     assert (body["confidence"], body["interval"]) == (0.95, "newcombe_hybrid_score")
     overall = body["overall"]
+    # Each group's rate with its Wilson 95% interval, the halves Newcombe's interval combines.
+    treated_ci = (overall["treated"].pop("rate_ci_low"), overall["treated"].pop("rate_ci_high"))
+    assert treated_ci == pytest.approx(wilson(14, 20))
+    assert round(treated_ci[0], 4) == 0.481 and round(treated_ci[1], 4) == 0.8545
+    holdout_ci = (overall["holdout"]["rate_ci_low"], overall["holdout"]["rate_ci_high"])
+    assert holdout_ci == pytest.approx(wilson(3, 10))
     assert overall["treated"] == {
         "warned": 23,
         "open": 3,

@@ -50,12 +50,29 @@ async def test_stats_counts_and_recent_warnings(
     assert body["as_of"].endswith("Z")
 
 
+async def test_stats_lists_tiers_in_the_policys_rank_order(
+    client: httpx.AsyncClient, redis: aioredis.Redis, prefix: str
+) -> None:
+    for n, tier in enumerate(["platinum", "legacy", "gold", "bronze", "silver", "platinum"]):
+        await seed_user(redis, prefix, f"t-{n}", tier=tier)
+    body = (await client.get("/v1/stats", headers=auth(READ_KEY))).json()
+    assert list(body["tiers"].items()) == [
+        ("bronze", 1),
+        ("silver", 1),
+        ("gold", 1),
+        ("platinum", 2),
+        ("legacy", 1),  # not a tier of the policy: last
+    ]
+
+
 READS = [
     ("GET", "/v1/users/u-1"),
     ("GET", "/v1/users/u-1/transitions"),
     ("GET", "/v1/segments/stage/active"),
     ("GET", "/v1/segments/tier/gold"),
     ("GET", "/v1/stats"),
+    ("GET", "/v1/stats/timeline"),
+    ("GET", "/v1/segments/priority"),
 ]
 ROUTES = [
     *((m, p, "read") for m, p in READS),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any
 
 import msgspec
@@ -11,11 +12,21 @@ import redis.asyncio as aioredis
 from redis.client import NEVER_DECODE
 
 from streams.core.eventtime import DAY_MS
+from streams.core.outputs import churn_warning, encode_output, lifecycle_changed
 from streams.core.policy import Policy
 from streams.core.snapshot import user_document
 from streams.core.state import decode_state, encode_state
-from streams.view.keys import epoch_key, stage_counts_key, tier_counts_key, user_key
-from streams.view.rebuild import rebuild_view
+from streams.view.keys import (
+    epoch_key,
+    parse_timeline_field,
+    stage_counts_key,
+    tier_counts_key,
+    timeline_bucket_key,
+    timeline_key,
+    timeline_start,
+    user_key,
+)
+from streams.view.rebuild import rebuild_view, timeline
 from streams.view.writer import View
 
 from .conftest import Stack, StackFactory
@@ -81,6 +92,17 @@ async def _caught_up(stack: Stack, client: aioredis.Redis) -> None:
     await until(caught_up)
 
 
+async def _timeline_net(client: aioredis.Redis, prefix: str) -> dict[str, int]:
+    """Per stage, users who entered it minus users who left it over the whole timeline."""
+    net: Counter[str] = Counter()
+    for start in await client.zrange(timeline_key(prefix), 0, -1):
+        for field, n in (await client.hgetall(timeline_bucket_key(prefix, int(start)))).items():
+            from_stage, to_stage = parse_timeline_field(field)
+            net[to_stage] += int(n)
+            net[from_stage] -= int(n)
+    return {s: n for s, n in net.items() if s and n}
+
+
 async def _rebuild_restores(stack: Stack, client: aioredis.Redis, before: dict[str, Any]) -> None:
     """`pulse rebuild-view` writes the 3 users and the view equals `before` key for key."""
     view = View(aioredis.from_url(stack.settings.redis_url), stack.settings.view_prefix)
@@ -115,6 +137,15 @@ async def test_view_follows_the_table_and_rebuilds_identically(stack: Stack) -> 
         ]
         assert [h["kind"] for h in history][:2] == ["churn_warning", "lifecycle_changed"]
         assert await client.zcard(f"{p}:warnings") == 1
+        # The timeline: sil's silence entered at_risk on the day it was found, and the changes
+        # add up to the users per stage (every change of the scenario is within the series).
+        at_risk = await client.hget(
+            timeline_bucket_key(p, timeline_start(history[1]["event_time_ms"], DAY_MS)),
+            f"{history[1]['from_stage']}>at_risk",
+        )
+        assert at_risk == "1"
+        counts = await client.hgetall(stage_counts_key(p))
+        assert await _timeline_net(client, p) == {k: int(v) for k, v in counts.items()}
 
         before = await _dump(client, p)
         for key in before:
@@ -142,7 +173,11 @@ async def test_the_worker_writes_its_users_again_when_redis_lost_the_view(
 
         # No event arrives: the worker notices the new epoch and writes its users again.
         per_user = [k for k in before if k.startswith(f"{p}:user:")]
-        users_and_indexes = [k for k in before if ":transitions:" not in k and k != f"{p}:warnings"]
+        users_and_indexes = [
+            k
+            for k in before
+            if ":transitions:" not in k and ":timeline" not in k and k != f"{p}:warnings"
+        ]
 
         async def states_back() -> bool:
             return bool(await client.exists(*per_user) == len(per_user))
@@ -153,9 +188,10 @@ async def test_the_worker_writes_its_users_again_when_redis_lost_the_view(
         assert {k: now.get(k) for k in users_and_indexes} == {
             k: before[k] for k in users_and_indexes
         }
-        # Transitions and the warnings index live only on the output topics: rebuild-view
-        # brings them back next to the states already there, and the view is whole again.
-        assert not await client.exists(f"{p}:transitions:sil", f"{p}:warnings")
+        # Transitions, the warnings index and the timeline live only on the output topics:
+        # rebuild-view brings them back next to the states already there, and the view is
+        # whole again.
+        assert not await client.exists(f"{p}:transitions:sil", f"{p}:warnings", timeline_key(p))
         await _rebuild_restores(stack, client, before)
     finally:
         await client.aclose()
@@ -211,5 +247,39 @@ async def test_a_tombstone_erases_the_user_everywhere(stack: Stack) -> None:
         assert not await client.exists(f"{p}:transitions:gone")
         states = await stack.states(lambda s: "gone" not in s)
         assert "kept" in states
+        # The erased user left the timeline's populations too (and a rebuild agrees).
+        assert await _timeline_net(client, p) == {"new": 1}
+        view = View(aioredis.from_url(stack.settings.redis_url), p)
+        try:
+            await rebuild_view(stack.settings, view)
+        finally:
+            await view.client.aclose()
+        assert await _timeline_net(client, p) == {"new": 1}
     finally:
         await client.aclose()
+
+
+def test_rebuild_counts_each_published_change_once_and_keeps_the_newest_buckets() -> None:
+    """The series rebuild-view writes: distinct lifecycle changes by idempotency key (a
+    repeat on the topic counts once; other kinds not at all), an erased user's last stage left
+    in the newest bucket, and only the kept span before the newest bucket."""
+
+    def change(user: str, day: int, from_stage: str | None, to_stage: str) -> bytes:
+        at = day_base(day)
+        return encode_output(lifecycle_changed(user, at, from_stage, to_stage, "r", {}), at)
+
+    values = [
+        change("ann", 5, None, "new"),
+        change("ann", 5, None, "new"),  # published twice (at least once)
+        change("ann", 2, "new", "active"),
+        change("gone", 3, None, "new"),  # erased since: not in the changelog
+        change("old", 40, None, "new"),  # older than the kept span
+        encode_output(churn_warning("ann", day_base(2), "silence", 0.5, "active", "gold", {}), 0),
+    ]
+    series = timeline(values, {"ann", "old"}, DAY_MS, 10)
+    day = lambda n: timeline_start(day_base(n), DAY_MS)  # noqa: E731
+    assert series == {
+        day(5): Counter({">new": 1}),
+        day(3): Counter({">new": 1}),
+        day(2): Counter({"new>active": 1, "new>": 1}),
+    }

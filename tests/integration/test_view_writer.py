@@ -17,12 +17,22 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from streams.core.contract import Event
 from streams.core.engine import apply_event
+from streams.core.outputs import Output, encode_output, lifecycle_changed
 from streams.core.policy import Policy
 from streams.core.recall import cell_counts
 from streams.core.state import RecallCell, UserState, encode_state
 from streams.local.embedded import Server, start_redis
-from streams.view.keys import epoch_key, recall_field, stage_counts_key, user_key
-from streams.view.writer import Pending, View, ViewWriter
+from streams.view.keys import (
+    epoch_key,
+    recall_field,
+    stage_counts_key,
+    timeline_bucket_key,
+    timeline_key,
+    timeline_start,
+    timeline_width_key,
+    user_key,
+)
+from streams.view.writer import Pending, Published, View, ViewWriter
 
 from .events import day_base
 from .waits import until
@@ -341,3 +351,80 @@ async def test_the_writer_stores_the_bytes_it_is_handed_and_encodes_only_without
     await w.flush()
     newest = replace(handed, version=handed.version + 2)
     assert await client.hget(user_key(prefix, "h"), "state") == encode_state(newest)
+
+
+def _published(*outs: Output) -> list[Published]:
+    return [(o, encode_output(o, o.ts).decode()) for o in outs]
+
+
+async def _timeline(client: aioredis.Redis, prefix: str) -> dict[int, dict[str, int]]:
+    starts = await client.zrange(timeline_key(prefix), 0, -1)
+    series = {}
+    for start in starts:
+        raw = await client.hgetall(timeline_bucket_key(prefix, int(start)))
+        series[int(start)] = {k.decode(): int(v) for k, v in raw.items()}
+    return series
+
+
+async def test_the_timeline_counts_a_change_once_however_often_its_write_arrives(
+    client: aioredis.Redis, prefix: str
+) -> None:
+    """A lifecycle change is counted by the write that stores its state: the same write again
+    (a redelivery, a worker replaying after a crash) or a stale one counts nothing."""
+    view = View(client, prefix)
+    first = user("tl-ann")
+    entered = lifecycle_changed("tl-ann", day_base(3), None, "new", "first_seen", {})
+    assert await view.write(first, _published(entered))
+    assert not await view.write(first, _published(entered))  # redelivered: same version
+    later = replace(first, version=first.version + 1, stage="active")
+    settled = lifecycle_changed("tl-ann", day_base(1), "new", "active", "new_period_over", {})
+    assert await view.write(later, _published(settled))
+    assert not await view.write(first, _published(entered))  # stale: an older version
+    assert not await view.write(later, _published(settled))
+    day = 86_400_000
+    assert await _timeline(client, prefix) == {
+        timeline_start(day_base(3), day): {">new": 1},
+        timeline_start(day_base(1), day): {"new>active": 1},
+    }
+    assert await client.get(timeline_width_key(prefix)) == b"86400000"
+
+    # Coalesced by the writer (two versions, one write): both changes count, once.
+    w = ViewWriter(view)
+    bob = user("tl-bob")
+    w.put(bob, _published(lifecycle_changed("tl-bob", day_base(1), None, "new", "first_seen", {})))
+    w.put(
+        replace(bob, version=bob.version + 1, stage="at_risk"),
+        _published(lifecycle_changed("tl-bob", day_base(1) + 5, "new", "at_risk", "silence", {})),
+    )
+    await w.flush()
+    assert (await _timeline(client, prefix))[timeline_start(day_base(1), day)] == {
+        "new>active": 1,
+        ">new": 1,
+        "new>at_risk": 1,
+    }
+
+    # An erased user leaves their stage in the newest bucket.
+    await view.erase("tl-ann")
+    assert (await _timeline(client, prefix))[timeline_start(day_base(1), day)]["active>"] == 1
+
+
+async def test_the_timeline_keeps_the_newest_buckets_whatever_the_write_order(
+    client: aioredis.Redis,
+) -> None:
+    """Bounded: the newest bucket and those within the kept span of it, in any write order;
+    a change older than that is not counted."""
+    hour = 3_600_000
+    changes = [
+        (f"k{n}", lifecycle_changed(f"k{n}", day_base(0) - n * hour, None, "new", "first_seen", {}))
+        for n in range(8)
+    ]
+    results = []
+    for order in (changes, changes[::-1], changes[3:] + changes[:3]):
+        prefix = f"tk{uuid.uuid4().hex[:8]}"
+        view = View(client, prefix, timeline_bucket_ms=hour, timeline_buckets=3)
+        for uid, out in order:
+            await view.write(user(uid), _published(out))
+        results.append(await _timeline(client, prefix))
+    newest = timeline_start(day_base(0), hour)
+    assert results[0] == {newest - n * hour: {">new": 1} for n in range(3)}
+    assert results[1] == results[0] and results[2] == results[0]
