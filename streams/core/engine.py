@@ -257,27 +257,27 @@ def sweep(state: UserState, now: int, policy: Policy) -> Result:
     return Result(state, tuple(outs), Status.SWEPT)
 
 
-def _count_purchase_day(state: UserState, event: Event, d: Derived) -> UserState:
+def _purchase_day(state: UserState, event: Event, d: Derived) -> dict[str, object]:
     """Keep the BG/NBD statistics: a purchase (an event of a spend type) on a day without one
-    yet is a new purchase day.
+    yet is a new purchase day. The fields to change (none when the day had one).
 
     Late purchases are within the allowed lateness, so their day is still in the buckets and
     the check is exact whatever the arrival order.
     """
     day = event.ts // DAY_MS
     if has_any(state.buckets, day, d.spend_indexes):
-        return state
+        return {}
     first, last = state.first_purchase_day, state.last_purchase_day
-    return replace(
-        state,
-        purchase_days=state.purchase_days + 1,
-        first_purchase_day=day if first is None else min(first, day),
-        last_purchase_day=day if last is None else max(last, day),
-    )
+    return {
+        "purchase_days": state.purchase_days + 1,
+        "first_purchase_day": day if first is None else min(first, day),
+        "last_purchase_day": day if last is None else max(last, day),
+    }
 
 
-def _count_active_day(state: UserState, day: int) -> UserState:
+def _active_day(state: UserState, day: int) -> dict[str, object]:
     """Keep the churn model's statistics: activity on a day without any yet is a new active day.
+    The fields to change (none when the day had activity).
 
     Late events are within the allowed lateness, so their day is still in the buckets and the
     check is exact whatever the arrival order. A state from before these statistics existed
@@ -291,14 +291,13 @@ def _count_active_day(state: UserState, day: int) -> UserState:
             n, first, last = len(days), days[0], days[-1]
     if is_active_day(state.buckets, day):
         if n == state.active_days:
-            return state
-        return replace(state, active_days=n, first_active_day=first, last_active_day=last)
-    return replace(
-        state,
-        active_days=n + 1,
-        first_active_day=day if first is None else min(first, day),
-        last_active_day=day if last is None else max(last, day),
-    )
+            return {}
+        return {"active_days": n, "first_active_day": first, "last_active_day": last}
+    return {
+        "active_days": n + 1,
+        "first_active_day": day if first is None else min(first, day),
+        "last_active_day": day if last is None else max(last, day),
+    }
 
 
 def _advance(state: UserState, partition: int, offset: int) -> int:
@@ -360,10 +359,12 @@ def apply_event(
     last_active = state.last_active
     if active:
         last_active = ts if last_active is None else max(last_active, ts)
+    # The day statistics go into the one copy of the state below (no copy of their own).
+    days: dict[str, object] = {}
     if etype in d.spend_types:
-        state = _count_purchase_day(state, event, d)
+        days = _purchase_day(state, event, d)
     if active:
-        state = _count_active_day(state, ts // DAY_MS)
+        days.update(_active_day(state, ts // DAY_MS))
     state = replace(
         state,
         buckets=add_to_buckets(
@@ -382,6 +383,7 @@ def apply_event(
         total_spend_cents=state.total_spend_cents + spend,
         partition=partition,
         last_offset=_advance(state, partition, offset),
+        **days,
     )
     state, o = _evaluate(state, max(ts, state.evaluated_at), policy, state.version + 1)
     outs.extend(o)

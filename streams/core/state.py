@@ -81,7 +81,7 @@ class UserState(msgspec.Struct, frozen=True, gc=False, array_like=True):
     recall_tally: tuple[RecallCell, ...] = ()
     # The churn model's statistics: distinct UTC days with activity (a non-passive event), the
     # first and last of them. States written before these fields were added decode with 0 and
-    # get them seeded from their day buckets at their next event (engine._count_active_day).
+    # get them seeded from their day buckets at their next event (engine._active_day).
     active_days: int = 0
     first_active_day: int | None = None
     last_active_day: int | None = None
