@@ -34,6 +34,7 @@ from streams.core.outputs import (
 )
 from streams.core.policy import Derived, Policy, derived
 from streams.core.recall import Tally, count_judged, count_warning
+from streams.core.retention import marked
 from streams.core.state import UserState, fingerprint
 from streams.core.tiers import decide_tier
 from streams.core.windows import add_to_buckets, has_any, is_active_day, prune
@@ -362,10 +363,13 @@ def apply_event(
         last_active = ts if last_active is None else max(last_active, ts)
     if etype in d.spend_types:
         state = _count_purchase_day(state, event, d)
+    cohorts: dict[str, int] = {}
     if active:
+        cohorts = marked(state, state.last_active is not None, ts // DAY_MS)
         state = _count_active_day(state, ts // DAY_MS)
     state = replace(
         state,
+        **cohorts,
         buckets=add_to_buckets(
             state.buckets,
             ts // DAY_MS,

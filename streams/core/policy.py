@@ -154,6 +154,11 @@ class Policy(BaseModel):
     holdout_salt: str = Field(default="pulse-recall", min_length=1, max_length=128)
     attribution_window_days: PositiveDays = 14
 
+    # Retention cohorts (core/retention.py): how many days and ISO weeks after a cohort's own
+    # the retention triangle reports (the state keeps 30 days and 26 weeks whatever these say).
+    retention_days: int = Field(default=30, ge=1, le=30)
+    retention_weeks: int = Field(default=26, ge=1, le=26)
+
     @model_validator(mode="after")
     def _consistent(self) -> Policy:
         if not self.windows_days or any(w < 1 for w in self.windows_days):

@@ -85,6 +85,12 @@ class UserState(msgspec.Struct, frozen=True, gc=False, array_like=True):
     active_days: int = 0
     first_active_day: int | None = None
     last_active_day: int | None = None
+    # Retention cohorts (streams/core/retention.py): the UTC day of the first activity (None:
+    # none yet, or activity before the cohorts were kept) and, relative to it, the days and
+    # ISO weeks with activity (bit k: period k; one bit more: any later period).
+    cohort_day: int | None = None
+    cohort_day_bits: int = 0
+    cohort_week_bits: int = 0
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -114,6 +120,12 @@ class Summary(Protocol):
     def next_check(self) -> int: ...
     @property
     def recall_tally(self) -> tuple[RecallCell, ...]: ...
+    @property
+    def cohort_day(self) -> int | None: ...
+    @property
+    def cohort_day_bits(self) -> int: ...
+    @property
+    def cohort_week_bits(self) -> int: ...
 
 
 # UserState's layout with the two long tuples left undecoded: rebuilding the indexes after a
