@@ -21,13 +21,24 @@ the view and the API that reads it. All keys share a prefix (PULSE_VIEW_PREFIX, 
                                      every user's tally, whose own copy is the user hash's
                                      `recall` field (JSON [[group, tier, reason, outcome, n]...],
                                      absent while the user was never warned)
+  {p}:retention:{period}      zset   member cohort (a UTC day number for period "day", an ISO
+                                     week number for "week": streams/core/retention.py), score
+                                     the same number: the cohorts with users
+  {p}:retention:{period}:{cohort}
+                              hash   n -> users, a<k> -> users active in period k, s<k> -> users
+                                     active in period k or later (k = 0..30 days, 0..26 weeks;
+                                     zero counts absent): the sum of every user's part, whose
+                                     own copy is the user hash's `retention` field (JSON
+                                     [[period, cohort, [k...], last k], ...], absent without a
+                                     cohort)
   {p}:epoch                   string a random token; a new one (or none) means Redis lost the
                                      view since a worker last looked, and every worker writes
                                      its users again (streams/view/writer.py, ViewWriter)
 
 Writes are compare-and-set on `version` inside one Lua script, so the per-user hash, the
 segment sets and the counts always change together and an older version never overwrites a
-newer one; the sets and counts move only when the stage, tier, risk or recall cells changed.
+newer one; the sets and counts move only when the stage, tier, risk, recall cells or retention
+part changed.
 The same version again only puts back transitions the list lost (a rebuild), or replaces a
 `doc` with the state.
 """
@@ -68,6 +79,14 @@ def warnings_key(prefix: str) -> str:
 
 def recall_counts_key(prefix: str) -> str:
     return f"{prefix}:count:recall"
+
+
+def retention_cohorts_key(prefix: str, period: str) -> str:
+    return f"{prefix}:retention:{period}"
+
+
+def retention_key(prefix: str, period: str, cohort: int | str) -> str:
+    return f"{prefix}:retention:{period}:{cohort}"
 
 
 def epoch_key(prefix: str) -> str:
