@@ -151,6 +151,38 @@ class RecallStats(BaseModel):
     as_of: str
 
 
+class RetentionCohort(BaseModel):
+    """One cohort: the users whose first activity fell in one UTC day or ISO week."""
+
+    cohort: str = Field(description="The day (2026-11-22) or ISO week (2026-W48).")
+    start: str = Field(description="The cohort's first day (for a week, its Monday), UTC.")
+    size: int = Field(description="Users in the cohort.")
+    active: list[int | None] = Field(
+        description="Index k: users active in period k after the cohort's own (k = 0 is the "
+        "cohort's day or week: everyone). Null: the period has not begun on the event-time "
+        "clock (`as_of`); the current period counts so far."
+    )
+    active_rate: list[float | None] = Field(
+        description="`active` / `size`: N-day/N-week retention."
+    )
+    still_active: list[int | None] = Field(
+        description="Index k: users active in period k or any later one (unbounded retention)."
+    )
+    still_active_rate: list[float | None] = Field(description="`still_active` / `size`.")
+
+
+class RetentionStats(BaseModel):
+    """Retention cohorts, oldest first, kept by the worker as events arrive (see
+    docs/retention.md)."""
+
+    period: Literal["day", "week"]
+    periods: int = Field(
+        description="The last period reported (the policy's retention_days or retention_weeks)."
+    )
+    cohorts: list[RetentionCohort]
+    as_of: str
+
+
 class EventResult(BaseModel):
     index: int = Field(description="Position of the event in the submitted batch (0-based).")
     status: Literal["accepted", "rejected"]

@@ -136,6 +136,21 @@ class View:
         raw = await self.redis.hgetall(viewkeys.recall_counts_key(self.prefix))
         return {str(k): str(v) for k, v in raw.items()}
 
+    async def retention_counts(self, period: str, cohorts: int) -> dict[tuple[str, int, str], int]:
+        """The last `cohorts` cohorts of `period` (by number) in the retention counts:
+        (period, cohort, field) -> users (streams.core.retention's cells)."""
+        index = viewkeys.retention_cohorts_key(self.prefix, period)
+        names = [str(name) for name in await self.redis.zrange(index, -cohorts, -1)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(viewkeys.retention_key(self.prefix, period, name))
+            hashes = await pipe.execute()
+        counts: dict[tuple[str, int, str], int] = {}
+        for name, fields in zip(names, hashes, strict=True):
+            for field, n in fields.items():
+                counts[(period, int(name), str(field))] = int(n)
+        return counts
+
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
 

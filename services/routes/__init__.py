@@ -2,12 +2,13 @@
 
 from fastapi import APIRouter
 
-from services.routes import events, live, ops, recall, segments, users
+from services.routes import events, live, ops, recall, retention, segments, users
 
 ROUTERS: tuple[APIRouter, ...] = (
     users.router,
     segments.router,
     recall.router,
+    retention.router,
     events.router,
     ops.router,
     live.router,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from datetime import date, timedelta
 from typing import Protocol
 
 # The periods kept after the cohort's own (k = 0..MAX): 30 days and 26 weeks.
@@ -62,6 +63,22 @@ def week_of(day: int) -> int:
 def week_start(week: int) -> int:
     """The UTC day number of the Monday that begins `week` (inverse of `week_of`)."""
     return week * 7 - 3
+
+
+_EPOCH = date(1970, 1, 1)
+
+
+def day_label(day: int) -> str:
+    """UTC day number `day` as an ISO date, e.g. 2026-11-22."""
+    return (_EPOCH + timedelta(days=day)).isoformat()
+
+
+def cohort_label(period: str, cohort: int) -> str:
+    """A cohort as people name it: its ISO date (day) or ISO week, e.g. 2026-W48 (week)."""
+    if period == DAY:
+        return day_label(cohort)
+    year, week, _ = (_EPOCH + timedelta(days=week_start(cohort))).isocalendar()
+    return f"{year}-W{week:02d}"
 
 
 def _limit(bits: int, n: int) -> int:

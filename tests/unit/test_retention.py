@@ -17,6 +17,7 @@ from streams.core.retention import (
     MAX_WEEKS,
     WEEK,
     cells,
+    cohort_label,
     mark,
     parts,
     totals,
@@ -146,3 +147,12 @@ def test_a_state_from_before_the_cohorts_stays_out_of_them() -> None:
     legacy = replace(r.state, cohort_day=None, cohort_day_bits=0, cohort_week_bits=0)
     after = apply_event(legacy, ev(at(1)), POLICY).state
     assert after.cohort_day is None and cells(after) == Counter()
+
+
+def test_cohorts_are_labelled_by_iso_date_and_iso_week() -> None:
+    assert cohort_label(DAY, D0) == "2026-11-22"
+    assert cohort_label(WEEK, week_of(D0)) == "2026-W47"  # Sunday ends ISO week 47
+    assert cohort_label(WEEK, week_of(D0 + 1)) == "2026-W48"
+    # 2027-01-01, a Friday, is in ISO week 53 of 2026; the Monday after begins 2027-W01.
+    assert cohort_label(WEEK, week_of(D0 + 40)) == "2026-W53"
+    assert cohort_label(WEEK, week_of(D0 + 43)) == "2027-W01"
