@@ -13,7 +13,7 @@ from services.errors import error_responses
 from services.models import RetentionCohort, RetentionStats
 from streams.core.eventtime import DAY_MS, format_ts
 from streams.core.policy import Policy
-from streams.core.retention import DAY, cohort_label, day_label, triangle
+from streams.core.retention import DAY, cohort_doc, triangle
 
 router = APIRouter(prefix="/v1/stats", tags=["segments"])
 
@@ -59,17 +59,6 @@ async def retention_stats(
     return RetentionStats(
         period=period,
         periods=n,
-        cohorts=[
-            RetentionCohort(
-                cohort=cohort_label(period, r.cohort),
-                start=day_label(r.start_day),
-                size=r.size,
-                active=r.active,
-                active_rate=r.rates(r.active),
-                still_active=r.since,
-                still_active_rate=r.rates(r.since),
-            )
-            for r in rows
-        ],
+        cohorts=[RetentionCohort.model_validate(cohort_doc(r)) for r in rows],
         as_of=format_ts(now),
     )

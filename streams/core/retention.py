@@ -210,7 +210,8 @@ class Cohort:
         return self.cohort if self.period == DAY else week_start(self.cohort)
 
     def rates(self, values: list[int | None]) -> list[float | None]:
-        return [None if v is None or not self.size else v / self.size for v in values]
+        """`values` as shares of the cohort, rounded to 4 places (None stays None)."""
+        return [None if v is None or not self.size else round(v / self.size, 4) for v in values]
 
 
 def triangle(
@@ -244,3 +245,18 @@ def triangle(
 def _period_of(period: str, cohort: int, today: int) -> int:
     """Which period after `cohort` UTC day `today` is in."""
     return today - cohort if period == DAY else week_of(today) - cohort
+
+
+def cohort_doc(row: Cohort) -> dict[str, object]:
+    """A triangle row as the API, the replay's summary.json and its report show it: label,
+    first day, size, and per period the users and the share of the cohort (None: not
+    reached), active in the period (`active`) and in it or later (`still_active`)."""
+    return {
+        "cohort": cohort_label(row.period, row.cohort),
+        "start": day_label(row.start_day),
+        "size": row.size,
+        "active": row.active,
+        "active_rate": row.rates(row.active),
+        "still_active": row.since,
+        "still_active_rate": row.rates(row.since),
+    }

@@ -22,10 +22,18 @@ from streams.core.lifecycle import Stage
 from streams.core.outputs import Kind, encode_output
 from streams.core.policy import Policy
 from streams.core.recall import comparison_doc, comparisons, totals_of_tallies
+from streams.core.retention import DAY, WEEK, cohort_doc, triangle
 from streams.offline.evaluation import evaluate
 from streams.offline.history import CsvMapping, read_history
 from streams.offline.replay import ReplayRun, replay
-from streams.offline.report import RecallReport, RecallRow, ReportData, render_report
+from streams.offline.report import (
+    RecallReport,
+    RecallRow,
+    ReportData,
+    RetentionCohort,
+    RetentionReport,
+    render_report,
+)
 from streams.offline.riskmodel import CoreRisk
 
 
@@ -60,6 +68,22 @@ def recall_report(run: ReplayRun, policy: Policy, *, contacted: bool = False) ->
             for g, v in days.items()
         },
     }
+
+
+def retention_report(run: ReplayRun, policy: Policy) -> RetentionReport:
+    """Every cohort's row of the retention triangles (day and ISO week) as the replay left
+    them, periods after the watermark's day null (streams.core.retention)."""
+    today = None if run.watermark is None else run.watermark // DAY_MS
+    n_days, n_weeks = policy.retention_days, policy.retention_weeks
+    every = len(run.retention)  # at least as many as there are cohorts
+
+    def rows(period: str, n: int) -> list[RetentionCohort]:
+        return [
+            cast(RetentionCohort, cohort_doc(r))
+            for r in triangle(run.retention, period, n, every, today)
+        ]
+
+    return {"days": n_days, "weeks": n_weeks, "day": rows(DAY, n_days), "week": rows(WEEK, n_weeks)}
 
 
 def report_data(
@@ -128,6 +152,7 @@ def report_data(
         "risk_scores": [float(o.payload["risk_score"]) for o in outputs if o.kind == Kind.WARNING],
         "tiers": list(policy.tier_names),
         "recall": recall_report(run, policy, contacted=contacted),
+        "retention": retention_report(run, policy),
     }
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streams.core import retention
 from streams.core.checkpoints import NEVER
 from streams.core.contract import Event, InvalidEvent, Reason, parse_event
 from streams.core.engine import Result, Status, apply_event, sweep
@@ -69,6 +70,8 @@ class ReplayRun:
     populations: dict[int, dict[str, int]] = field(default_factory=dict)
     # per user, the times of their activity (non-passive events), for outcome evaluation
     activity: dict[str, list[int]] = field(default_factory=dict)
+    # the retention cohorts' counts of the current states (streams.core.retention cells)
+    retention: Counter[retention.Cell] = field(default_factory=Counter)
     first_ts: int | None = None
     watermark: int | None = None
 
@@ -171,6 +174,9 @@ class Replayer:
         run.states[new.user_id] = new
         if new.stage:
             self._stages[new.stage] += 1
+        if not retention.same_cohorts(old, new):
+            run.retention.subtract(retention.cells(old))
+            run.retention.update(retention.cells(new))
         emitted = max(emitted, run.watermark or emitted)
         run.outputs.extend((o, emitted) for o in result.outputs)
         if new.next_check < NEVER and (old is None or old.next_check != new.next_check):

@@ -30,6 +30,7 @@ from streams.offline.report import (
     WEEKLY_PNG,
     RecallGroup,
     ReportData,
+    RetentionCohort,
     Score,
     render_report,
 )
@@ -202,7 +203,30 @@ def hand_made() -> ReportData:
         "evaluation": hand_evaluation(),
         "risk_scores": [0.1, 0.2333, 0.25, 0.4, 0.41, 0.9, 0.35, 0.3, 0.2, 0.15, 0.5, 0.6, 0.7],
         "tiers": ["bronze", "silver", "gold"],
+        "retention": {
+            "days": 3,
+            "weeks": 2,
+            "day": [
+                cohort("2026-01-05", "2026-01-05", 40, [40, 20, 10, 8], [40, 25, 12, 8]),
+                cohort("2026-01-06", "2026-01-06", 10, [10, 6, 3, None], [10, 7, 3, None]),
+            ],
+            "week": [
+                cohort("2026-W02", "2026-01-05", 1200, [1200, 300, 150], [1200, 400, 150]),
+                cohort("2026-W03", "2026-01-12", 900, [900, 250, None], [900, 250, None]),
+            ],
+        },
     }
+
+
+def cohort(
+    label: str, start: str, size: int, active: list[int | None], still: list[int | None]
+) -> RetentionCohort:
+    def rates(values: list[int | None]) -> list[float | None]:
+        return [None if v is None else round(v / size, 4) for v in values]
+
+    return {"cohort": label, "start": start, "size": size, "active": active,
+            "active_rate": rates(active), "still_active": still,
+            "still_active_rate": rates(still)}  # fmt: skip
 
 
 def empty() -> ReportData:
@@ -525,3 +549,24 @@ def test_a_replay_report_says_the_uplift_cannot_be_measured(tmp_path: Path) -> N
     recall = parse(html).tables["recall"]
     assert "Uplift (pp)" not in recall[0]
     assert recall[1] == ["all", "all", "9", "1", "8", "2", "25.0%", "9", "1", "8", "2", "25.0%"]
+
+
+def test_report_shows_the_retention_triangle_with_its_figures(rendered: tuple[Path, str]) -> None:
+    html = rendered[1]
+    assert "Retention cohorts" in html and "weeks 0 to 2" in html
+    table = parse(html).tables["retention"]
+    assert table == [
+        ["Cohort", "Users", "0", "1", "2"],
+        ["2026-W02", "1,200", "1,200", "300", "150"],
+        ["2026-W03", "900", "900", "250", ""],
+    ]
+
+
+def test_a_replay_reports_its_retention_cohorts(tmp_path: Path) -> None:
+    data = run_backtest(SAMPLE, tmp_path, Policy(), progress=False)
+    retention = data["retention"]
+    assert (retention["days"], retention["weeks"]) == (30, 26)
+    weeks = retention["week"]
+    assert sum(w["size"] for w in weeks) == sum(d["size"] for d in retention["day"]) > 0
+    assert all(w["active"][0] == w["size"] for w in weeks)
+    assert (tmp_path / "retention.png").exists() and (tmp_path / "retention-curves.png").exists()
