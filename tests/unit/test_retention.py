@@ -156,3 +156,37 @@ def test_cohorts_are_labelled_by_iso_date_and_iso_week() -> None:
     # 2027-01-01, a Friday, is in ISO week 53 of 2026; the Monday after begins 2027-W01.
     assert cohort_label(WEEK, week_of(D0 + 40)) == "2026-W53"
     assert cohort_label(WEEK, week_of(D0 + 43)) == "2027-W01"
+
+
+@PROPERTY
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 90 * 24),  # hours after BASE
+            st.sampled_from(["page_view", "purchase", "points_earned"]),
+            st.integers(0, 39),  # hours of delay: within the 48 h allowed lateness
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_out_of_order_events_give_the_cohorts_of_their_active_days(
+    events: list[tuple[int, str, int]],
+) -> None:
+    """Events arriving late (up to 39 h after later ones) set the bits, and move the cohort,
+    exactly as the set of active days says."""
+    arrivals = sorted(enumerate(events), key=lambda e: (e[1][0] + e[1][2], e[0]))
+    state = None
+    for n, (hours, etype, _) in arrivals:
+        state = apply_event(state, ev(at(hours=hours), etype, event_id=f"e{n}"), POLICY).state
+    assert state is not None
+    active = {(BASE + h * 3_600_000) // DAY_MS for h, t, _ in events if t != "points_earned"}
+    if not active:
+        assert state.cohort_day is None
+        return
+    cohort, day_bits, week_bits = _expected(active)
+    assert (state.cohort_day, state.cohort_day_bits, state.cohort_week_bits) == (
+        cohort,
+        day_bits,
+        week_bits,
+    )
