@@ -38,6 +38,7 @@ async def test_retention_triangle_of_day_and_week_cohorts(
         _user("d", 8),  # the next week
     ):
         assert await view.write(state, [])
+        assert not await view.write(state, [])  # a redelivery: the same version counts nothing
     # The event-time clock stands on the second Wednesday (day 9).
     frozen = settings.model_copy(
         update={"clock_origin_ms": MONDAY + 9 * DAY_MS + 3_600_000, "clock_rate": 1e-9}
