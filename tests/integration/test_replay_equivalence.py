@@ -58,6 +58,7 @@ async def test_live_pipeline_and_replay_emit_the_same_outputs(
         "churn_warning": stack.settings.warnings_topic,
         "tier_changed": stack.settings.tiers_topic,
         "recall_reactivated": stack.settings.lifecycle_topic,
+        "rfm_segment_changed": stack.settings.rfm_topic,
     }
     # Per output topic and user, the keys in order (a topic keeps each user's order).
     expected: dict[str, dict[str, list[str]]] = {t: defaultdict(list) for t in kinds.values()}
