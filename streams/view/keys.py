@@ -14,6 +14,10 @@ the view and the API that reads it. All keys share a prefix (PULSE_VIEW_PREFIX, 
   {p}:seg:tier:{tier}         zset   member user_id, score risk
   {p}:count:stage             hash   stage -> users
   {p}:count:tier              hash   tier -> users
+  {p}:seg:rfm:{segment}       zset   member user_id, score risk: the users in an RFM value segment
+                                     (streams/core/rfm.py; the user hash's `rfm` field, absent
+                                     without a segment)
+  {p}:count:rfm               hash   RFM segment -> users
   {p}:warnings                zset   member idempotency_key, score event time ms of the warning
                                      (kept for WARNINGS_KEPT_MS)
   {p}:count:recall            hash   "group|tier|reason|outcome" -> churn warnings (outcome open,
@@ -63,6 +67,14 @@ def stage_segment_key(prefix: str, stage: str) -> str:
 
 def tier_segment_key(prefix: str, tier: str) -> str:
     return f"{prefix}:seg:tier:{tier}"
+
+
+def rfm_segment_key(prefix: str, segment: str) -> str:
+    return f"{prefix}:seg:rfm:{segment}"
+
+
+def rfm_counts_key(prefix: str) -> str:
+    return f"{prefix}:count:rfm"
 
 
 def stage_counts_key(prefix: str) -> str:

@@ -47,9 +47,10 @@ _msgpack = msgspec.msgpack.Encoder()
 # One script call writes or erases a batch of users (a msgpack array; see View.write_many): a
 # round trip and a command per batch, not per user. Key names follow streams/view/keys.py.
 # ARGV: prefix, transitions kept, warnings kept ms, the batch. An item is
-#   ['w', uid, version, stage, tier, risk, state, outputs, recall, retention]  (state: the
-#   encode_state bytes; outputs: [[kind, idempotency_key, event_time_ms, document], ...];
-#   recall: JSON, '' when never warned; retention: JSON, '' without a cohort), or ['e', uid].
+#   ['w', uid, version, stage, tier, risk, state, outputs, recall, retention, rfm]  (state:
+#   the encode_state bytes; outputs: [[kind, idempotency_key, event_time_ms, document], ...];
+#   recall: JSON, '' when never warned; retention: JSON, '' without a cohort; rfm: the RFM
+#   segment, '' without one), or ['e', uid].
 #   Numbers travel as strings: Lua would print big ones in exponent form, and the risk's text
 #   is compared as it was stored.
 # Returns how many user states it wrote (a state at or below the view's version is not).
@@ -80,6 +81,25 @@ local function move(kind, counts, old, value, old_risk, risk, uid)
   leave(kind, counts, old, uid)
   redis.call('ZADD', p .. ':seg:' .. kind .. ':' .. value, risk, uid)
   redis.call('HINCRBY', counts, value, 1)
+end
+
+-- RFM value segments (streams/core/rfm.py): the user's segment in their hash's `rfm` field
+-- (absent: none), the set {p}:seg:rfm:<segment> scored by risk, and {p}:count:rfm. Moved only
+-- where the state's version advances, like the stage and tier sets.
+local rfm_counts = p .. ':count:rfm'
+local function rfm_move(ukey, uid, segment, old_risk, risk)
+  local old = redis.call('HGET', ukey, 'rfm') or ''
+  if old == segment then
+    if segment ~= '' and old_risk ~= risk then
+      redis.call('ZADD', p .. ':seg:rfm:' .. segment, risk, uid)
+    end
+    return
+  end
+  if old ~= '' then leave('rfm', rfm_counts, old, uid) end
+  if segment == '' then redis.call('HDEL', ukey, 'rfm') return end
+  redis.call('ZADD', p .. ':seg:rfm:' .. segment, risk, uid)
+  redis.call('HINCRBY', rfm_counts, segment, 1)
+  redis.call('HSET', ukey, 'rfm', segment)
 end
 
 local function recall_cells(text, sign)
@@ -127,8 +147,10 @@ end
 -- recall, state) to the new values. The recall totals follow the user's tally (its hash's
 -- `recall` field): the old cells leave, the new ones join, so the totals are always the sum
 -- of the tallies the view holds, whatever order or how often writes arrive.
-local function store(ukey, uid, cur, version, stage, tier, risk, state, new_recall, retention)
+local function store(ukey, uid, cur, version, stage, tier, risk, state, new_recall, retention,
+                     rfm)
   retention_move(ukey, retention)
+  rfm_move(ukey, uid, rfm, cur[4], risk)
   move('stage', stage_counts, cur[2], stage, cur[4], risk, uid)
   move('tier', tier_counts, cur[3], tier, cur[4], risk, uid)
   local old_recall = cur[5] or ''
@@ -144,7 +166,7 @@ local function store(ukey, uid, cur, version, stage, tier, risk, state, new_reca
   if cur[1] and not cur[6] then redis.call('HDEL', ukey, 'doc') end
 end
 
-local function write(uid, version, stage, tier, risk, state, outs, new_recall, retention)
+local function write(uid, version, stage, tier, risk, state, outs, new_recall, retention, rfm)
   local ukey, tkey = p .. ':user:' .. uid, p .. ':transitions:' .. uid
   local cur = redis.call('HMGET', ukey, 'version', 'stage', 'tier', 'risk', 'recall', 'state')
   if cur[1] and tonumber(cur[1]) > tonumber(version) then return 0 end
@@ -152,7 +174,7 @@ local function write(uid, version, stage, tier, risk, state, outs, new_recall, r
   if not (cur[1] and tonumber(cur[1]) == tonumber(version) and cur[6]) then
     -- A newer version, or the same one stored as a document (a view written before the
     -- state was stored, brought up to date by a resync or a rebuild).
-    store(ukey, uid, cur, version, stage, tier, risk, state, new_recall, retention)
+    store(ukey, uid, cur, version, stage, tier, risk, state, new_recall, retention, rfm)
     written = 1
   end
   if cur[1] and tonumber(cur[1]) == tonumber(version) then
@@ -196,6 +218,7 @@ local function erase(uid)
   leave('tier', tier_counts, old[2], uid)
   recall_cells(old[3], -1)
   retention_move(ukey, '')
+  rfm_move(ukey, uid, '')
   redis.call('DEL', ukey, p .. ':transitions:' .. uid)
 end
 
@@ -205,7 +228,7 @@ for _, item in ipairs(cmsgpack.unpack(ARGV[4])) do
     erase(item[2])
   else
     written = written + write(item[2], item[3], item[4], item[5], item[6], item[7], item[8],
-                              item[9], item[10])
+                              item[9], item[10], item[11])
   end
 end
 return written
@@ -286,6 +309,7 @@ class View:
             [[o.kind, o.idempotency_key, str(o.ts), wire] for o, wire in outputs],
             recall_doc(state),
             retention_doc(state),
+            state.rfm_segment,
         ]
 
     async def write(self, state: UserState, outputs: list[Published]) -> bool:

@@ -244,10 +244,10 @@ async def test_a_write_touches_the_indexes_only_for_what_changed() -> None:
 async def test_indexes_follow_the_latest_state_whatever_the_write_order(
     client: aioredis.Redis, prefix: str
 ) -> None:
-    """Versions of 40 users with changing stage, tier, risk, recall cells and cohorts, written in a
-    shuffled order (so most arrive stale), in batches, some users erased at the end: the
-    segment sets, counts, recall totals and retention cohorts are those of the states the view
-    holds."""
+    """Versions of 40 users with changing stage, tier, risk, recall cells, cohorts and RFM
+    segments, written in a shuffled order (so most arrive stale), in batches, some users erased
+    at the end: the segment sets, counts, recall totals and retention cohorts are those of the
+    states the view holds."""
     rng = random.Random(7)
     view = View(client, prefix)
     base = user("x")
@@ -271,6 +271,7 @@ async def test_indexes_follow_the_latest_state_whatever_the_write_order(
                 cohort_day=cohort,
                 cohort_day_bits=day_bits if cohort is not None else 0,
                 cohort_week_bits=week_bits if cohort is not None else 0,
+                rfm_segment=rng.choice(["", "important_value", "general_win_back"]),
             )
             versions.append(state)
             latest[state.user_id] = state
@@ -289,13 +290,14 @@ async def test_indexes_follow_the_latest_state_whatever_the_write_order(
 
     got = await _contents(client, prefix)
     want: dict[str, object] = {}
-    for kind in ("stage", "tier"):
+    for kind, field in (("stage", "stage"), ("tier", "tier"), ("rfm", "rfm_segment")):
         members: dict[str, list[tuple[bytes, float]]] = {}
         for s in latest.values():
-            members.setdefault(getattr(s, kind), []).append((s.user_id.encode(), s.risk))
+            if getattr(s, field):
+                members.setdefault(getattr(s, field), []).append((s.user_id.encode(), s.risk))
         for value, pairs in members.items():
             want[f":seg:{kind}:{value}"] = sorted(pairs, key=lambda p: (p[1], p[0]))
-        counts = Counter(getattr(s, kind) for s in latest.values())
+        counts = Counter(getattr(s, field) for s in latest.values() if getattr(s, field))
         want[f":count:{kind}"] = {k.encode(): str(n).encode() for k, n in counts.items()}
     totals: Counter[tuple[str, str, str, str]] = Counter()
     for s in latest.values():
