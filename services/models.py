@@ -33,6 +33,15 @@ class LifetimeFigures(BaseModel):
     spend: float = 0
 
 
+class RfmFigures(BaseModel):
+    """The user's RFM value segment and scores 1-5 (see docs/rfm.md)."""
+
+    segment: str
+    recency: int
+    frequency: int
+    monetary: int
+
+
 class UserView(BaseModel):
     """A user's current figures as the worker last wrote them (streams.core.snapshot), plus
     `version` (the view's version of this user, increasing with every change) and
@@ -54,6 +63,9 @@ class UserView(BaseModel):
     last_warning_reason: str | None = None
     windows: dict[str, WindowFigures] = Field(default_factory=dict)
     lifetime: LifetimeFigures | None = None
+    rfm: RfmFigures | None = Field(
+        default=None, description="RFM value segment; null without a purchase in the RFM window."
+    )
     as_of: str | None = None
     updated_at: str | int | None = None
 
@@ -103,6 +115,11 @@ class Stats(BaseModel):
     users: int = Field(description="Users in the view (the sum of the stage counts).")
     stages: dict[str, int] = Field(description="Users per lifecycle stage (every stage listed).")
     tiers: dict[str, int] = Field(description="Users per tier.")
+    rfm_segments: dict[str, int] = Field(
+        default_factory=dict,
+        description="Users per RFM value segment (every segment of the policy listed); users "
+        "without a purchase in the RFM window are in none.",
+    )
     warnings: WarningCounts = Field(
         description="Churn warnings whose event time lies within the last hour / day of wall "
         "time (see GET /v1/stats)."

@@ -11,6 +11,7 @@ groups taken in descending order and read in ascending (forward) order inside ea
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,6 +132,11 @@ class View:
             stages, tiers, hour, day = await pipe.execute()
         return stages, tiers, int(hour), int(day)
 
+    async def rfm_counts(self) -> dict[str, int]:
+        """Users per RFM value segment (segments without users absent)."""
+        raw = await self.redis.hgetall(viewkeys.rfm_counts_key(self.prefix))
+        return {str(k): int(v) for k, v in raw.items()}
+
     async def recall_counts(self) -> dict[str, str]:
         """The recall totals hash: "group|tier|reason|outcome" -> churn warnings."""
         raw = await self.redis.hgetall(viewkeys.recall_counts_key(self.prefix))
@@ -232,12 +238,13 @@ class View:
     async def segment_page(
         self,
         key: str,
-        filter_key: str | None,
+        filter_key: str | Sequence[str] | None,
         min_risk: float | None,
         limit: int,
         after: Position | None,
     ) -> Page:
-        """One page of the zset `key`, keeping members of `filter_key` only when given.
+        """One page of the zset `key`, keeping members of `filter_key` (of every one, when a
+        sequence) only when given.
 
         With a filter at most max(1000, 20 * limit) members are examined per page, so a page
         can be short (or empty) with a next position even though more matches follow.
@@ -254,8 +261,10 @@ class View:
             batch = await self._after(key, pos, min_risk, chunk)
             keep = [True] * len(batch)
             if filter_key and batch:
-                scores = await self.redis.zmscore(filter_key, [m for m, _ in batch])
-                keep = [s is not None for s in scores]
+                members = [m for m, _ in batch]
+                for fkey in [filter_key] if isinstance(filter_key, str) else filter_key:
+                    scores = await self.redis.zmscore(fkey, members)
+                    keep = [k and s is not None for k, s in zip(keep, scores, strict=True)]
             used = 0
             for (member, score), ok in zip(batch, keep, strict=True):
                 used += 1
