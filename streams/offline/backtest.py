@@ -32,6 +32,7 @@ from streams.offline.report import (
     ReportData,
     RetentionCohort,
     RetentionReport,
+    RfmReport,
     render_report,
 )
 from streams.offline.riskmodel import CoreRisk
@@ -84,6 +85,24 @@ def retention_report(run: ReplayRun, policy: Policy) -> RetentionReport:
         ]
 
     return {"days": n_days, "weeks": n_weeks, "day": rows(DAY, n_days), "week": rows(WEEK, n_weeks)}
+
+
+def rfm_report(run: ReplayRun, policy: Policy) -> RfmReport:
+    """Users per RFM segment at the end of each day and at the end of the replay, and the
+    segment changes emitted, per destination segment."""
+    names = list(policy.rfm.segments.values())
+    final = Counter(s.rfm_segment for s in run.states.values() if s.rfm_segment)
+    moves = Counter(o.payload["to_segment"] or "none" for o, _ in run.outputs if o.kind == Kind.RFM)
+    return {
+        "window_days": policy.rfm.window_days,
+        "segments": names,
+        "final": {n: final[n] for n in names},
+        "changes_to": dict(sorted(moves.items())),
+        "daily": [
+            {"day": _day(day), "segments": counts}
+            for day, counts in sorted(run.rfm_populations.items())
+        ],
+    }
 
 
 def report_data(
@@ -153,6 +172,7 @@ def report_data(
         "tiers": list(policy.tier_names),
         "recall": recall_report(run, policy, contacted=contacted),
         "retention": retention_report(run, policy),
+        "rfm": rfm_report(run, policy),
     }
 
 

@@ -68,6 +68,8 @@ class ReplayRun:
     states: dict[str, UserState] = field(default_factory=dict)
     # users per stage at the end of each UTC day (day number -> counts)
     populations: dict[int, dict[str, int]] = field(default_factory=dict)
+    # users per RFM segment at the end of each UTC day (segments with users only)
+    rfm_populations: dict[int, dict[str, int]] = field(default_factory=dict)
     # per user, the times of their activity (non-passive events), for outcome evaluation
     activity: dict[str, list[int]] = field(default_factory=dict)
     # the retention cohorts' counts of the current states (streams.core.retention cells)
@@ -105,6 +107,7 @@ class Replayer:
         self.run = ReplayRun()
         self._due: list[tuple[int, str]] = []
         self._stages: Counter[str] = Counter()
+        self._rfm: Counter[str] = Counter()
 
     def feed(self, key: bytes | None, value: bytes, offset: int) -> None:
         """One record of the input, at position `offset` of the stream fed (offsets must
@@ -143,6 +146,7 @@ class Replayer:
         while day_end <= ts:
             self._fire(day_end - 1)
             run.populations[day_end // DAY_MS - 1] = {s: self._stages[s] for s in Stage.ALL}
+            run.rfm_populations[day_end // DAY_MS - 1] = {k: n for k, n in self._rfm.items() if n}
             day_end += DAY_MS
         self._fire(ts)
         run.watermark = ts
@@ -170,7 +174,11 @@ class Replayer:
         old = run.states.get(result.state.user_id)
         if old is not None and old.stage:
             self._stages[old.stage] -= 1
+        if old is not None and old.rfm_segment:
+            self._rfm[old.rfm_segment] -= 1
         new = result.state
+        if new.rfm_segment:
+            self._rfm[new.rfm_segment] += 1
         run.states[new.user_id] = new
         if new.stage:
             self._stages[new.stage] += 1

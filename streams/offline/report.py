@@ -40,6 +40,7 @@ CALIBRATION_PNG = "calibration.png"
 PR_PNG = "precision-recall.png"
 RETENTION_PNG = "retention.png"
 RETENTION_CURVES_PNG = "retention-curves.png"
+RFM_PNG = "rfm-segments.png"
 CHARTS = (
     POPULATIONS_PNG,
     WEEKLY_PNG,
@@ -49,6 +50,7 @@ CHARTS = (
     RISK_PNG,
     RETENTION_PNG,
     RETENTION_CURVES_PNG,
+    RFM_PNG,
 )
 
 
@@ -130,6 +132,19 @@ class RetentionReport(TypedDict):
     week: list[RetentionCohort]  # every ISO-week cohort, oldest first
 
 
+class RfmDay(TypedDict):
+    day: str  # YYYY-MM-DD, counted at the end of that UTC day
+    segments: dict[str, int]  # segment -> users (segments with users)
+
+
+class RfmReport(TypedDict):
+    window_days: int
+    segments: list[str]  # the policy's names, in its order
+    final: dict[str, int]  # users per segment at the end of the replay
+    changes_to: dict[str, int]  # rfm_segment_changed outputs per new segment ("none": left)
+    daily: list[RfmDay]
+
+
 class ReportData(TypedDict):
     """What streams.offline.backtest.report_data builds; also written as summary.json."""
 
@@ -144,6 +159,7 @@ class ReportData(TypedDict):
     tiers: NotRequired[list[str]]  # the policy's tiers, lowest first, to order the per-tier rows
     recall: NotRequired[RecallReport]  # holdout against treated (streams.core.recall)
     retention: NotRequired[RetentionReport]  # cohorts (streams.core.retention)
+    rfm: NotRequired[RfmReport]  # RFM value segments (streams.core.rfm)
 
 
 _STAGE_COLOURS = {
@@ -520,6 +536,33 @@ def _retention_curves(retention: RetentionReport, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("% of the cohort")
     axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), title="cohort")
+    _save(fig, path)
+
+
+_RFM_COLOURS = (
+    "#08519c", "#3182bd", "#6baed6", "#bdd7e7", "#a63603", "#e6550d", "#fd8d3c", "#fdbe85",
+)  # fmt: skip
+
+
+def _rfm_chart(rfm: RfmReport, path: Path) -> None:
+    names = rfm["segments"]
+    days = np.array([d["day"] for d in rfm["daily"]], dtype="datetime64[D]")
+    fig = _fig(_WIDE)
+    ax = fig.add_subplot()
+    ax.stackplot(
+        days,
+        *[[d["segments"].get(n, 0) for d in rfm["daily"]] for n in names],
+        labels=names,
+        colors=[_RFM_COLOURS[i % len(_RFM_COLOURS)] for i in range(len(names))],
+        alpha=0.9,
+    )
+    ax.set_title(f"Users per RFM segment at the end of each day ({rfm['window_days']}-day window)")
+    ax.set_ylabel("users")
+    ax.margins(x=0)
+    ax.grid(axis="y", alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles[::-1], labels[::-1], loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.autofmt_xdate()
     _save(fig, path)
 
 
@@ -1015,6 +1058,33 @@ def _retention_html(retention: RetentionReport, out_dir: Path) -> str:
     )
 
 
+def _rfm_html(rfm: RfmReport, out_dir: Path) -> str:
+    if not any(rfm["final"].values()) and not rfm["daily"]:
+        return _empty("No purchases: no RFM segments.")
+    intro = (
+        "Recency (days since the last purchase), frequency (purchases) and monetary value "
+        f"(spend) within the last {rfm['window_days']} days, each scored 1 to 5; a score of "
+        "3 or more is high (the policy's rfm.high_score), and high or low on each names the "
+        "segment. Users without a purchase in the window are in none."
+    )
+    body = f"<p>{_e(intro)}</p>"
+    if rfm["daily"]:
+        _rfm_chart(rfm, out_dir / RFM_PNG)
+        body += _img(RFM_PNG, "Stacked area chart of users per RFM segment", _WIDE)
+    rows = "".join(
+        f'<tr><td>{_e(n)}</td><td class="num">{_n(rfm["final"].get(n, 0))}</td>'
+        f'<td class="num">{_n(rfm["changes_to"].get(n, 0))}</td></tr>'
+        for n in rfm["segments"]
+    )
+    left = rfm["changes_to"].get("none", 0)
+    return (
+        body
+        + '<table class="rfm"><tr><th>Segment</th><th>Users at the end</th>'
+        + f"<th>Moves into it</th></tr>{rows}</table>"
+        + f"<p>Users whose last purchase left the window: {_n(left)} moves.</p>"
+    )
+
+
 def _weekly_table(weekly: Iterable[Week]) -> str:
     rows = "".join(
         f'<tr><td>{_e(w["week"])}</td><td class="num">{_n(w["warnings"])}</td>'
@@ -1119,6 +1189,10 @@ def render_report(data: ReportData, out_dir: Path) -> Path:
     recall = data.get("recall")
     if recall is not None:
         sections.append(("Did the recall work?", _recall_html(recall)))
+
+    rfm = data.get("rfm")
+    if rfm is not None:
+        sections.append(("RFM value segments", _rfm_html(rfm, out_dir)))
 
     retention = data.get("retention")
     if retention is not None:

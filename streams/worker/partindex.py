@@ -26,6 +26,7 @@ class PartitionIndex:
         self._heap: list[tuple[int, bytes]] = []
         self.stages: Counter[str] = Counter()
         self.tiers: Counter[str] = Counter()
+        self.rfm: Counter[str] = Counter()  # RFM segment ("": none) -> users
         # (group, tier, reason, outcome) -> warnings: the recall tallies of these users.
         self.recall: Counter[tuple[str, str, str, str]] = Counter()
         # (period, cohort, field) -> users: the retention cohorts of these users.
@@ -59,9 +60,11 @@ class PartitionIndex:
         if old is not None:
             self.stages[old.stage] -= 1
             self.tiers[old.tier] -= 1
+            self.rfm[old.rfm_segment] -= 1
         if new is not None:
             self.stages[new.stage] += 1
             self.tiers[new.tier] += 1
+            self.rfm[new.rfm_segment] += 1
         before = old.recall_tally if old is not None else ()
         after = new.recall_tally if new is not None else ()
         if before is not after and before != after:  # unchanged tallies are the same tuple

@@ -66,6 +66,7 @@ async def test_live_pipeline_and_replay_emit_the_same_outputs(
         expected[kinds[out.kind]][out.user_id].append(out.idempotency_key)
     total = len(run.outputs)
     assert total > 100 and run.dead_letters and run.duplicates
+    assert any(o.kind == "rfm_segment_changed" for o, _ in run.outputs)
     reasons = {o.payload["reason"] for o, _ in run.outputs if o.kind == "churn_warning"}
     assert ("churn_probability" in reasons) == model
 

@@ -1,7 +1,8 @@
 """Retention cohorts live (worker, Redis view, GET /v1/stats/retention, `pulse rebuild-view`)
 and in `pulse replay` are exactly those an independent pandas computation finds in the raw
 events: the demo history, and the CDNOW sample (purchases as activity) moved to recent dates
-by whole weeks, since the live pipeline refuses 1997 event times."""
+by whole weeks, since the live pipeline refuses 1997 event times. The users per RFM segment
+in the view are the replay's too."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from streams.core.retention import DAY, WEEK, cohort_doc, triangle
 from streams.local.demo import build_schedule
 from streams.offline.history import CsvMapping, read_history
 from streams.offline.replay import replay
+from streams.view.keys import rfm_counts_key
 from streams.view.rebuild import rebuild_view
 from streams.view.writer import View
 
@@ -91,7 +93,10 @@ async def test_live_view_api_rebuild_and_replay_count_the_cohorts_pandas_counts(
     origin = int(time.time() * 1000) // DAY_MS * DAY_MS - DAY_MS  # yesterday 00:00 UTC
     records, want = (_demo if history == "demo" else _cdnow)(origin)
     policy = Policy()
-    assert +replay(records, policy).retention == want
+    run = replay(records, policy, until=origin)
+    assert +run.retention == want
+    segments = Counter(s.rfm_segment for s in run.states.values() if s.rfm_segment)
+    assert len(segments) > 2
 
     stack = await make_stack(start=False)
     await stack.produce(records)
@@ -100,6 +105,18 @@ async def test_live_view_api_rebuild_and_replay_count_the_cohorts_pandas_counts(
     client = aioredis.from_url(stack.settings.redis_url, decode_responses=True)
     try:
         await _until_equal(client, prefix, want)
+        # Event time reaches `origin` in every partition, as the replay's did: the users per
+        # RFM segment (the segments move as recency ages) are the replay's.
+        await stack.tick(origin)
+        rfm_key = rfm_counts_key(prefix)
+        deadline = time.monotonic() + 60
+        got: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            got = {k: int(v) for k, v in (await client.hgetall(rfm_key)).items()}
+            if got == segments:
+                break
+            await asyncio.sleep(0.5)
+        assert got == segments
         # Redis lost the view: `pulse rebuild-view` counts the cohorts again from the states.
         stack.stop()
         keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
@@ -110,6 +127,8 @@ async def test_live_view_api_rebuild_and_replay_count_the_cohorts_pandas_counts(
         finally:
             await raw.aclose()
         await _until_equal(client, prefix, want)
+        rebuilt = {k: int(v) for k, v in (await client.hgetall(rfm_key)).items()}
+        assert rebuilt == segments
     finally:
         await client.aclose()
 

@@ -113,3 +113,16 @@ def test_retention_cohorts_follow_a_user_who_moves_and_is_erased() -> None:
     assert +rebuilt.retention == +index.retention
     index.put(b"u", moved, None)
     assert +index.retention == {}
+
+
+def test_rfm_segments_are_counted_per_partition() -> None:
+    index = PartitionIndex()
+    buyer = msgspec.structs.replace(_state(), rfm_segment="important_value")
+    index.put(b"u", None, buyer)
+    index.put(b"v", None, _state())
+    assert +index.rfm == {"important_value": 1, "": 1}
+    index.put(b"u", buyer, msgspec.structs.replace(buyer, rfm_segment="general_value"))
+    assert +index.rfm == {"general_value": 1, "": 1}
+    rebuilt = PartitionIndex()
+    rebuilt.load(b"u", decode_summary(encode_state(buyer)))
+    assert +rebuilt.rfm == {"important_value": 1}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.core.policy import Policy
+from streams.core.policy import DEFAULT_SEGMENTS, Policy
 from streams.offline.backtest import run_backtest
 from streams.offline.evaluation import (
     Calibration,
@@ -213,6 +213,16 @@ def hand_made() -> ReportData:
             "week": [
                 cohort("2026-W02", "2026-01-05", 1200, [1200, 300, 150], [1200, 400, 150]),
                 cohort("2026-W03", "2026-01-12", 900, [900, 250, None], [900, 250, None]),
+            ],
+        },
+        "rfm": {
+            "window_days": 365,
+            "segments": list(DEFAULT_SEGMENTS.values()),
+            "final": {n: 10 * i for i, n in enumerate(DEFAULT_SEGMENTS.values())},
+            "changes_to": {"important_value": 12, "none": 3},
+            "daily": [
+                {"day": f"2026-01-{d:02d}", "segments": {"important_value": d, "general_value": 5}}
+                for d in range(1, 29)
             ],
         },
     }
@@ -570,3 +580,13 @@ def test_a_replay_reports_its_retention_cohorts(tmp_path: Path) -> None:
     assert sum(w["size"] for w in weeks) == sum(d["size"] for d in retention["day"]) > 0
     assert all(w["active"][0] == w["size"] for w in weeks)
     assert (tmp_path / "retention.png").exists() and (tmp_path / "retention-curves.png").exists()
+
+
+def test_report_shows_the_rfm_segments(rendered: tuple[Path, str]) -> None:
+    html = rendered[1]
+    assert "RFM value segments" in html
+    table = parse(html).tables["rfm"]
+    assert table[0] == ["Segment", "Users at the end", "Moves into it"]
+    assert table[1] == ["important_value", "0", "12"]
+    assert table[2] == ["important_development", "10", "0"]
+    assert "left the window: 3 moves" in html
