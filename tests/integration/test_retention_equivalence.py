@@ -96,7 +96,7 @@ async def test_live_view_api_rebuild_and_replay_count_the_cohorts_pandas_counts(
     run = replay(records, policy, until=origin)
     assert +run.retention == want
     segments = Counter(s.rfm_segment for s in run.states.values() if s.rfm_segment)
-    assert len(segments) > 2
+    assert len(segments) >= 2
 
     stack = await make_stack(start=False)
     await stack.produce(records)
