@@ -72,7 +72,7 @@ class UserView(BaseModel):
 
 class Transition(BaseModel):
     """One output document as published on its topic (lifecycle_changed, churn_warning,
-    tier_changed or recall_reactivated; the kind-specific fields are those of
+    tier_changed, recall_reactivated or rfm_segment_changed; the kind-specific fields are those of
     streams/core/schemas/*.schema.json)."""
 
     model_config = ConfigDict(extra="allow")
