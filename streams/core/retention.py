@@ -187,10 +187,6 @@ def totals(states: Iterable[Cohorted]) -> Counter[Cell]:
     return out
 
 
-def max_periods(period: str) -> int:
-    return MAX_DAYS if period == DAY else MAX_WEEKS
-
-
 class Cohort:
     """One row of the triangle: a cohort's size and, for k = 0..n, its users active in period
     k and active in period k or later (None: a period not reached yet)."""
