@@ -36,6 +36,7 @@ from streams.core.outputs import (
 from streams.core.policy import Derived, Policy, derived
 from streams.core.recall import Tally, count_judged, count_warning
 from streams.core.retention import marked
+from streams.core.rfm import NONE as NO_SEGMENT
 from streams.core.rfm import add_purchase, assess
 from streams.core.rfm import prune as prune_purchases
 from streams.core.state import UserState, fingerprint
@@ -121,7 +122,8 @@ def _evaluate(
             )
         )
         changes.update(tier=tier.tier, tier_since=at)
-    rfm = assess(state.rfm_days, at // DAY_MS, policy)
+    # Most users have not bought within the window: nothing to assess.
+    rfm = assess(state.rfm_days, at // DAY_MS, policy) if state.rfm_days else NO_SEGMENT
     if rfm.segment != state.rfm_segment:
         outs.append(
             rfm_segment_changed(
