@@ -78,7 +78,14 @@ class PulseWorker:
         return f"{self.app_id}-user-state-changelog"
 
     def topics(self) -> list[str]:
-        suffixes = ("ticks", "dlq", "lifecycle-changes", "churn-warnings", "tier-changes")
+        suffixes = (
+            "ticks",
+            "dlq",
+            "lifecycle-changes",
+            "churn-warnings",
+            "tier-changes",
+            "rfm-segments",
+        )
         return [self.events_topic, *(f"{self.app_id}-{s}" for s in suffixes)]
 
     async def create_topics(self) -> None:
@@ -97,6 +104,7 @@ class PulseWorker:
                 "PULSE_LIFECYCLE_TOPIC": f"{a}-lifecycle-changes",
                 "PULSE_WARNINGS_TOPIC": f"{a}-churn-warnings",
                 "PULSE_TIERS_TOPIC": f"{a}-tier-changes",
+                "PULSE_RFM_TOPIC": f"{a}-rfm-segments",
                 "PULSE_PARTITIONS": str(self.partitions),
                 "PULSE_METRICS_PORT": str(metrics_port),
                 "PULSE_DATA_DIR": str(self.data_dir / a),

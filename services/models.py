@@ -33,6 +33,15 @@ class LifetimeFigures(BaseModel):
     spend: float = 0
 
 
+class RfmFigures(BaseModel):
+    """The user's RFM value segment and scores 1-5 (see docs/rfm.md)."""
+
+    segment: str
+    recency: int
+    frequency: int
+    monetary: int
+
+
 class UserView(BaseModel):
     """A user's current figures as the worker last wrote them (streams.core.snapshot), plus
     `version` (the view's version of this user, increasing with every change) and
@@ -54,13 +63,16 @@ class UserView(BaseModel):
     last_warning_reason: str | None = None
     windows: dict[str, WindowFigures] = Field(default_factory=dict)
     lifetime: LifetimeFigures | None = None
+    rfm: RfmFigures | None = Field(
+        default=None, description="RFM value segment; null without a purchase in the RFM window."
+    )
     as_of: str | None = None
     updated_at: str | int | None = None
 
 
 class Transition(BaseModel):
     """One output document as published on its topic (lifecycle_changed, churn_warning,
-    tier_changed or recall_reactivated; the kind-specific fields are those of
+    tier_changed, recall_reactivated or rfm_segment_changed; the kind-specific fields are those of
     streams/core/schemas/*.schema.json)."""
 
     model_config = ConfigDict(extra="allow")
@@ -104,6 +116,11 @@ class Stats(BaseModel):
     stages: dict[str, int] = Field(description="Users per lifecycle stage (every stage listed).")
     tiers: dict[str, int] = Field(
         description="Users per tier, in the policy's rank order (lowest first; unknown tiers last)."
+    )
+    rfm_segments: dict[str, int] = Field(
+        default_factory=dict,
+        description="Users per RFM value segment (every segment of the policy listed); users "
+        "without a purchase in the RFM window are in none.",
     )
     warnings: WarningCounts = Field(
         description="Churn warnings whose event time lies within the last hour / day of wall "
@@ -156,6 +173,38 @@ class RecallStats(BaseModel):
     by_tier: list[RecallComparison]
     by_reason: list[RecallComparison]
     by_tier_and_reason: list[RecallComparison]
+    as_of: str
+
+
+class RetentionCohort(BaseModel):
+    """One cohort: the users whose first activity fell in one UTC day or ISO week."""
+
+    cohort: str = Field(description="The day (2026-11-22) or ISO week (2026-W48).")
+    start: str = Field(description="The cohort's first day (for a week, its Monday), UTC.")
+    size: int = Field(description="Users in the cohort.")
+    active: list[int | None] = Field(
+        description="Index k: users active in period k after the cohort's own (k = 0 is the "
+        "cohort's day or week: everyone). Null: the period has not begun on the event-time "
+        "clock (`as_of`); the current period counts so far."
+    )
+    active_rate: list[float | None] = Field(
+        description="`active` / `size`: N-day/N-week retention."
+    )
+    still_active: list[int | None] = Field(
+        description="Index k: users active in period k or any later one (unbounded retention)."
+    )
+    still_active_rate: list[float | None] = Field(description="`still_active` / `size`.")
+
+
+class RetentionStats(BaseModel):
+    """Retention cohorts, oldest first, kept by the worker as events arrive (see
+    docs/retention.md)."""
+
+    period: Literal["day", "week"]
+    periods: int = Field(
+        description="The last period reported (the policy's retention_days or retention_weeks)."
+    )
+    cohorts: list[RetentionCohort]
     as_of: str
 
 

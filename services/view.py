@@ -11,6 +11,7 @@ groups taken in descending order and read in ascending (forward) order inside ea
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,6 +146,11 @@ class View:
             stages, tiers, hour, day = await pipe.execute()
         return stages, tiers, int(hour), int(day)
 
+    async def rfm_counts(self) -> dict[str, int]:
+        """Users per RFM value segment (segments without users absent)."""
+        raw = await self.redis.hgetall(viewkeys.rfm_counts_key(self.prefix))
+        return {str(k): int(v) for k, v in raw.items()}
+
     async def recall_counts(self) -> dict[str, str]:
         """The recall totals hash: "group|tier|reason|outcome" -> churn warnings."""
         raw = await self.redis.hgetall(viewkeys.recall_counts_key(self.prefix))
@@ -187,6 +193,21 @@ class View:
                 except msgspec.DecodeError:
                     continue
         return states
+
+    async def retention_counts(self, period: str, cohorts: int) -> dict[tuple[str, int, str], int]:
+        """The last `cohorts` cohorts of `period` (by number) in the retention counts:
+        (period, cohort, field) -> users (streams.core.retention's cells)."""
+        index = viewkeys.retention_cohorts_key(self.prefix, period)
+        names = [str(name) for name in await self.redis.zrange(index, -cohorts, -1)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(viewkeys.retention_key(self.prefix, period, name))
+            hashes = await pipe.execute()
+        counts: dict[tuple[str, int, str], int] = {}
+        for name, fields in zip(names, hashes, strict=True):
+            for field, n in fields.items():
+                counts[(period, int(name), str(field))] = int(n)
+        return counts
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
@@ -269,12 +290,13 @@ class View:
     async def segment_page(
         self,
         key: str,
-        filter_key: str | None,
+        filter_key: str | Sequence[str] | None,
         min_risk: float | None,
         limit: int,
         after: Position | None,
     ) -> Page:
-        """One page of the zset `key`, keeping members of `filter_key` only when given.
+        """One page of the zset `key`, keeping members of `filter_key` (of every one, when a
+        sequence) only when given.
 
         With a filter at most max(1000, 20 * limit) members are examined per page, so a page
         can be short (or empty) with a next position even though more matches follow.
@@ -291,8 +313,10 @@ class View:
             batch = await self._after(key, pos, min_risk, chunk)
             keep = [True] * len(batch)
             if filter_key and batch:
-                scores = await self.redis.zmscore(filter_key, [m for m, _ in batch])
-                keep = [s is not None for s in scores]
+                members = [m for m, _ in batch]
+                for fkey in [filter_key] if isinstance(filter_key, str) else filter_key:
+                    scores = await self.redis.zmscore(fkey, members)
+                    keep = [k and s is not None for k, s in zip(keep, scores, strict=True)]
             used = 0
             for (member, score), ok in zip(batch, keep, strict=True):
                 used += 1

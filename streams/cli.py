@@ -303,6 +303,8 @@ def _fit(args: argparse.Namespace) -> int:
             until_ms=until,
             mapping=mapping,
             passive_types=policy.passive_types,
+            spend_types=policy.spend_types,
+            rfm_window_days=policy.rfm.window_days,
             horizon_days=args.horizon_days,
             min_silence_days=args.min_silence_days,
             target_recall=args.target_recall,
@@ -328,6 +330,12 @@ def _fit(args: argparse.Namespace) -> int:
         )
     else:
         print(f"empirical model only (BG/NBD: {p['bgnbd_error']})")
+    if "rfm" in p:
+        b = p["rfm"]
+        print(
+            f"RFM boundaries (quintiles, {policy.rfm.window_days}-day window): recency days "
+            f"{b['recency_days']}, purchases {b['frequency']}, spend {b['monetary']}"
+        )
     choice = p["warn_level_choice"]
     if choice["recall"] is None:
         print(

@@ -100,6 +100,12 @@ USERS_BY_TIER = Gauge(
     ["tier"],
     registry=REGISTRY,
 )
+USERS_BY_RFM_SEGMENT = Gauge(
+    "pulse_users_by_rfm_segment",
+    "Users per RFM value segment in this worker's partitions (none: no purchase in the window)",
+    ["segment"],
+    registry=REGISTRY,
+)
 
 RECALL_WARNINGS = Gauge(
     "pulse_recall_warnings",

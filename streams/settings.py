@@ -17,6 +17,7 @@ class SharedSettings(BaseSettings):
     lifecycle_topic: str = "lifecycle-changes"
     warnings_topic: str = "churn-warnings"
     tiers_topic: str = "tier-changes"
+    rfm_topic: str = "rfm-segments"
     # The Redis view for the state API; empty disables it in the worker.
     redis_url: str = "redis://127.0.0.1:6379/0"
     view_prefix: str = "pulse"
@@ -79,4 +80,5 @@ class WorkerSettings(SharedSettings):
             "tier_changed": self.tiers_topic,
             # Reactivations attributed to a warning go out with the lifecycle changes.
             "recall_reactivated": self.lifecycle_topic,
+            "rfm_segment_changed": self.rfm_topic,
         }

@@ -2,7 +2,17 @@
 
 from fastapi import APIRouter
 
-from services.routes import events, live, ops, priority, recall, segments, timeline, users
+from services.routes import (
+    events,
+    live,
+    ops,
+    priority,
+    recall,
+    retention,
+    segments,
+    timeline,
+    users,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     users.router,
@@ -10,6 +20,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     priority.router,
     recall.router,
     timeline.router,
+    retention.router,
     events.router,
     ops.router,
     live.router,

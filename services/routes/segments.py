@@ -1,4 +1,5 @@
-"""GET /v1/segments/stage/{stage}, GET /v1/segments/tier/{tier} and GET /v1/stats."""
+"""GET /v1/segments/stage/{stage}, /v1/segments/tier/{tier}, /v1/segments/rfm/{segment} and
+GET /v1/stats."""
 
 from __future__ import annotations
 
@@ -33,6 +34,16 @@ Cursor = Annotated[
     str | None,
     Query(max_length=1024, description="`next_cursor` of the previous page (opaque)."),
 ]
+_RFM_DOC = (
+    "An RFM value segment of the policy (the defaults: important_value, important_development, "
+    "important_retention, important_win_back, general_value, general_development, "
+    "general_retention, general_win_back); another name is a 422."
+)
+RfmName = Annotated[str, Path(min_length=1, max_length=64, description=_RFM_DOC)]
+RfmFilter = Annotated[
+    str | None,
+    Query(min_length=1, max_length=64, description="Only users in this RFM segment. " + _RFM_DOC),
+]
 MinRisk = Annotated[
     float | None, Query(ge=0, le=1, description="Only users with risk_score >= min_risk.")
 ]
@@ -50,12 +61,22 @@ async def check_tier(request: Request, view: View, prefix: str, tier: str, loc: 
     raise invalid_choice((loc, "tier"), tier, tiers, "a tier of the policy")
 
 
+async def _check_rfm(request: Request, view: View, prefix: str, segment: str, loc: str) -> None:
+    """Raises the 422 for an RFM segment that is neither the policy's nor held in the view."""
+    names = tuple(get_policy(request).rfm.segments.values())
+    if segment in names or await view.redis.hexists(viewkeys.rfm_counts_key(prefix), segment):
+        return
+    raise invalid_choice(
+        (loc, "segment" if loc == "path" else "rfm"), segment, names, "an RFM segment of the policy"
+    )
+
+
 async def _page(
     view: View,
     settings: ApiSettings,
     context: str,
     key: str,
-    filter_key: str | None,
+    filter_key: str | list[str] | None,
     min_risk: float | None,
     limit: int,
     cursor: str | None,
@@ -88,21 +109,27 @@ async def stage_segment(
     cursor: Cursor = None,
     tier: TierFilter = None,
     min_risk: MinRisk = None,
+    rfm: RfmFilter = None,
 ) -> SegmentPage:
     """Users in `stage` by risk descending, then user id ascending; optionally only those in
-    `tier` and with risk >= `min_risk`. Pass `next_cursor` back as `cursor` for the next page
-    (with the same filters; 400 invalid_cursor otherwise). An unknown stage or tier is a 422
-    validation_error whose message lists the allowed values."""
+    `tier`, in RFM segment `rfm` and with risk >= `min_risk`. Pass `next_cursor` back as
+    `cursor` for the next page (with the same filters; 400 invalid_cursor otherwise). An
+    unknown stage, tier or RFM segment is a 422 validation_error whose message lists the
+    allowed values."""
     p = settings.view_prefix
     if tier is not None:
         await check_tier(request, view, p, tier, "query")
-    context = f"stage\x1f{stage.value}\x1f{tier or ''}\x1f{min_risk!r}"
+    if rfm is not None:
+        await _check_rfm(request, view, p, rfm, "query")
+    context = f"stage\x1f{stage.value}\x1f{tier or ''}\x1f{min_risk!r}\x1f{rfm or ''}"
+    filters = [viewkeys.tier_segment_key(p, tier)] if tier else []
+    filters += [viewkeys.rfm_segment_key(p, rfm)] if rfm else []
     return await _page(
         view,
         settings,
         context,
         viewkeys.stage_segment_key(p, stage.value),
-        viewkeys.tier_segment_key(p, tier) if tier else None,
+        filters or None,
         min_risk,
         limit,
         cursor,
@@ -125,20 +152,66 @@ async def tier_segment(
     cursor: Cursor = None,
     stage: Stage | None = None,
     min_risk: MinRisk = None,
+    rfm: RfmFilter = None,
 ) -> SegmentPage:
     """Users in `tier` by risk descending, then user id ascending; optionally only those in
-    `stage` and with risk >= `min_risk`. Tiers come from the policy: an unknown tier or stage
-    is a 422 validation_error whose message lists the allowed values. Cursors as for the
-    stage lists."""
+    `stage`, in RFM segment `rfm` and with risk >= `min_risk`. Tiers come from the policy: an
+    unknown tier, stage or RFM segment is a 422 validation_error whose message lists the
+    allowed values. Cursors as for the stage lists."""
     p = settings.view_prefix
     await check_tier(request, view, p, tier, "path")
-    context = f"tier\x1f{tier}\x1f{stage.value if stage else ''}\x1f{min_risk!r}"
+    if rfm is not None:
+        await _check_rfm(request, view, p, rfm, "query")
+    context = f"tier\x1f{tier}\x1f{stage.value if stage else ''}\x1f{min_risk!r}\x1f{rfm or ''}"
+    filters = [viewkeys.stage_segment_key(p, stage.value)] if stage else []
+    filters += [viewkeys.rfm_segment_key(p, rfm)] if rfm else []
     return await _page(
         view,
         settings,
         context,
         viewkeys.tier_segment_key(p, tier),
-        viewkeys.stage_segment_key(p, stage.value) if stage else None,
+        filters or None,
+        min_risk,
+        limit,
+        cursor,
+    )
+
+
+@router.get(
+    "/segments/rfm/{segment}",
+    response_model=SegmentPage,
+    dependencies=[Depends(require("read"))],
+    responses=error_responses(400, 401, 403, 422),
+    summary="Users in an RFM value segment",
+)
+async def rfm_segment(
+    segment: RfmName,
+    request: Request,
+    view: ViewDep,
+    settings: SettingsDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    stage: Stage | None = None,
+    tier: TierFilter = None,
+    min_risk: MinRisk = None,
+) -> SegmentPage:
+    """Users in RFM value segment `segment` (see docs/rfm.md) by risk descending, then user id
+    ascending; optionally only those in `stage`, in `tier` and with risk >= `min_risk`.
+    Segment names come from the policy: an unknown one is a 422 validation_error whose
+    message lists the allowed values. Cursors as for the stage lists."""
+    p = settings.view_prefix
+    await _check_rfm(request, view, p, segment, "path")
+    if tier is not None:
+        await check_tier(request, view, p, tier, "query")
+    context = f"rfm\x1f{segment}\x1f{stage.value if stage else ''}\x1f{tier or ''}\x1f{min_risk!r}"
+    filters = [viewkeys.stage_segment_key(p, stage.value)] if stage else []
+    filters += [viewkeys.tier_segment_key(p, tier)] if tier else []
+    return await _page(
+        view,
+        settings,
+        context,
+        viewkeys.rfm_segment_key(p, segment),
+        filters or None,
         min_risk,
         limit,
         cursor,
@@ -159,9 +232,10 @@ def _rank(request: Request) -> Callable[[str], tuple[int, str]]:
     summary="Users per stage and tier, recent warnings",
 )
 async def stats(request: Request, view: ViewDep, settings: SettingsDep) -> Stats:
-    """User counts per stage (every stage, zero-filled, in the lifecycle's order) and per tier
-    (in the policy's rank order, lowest first; a tier the policy does not know comes last),
-    from the view's count hashes, and churn warnings in the last hour and day.
+    """User counts per stage (every stage, zero-filled, in the lifecycle's order), per tier
+    (in the policy's rank order, lowest first; a tier the policy does not know comes last) and
+    per RFM value segment (every segment of the policy, zero-filled), from the view's count
+    hashes, and churn warnings in the last hour and day.
 
     Warnings are counted by their *event time* (the zset score, epoch ms) against the API's
     event-time clock (services/clock.py: wall time, or the demo's accelerated clock that the
@@ -173,10 +247,13 @@ async def stats(request: Request, view: ViewDep, settings: SettingsDep) -> Stats
     stage_counts, tier_counts, hour, day = await view.stats(now_ms)
     stages = {s.value: 0 for s in Stage}
     stages.update({k: int(v) for k, v in stage_counts.items()})
+    segments = {name: 0 for name in get_policy(request).rfm.segments.values()}
+    segments.update(await view.rfm_counts())
     return Stats(
         users=sum(stages.values()),
         stages=stages,
         tiers={k: int(tier_counts[k]) for k in sorted(tier_counts, key=_rank(request))},
+        rfm_segments=segments,
         warnings=WarningCounts(last_hour=hour, last_day=day),
         as_of=format_ts(now_ms),
     )

@@ -22,6 +22,7 @@ from streams.core.eventtime import DAY_MS
 from streams.core.facts import Facts, facts_of, scan_at, silence_threshold_ms
 from streams.core.lifecycle import Stage
 from streams.core.policy import Derived, Policy, derived
+from streams.core.rfm import next_change
 from streams.core.risk import warning_at
 from streams.core.state import UserState
 from streams.core.tiers import eligible_tier
@@ -81,6 +82,8 @@ def checkpoint_after(
         # the warning under measurement is judged then
         recall_at + d.attribution_ms if recall_at is not None else None,
         *(_churn_checkpoints(state, f, policy, stage) if f.p_churn is not None else ()),
+        # an RFM score changes: recency passes a boundary, purchase days leave the window
+        next_change(state.rfm_days, t0, policy) if state.rfm_days else None,
         # Not a decision: the last day leaves the largest window, and the evaluation there
         # prunes the history of a user gone silent (their state shrinks to its summary).
         (state.buckets[-1].day + d.horizon_days) * DAY_MS if state.buckets else None,

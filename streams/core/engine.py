@@ -30,10 +30,15 @@ from streams.core.outputs import (
     churn_warning,
     lifecycle_changed,
     recall_reactivated,
+    rfm_segment_changed,
     tier_changed,
 )
 from streams.core.policy import Derived, Policy, derived
 from streams.core.recall import Tally, count_judged, count_warning
+from streams.core.retention import marked
+from streams.core.rfm import NONE as NO_SEGMENT
+from streams.core.rfm import add_purchase, assess
+from streams.core.rfm import prune as prune_purchases
 from streams.core.state import UserState, fingerprint
 from streams.core.tiers import decide_tier
 from streams.core.windows import add_to_buckets, has_any, is_active_day, prune
@@ -80,6 +85,9 @@ def _evaluate(
     buckets = prune(state.buckets, at // DAY_MS, d.horizon_days)
     if buckets is not state.buckets:
         state = replace(state, buckets=buckets)
+    purchases = prune_purchases(state.rfm_days, at // DAY_MS, policy.rfm.window_days)
+    if purchases is not state.rfm_days:
+        state = replace(state, rfm_days=purchases)
     scanned = scan_at(state, at, policy)
     f = facts_of(state, at, policy, scanned)
     prev = state.stage or None
@@ -114,6 +122,24 @@ def _evaluate(
             )
         )
         changes.update(tier=tier.tier, tier_since=at)
+    # Most users have not bought within the window: nothing to assess.
+    rfm = assess(state.rfm_days, at // DAY_MS, policy) if state.rfm_days else NO_SEGMENT
+    if rfm.segment != state.rfm_segment:
+        outs.append(
+            rfm_segment_changed(
+                state.user_id,
+                at,
+                state.rfm_segment or None,
+                rfm.segment or None,
+                rfm.scores,
+                rfm.recency_days,
+                rfm.frequency,
+                rfm.monetary_cents,
+                policy.rfm.window_days,
+            )
+        )
+    if rfm.scores != state.rfm_scores or rfm.segment != state.rfm_segment:
+        changes.update(rfm_scores=rfm.scores, rfm_segment=rfm.segment)
     warning_reason = changes.get("last_warning_reason", state.last_warning_reason)
     # `at` is the new evaluated_at, so f (taken at `at` on the same buckets) holds for it. The
     # stage is `stage` whether it changed or not.
@@ -361,12 +387,18 @@ def apply_event(
         last_active = ts if last_active is None else max(last_active, ts)
     # The day statistics go into the one copy of the state below (no copy of their own).
     days: dict[str, object] = {}
+    purchases = state.rfm_days
     if etype in d.spend_types:
         days = _purchase_day(state, event, d)
+        purchases = add_purchase(purchases, ts // DAY_MS, spend)
+    cohorts: dict[str, int] = {}
     if active:
+        cohorts = marked(state, state.last_active is not None, ts // DAY_MS)
         days.update(_active_day(state, ts // DAY_MS))
     state = replace(
         state,
+        **cohorts,
+        rfm_days=purchases,
         buckets=add_to_buckets(
             state.buckets,
             ts // DAY_MS,

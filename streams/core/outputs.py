@@ -23,7 +23,9 @@ class Kind:
     TIER = "tier_changed"
     # A warned user came back within the attribution window (on the lifecycle topic).
     RECALL = "recall_reactivated"
-    ALL = (LIFECYCLE, WARNING, TIER, RECALL)
+    # The user's RFM value segment changed (core/rfm.py).
+    RFM = "rfm_segment_changed"
+    ALL = (LIFECYCLE, WARNING, TIER, RECALL, RFM)
 
 
 class Output(msgspec.Struct, frozen=True):
@@ -131,6 +133,38 @@ def tier_changed(
         "figures": {"spend_window": spend_window, "threshold": threshold},
     }
     return Output(Kind.TIER, user_id, at, key, payload)
+
+
+def rfm_segment_changed(
+    user_id: str,
+    at: int,
+    from_segment: str | None,
+    to_segment: str | None,
+    scores: str,
+    recency_days: int | None,
+    frequency: int,
+    monetary_cents: int,
+    window_days: int,
+) -> Output:
+    """The user's RFM segment went from `from_segment` to `to_segment` at `at` (None: no
+    segment, no purchase within the window); `scores` "RFM", e.g. "534" ("" with none)."""
+    key = idempotency_key(Kind.RFM, user_id, from_segment or "", to_segment or "", at)
+    payload = {
+        "from_segment": from_segment,
+        "to_segment": to_segment,
+        "scores": (
+            {"recency": int(scores[0]), "frequency": int(scores[1]), "monetary": int(scores[2])}
+            if scores
+            else None
+        ),
+        "figures": {
+            "recency_days": recency_days,
+            "frequency": frequency,
+            "monetary": monetary_cents / 100,
+            "window_days": window_days,
+        },
+    }
+    return Output(Kind.RFM, user_id, at, key, payload)
 
 
 # Remembered texts, cleared when full: outputs repeat their times (those of a worker batch

@@ -46,6 +46,16 @@ class EmpiricalCurve(BaseModel):
         return self
 
 
+class RfmBounds(BaseModel):
+    """RFM score boundaries learnt from a history by `pulse fit` (the 20th, 40th, 60th and
+    80th percentiles of the users' recency, frequency and monetary value)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    recency_days: tuple[float, float, float, float]
+    frequency: tuple[float, float, float, float]
+    monetary: tuple[float, float, float, float]
+
+
 class ChurnModel(BaseModel):
     """The fitted churn model, from `pulse fit`: what scores risk and decides warnings.
 
@@ -75,6 +85,9 @@ class ChurnModel(BaseModel):
     # policy file does not set its own (see load_policy).
     dormant_after_days: float | None = Field(default=None, gt=0)
     churned_after_days: float | None = Field(default=None, gt=0)
+    # RFM score boundaries learnt with the model; they apply where the policy file's [rfm]
+    # does not set its own.
+    rfm: RfmBounds | None = None
 
     @model_validator(mode="after")
     def _usable(self) -> ChurnModel:
@@ -95,6 +108,56 @@ class ChurnModel(BaseModel):
     @property
     def has_bgnbd(self) -> bool:
         return self.r is not None
+
+
+Bounds = tuple[float, float, float, float]
+
+# The eight classic RFM segments by recency, frequency and monetary value each high (h) or low
+# (l), in that order; the field's Chinese names are in docs/rfm.md.
+DEFAULT_SEGMENTS = {
+    "hhh": "important_value",
+    "hlh": "important_development",
+    "lhh": "important_retention",
+    "llh": "important_win_back",
+    "hhl": "general_value",
+    "hll": "general_development",
+    "lhl": "general_retention",
+    "lll": "general_win_back",
+}
+
+
+class RfmPolicy(BaseModel):
+    """RFM value segments (core/rfm.py): scores 1-5 against four increasing boundaries each
+    (`pulse fit` proposes quintiles of a history), and a name per high/low combination."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    window_days: int = Field(default=365, ge=1, le=3660)
+    # Days since the last purchase: score 5 at or below the first boundary, 1 above the last.
+    recency_days: Bounds = (14, 30, 90, 180)
+    # Purchases and spend in the window: score 1 at or below the first boundary, 5 above the last.
+    frequency: Bounds = (1, 2, 3, 5)
+    monetary: Bounds = (20, 50, 100, 250)
+    # A score at or above this is "high".
+    high_score: int = Field(default=3, ge=2, le=5)
+    segments: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SEGMENTS))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RfmPolicy:
+        for name in ("recency_days", "frequency", "monetary"):
+            bounds = getattr(self, name)
+            # Non-decreasing: quintiles of a history with ties repeat a value (a score is
+            # then skipped).
+            if list(bounds) != sorted(bounds) or bounds[0] < 0:
+                raise ValueError(f"rfm.{name} must be four non-decreasing numbers >= 0")
+        if set(self.segments) != set(DEFAULT_SEGMENTS):
+            raise ValueError(
+                "rfm.segments must name each of hhh, hhl, hlh, hll, lhh, lhl, llh, lll "
+                "(recency, frequency, monetary: high or low)"
+            )
+        names = list(self.segments.values())
+        if len(set(names)) != 8 or any(not n or len(n) > 64 or "|" in n for n in names):
+            raise ValueError("rfm.segments names must be 8 distinct, 1-64 characters, no '|'")
+        return self
 
 
 class Policy(BaseModel):
@@ -160,6 +223,13 @@ class Policy(BaseModel):
     holdout_fraction: float = Field(default=0.1, ge=0, lt=1)
     holdout_salt: str = Field(default="pulse-recall", min_length=1, max_length=128)
     attribution_window_days: PositiveDays = 14
+
+    # Retention cohorts (core/retention.py): how many days and ISO weeks after a cohort's own
+    # the retention triangle reports (the state keeps 30 days and 26 weeks whatever these say).
+    retention_days: int = Field(default=30, ge=1, le=30)
+    retention_weeks: int = Field(default=26, ge=1, le=26)
+    # RFM value segments (core/rfm.py; `[rfm]` in a policy file).
+    rfm: RfmPolicy = RfmPolicy()
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:
@@ -310,7 +380,8 @@ def load_policy(path: str | Path | None, churn_model: str | Path | None = None) 
     """The policy file (None: defaults), with a fitted churn model file if one is given.
 
     The model's stage thresholds (`dormant_after_days`, `churned_after_days`, fitted with it)
-    replace the defaults, not values the policy file sets itself. Raises PolicyError.
+    and RFM boundaries replace the defaults, not values the policy file sets itself. Raises
+    PolicyError.
     """
     policy = _load_policy_file(path)
     if not churn_model:
@@ -321,6 +392,11 @@ def load_policy(path: str | Path | None, churn_model: str | Path | None = None) 
         value = getattr(model, name)
         if value is not None and name not in policy.model_fields_set:
             update[name] = value
+    if model.rfm is not None:
+        own = policy.rfm.model_fields_set if "rfm" in policy.model_fields_set else set()
+        fitted = {k: v for k, v in model.rfm.model_dump().items() if k not in own}
+        if fitted:
+            update["rfm"] = {**policy.rfm.model_dump(exclude_unset=True), **fitted}
     try:
         return Policy.model_validate({**policy.model_dump(exclude_unset=True), **update})
     except ValueError as exc:

@@ -1,5 +1,5 @@
 """A user's current figures as people and services read them: every rolling window, seen times,
-typical gap, stage, tier and risk. Pure: `at` is the moment the windows end."""
+typical gap, stage, tier, risk and RFM segment. Pure: `at` is the moment the windows end."""
 
 from __future__ import annotations
 
@@ -41,6 +41,17 @@ def snapshot(state: UserState, at: int, policy: Policy) -> dict[str, Any]:
         "last_warning_reason": state.last_warning_reason,
         "windows": windows,
         "lifetime": {"events": state.total_events, "spend": state.total_spend_cents / 100},
+        # As of the user's clock (`evaluated_at`): RFM scores change only at checkpoints.
+        "rfm": (
+            {
+                "segment": state.rfm_segment,
+                "recency": int(state.rfm_scores[0]),
+                "frequency": int(state.rfm_scores[1]),
+                "monetary": int(state.rfm_scores[2]),
+            }
+            if state.rfm_segment
+            else None
+        ),
         "as_of": format_ts(at),
         "version": state.version,
     }

@@ -7,6 +7,7 @@ from typing import Any, Protocol, cast
 
 import msgspec
 
+from streams.core.rfm import PurchaseDay
 from streams.core.windows import DayBucket
 
 STATE_FORMAT = 1
@@ -85,6 +86,17 @@ class UserState(msgspec.Struct, frozen=True, gc=False, array_like=True):
     active_days: int = 0
     first_active_day: int | None = None
     last_active_day: int | None = None
+    # Retention cohorts (streams/core/retention.py): the UTC day of the first activity (None:
+    # none yet, or activity before the cohorts were kept) and, relative to it, the days and
+    # ISO weeks with activity (bit k: period k; one bit more: any later period).
+    cohort_day: int | None = None
+    cohort_day_bits: int = 0
+    cohort_week_bits: int = 0
+    # RFM value segments (streams/core/rfm.py): the purchase days within the RFM window, the
+    # scores ("RFM", e.g. "534") and segment as of `evaluated_at` ("": no purchase in it).
+    rfm_days: tuple[PurchaseDay, ...] = ()
+    rfm_scores: str = ""
+    rfm_segment: str = ""
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -114,6 +126,14 @@ class Summary(Protocol):
     def next_check(self) -> int: ...
     @property
     def recall_tally(self) -> tuple[RecallCell, ...]: ...
+    @property
+    def rfm_segment(self) -> str: ...
+    @property
+    def cohort_day(self) -> int | None: ...
+    @property
+    def cohort_day_bits(self) -> int: ...
+    @property
+    def cohort_week_bits(self) -> int: ...
 
 
 # UserState's layout with the two long tuples left undecoded: rebuilding the indexes after a
@@ -121,7 +141,7 @@ class Summary(Protocol):
 # a third of a state's decoding time (1M states of the benchmark's workload: 1.35 s instead
 # of 2.0 s). Derived from UserState's fields, so it follows every change to them.
 def _summary_field(f: msgspec.structs.FieldInfo) -> tuple[str, Any, Any]:
-    kind = msgspec.Raw if f.name in ("buckets", "recent_ids") else f.type
+    kind = msgspec.Raw if f.name in ("buckets", "recent_ids", "rfm_days") else f.type
     if f.default_factory is not msgspec.NODEFAULT:
         return f.name, kind, msgspec.field(default_factory=f.default_factory)
     return f.name, kind, f.default  # NODEFAULT: required, as in UserState

@@ -326,7 +326,7 @@ def _banner(
   worker metrics   http://127.0.0.1:{s.metrics_port}/metrics
   logs             {RUN_DIR}/worker.log, {RUN_DIR}/api.log
   input topic      {s.events_topic}      dead letters  {s.dlq_topic}
-  output topics    {s.lifecycle_topic}, {s.warnings_topic}, {s.tiers_topic}
+  output topics    {s.lifecycle_topic}, {s.warnings_topic}, {s.tiers_topic}, {s.rfm_topic}
 
   event time       {when} UTC now on the demo clock (not wall time): one virtual day
                    every {day_s:g} s; the worker, the API, the feed and `send` all use it

@@ -22,10 +22,19 @@ from streams.core.lifecycle import Stage
 from streams.core.outputs import Kind, encode_output
 from streams.core.policy import Policy
 from streams.core.recall import comparison_doc, comparisons, totals_of_tallies
+from streams.core.retention import DAY, WEEK, cohort_doc, triangle
 from streams.offline.evaluation import evaluate
 from streams.offline.history import CsvMapping, read_history
 from streams.offline.replay import ReplayRun, replay
-from streams.offline.report import RecallReport, RecallRow, ReportData, render_report
+from streams.offline.report import (
+    RecallReport,
+    RecallRow,
+    ReportData,
+    RetentionCohort,
+    RetentionReport,
+    RfmReport,
+    render_report,
+)
 from streams.offline.riskmodel import CoreRisk
 
 
@@ -59,6 +68,40 @@ def recall_report(run: ReplayRun, policy: Policy, *, contacted: bool = False) ->
             g: {"returns": len(v), "median": round(median(v), 3) if v else None}
             for g, v in days.items()
         },
+    }
+
+
+def retention_report(run: ReplayRun, policy: Policy) -> RetentionReport:
+    """Every cohort's row of the retention triangles (day and ISO week) as the replay left
+    them, periods after the watermark's day null (streams.core.retention)."""
+    today = None if run.watermark is None else run.watermark // DAY_MS
+    n_days, n_weeks = policy.retention_days, policy.retention_weeks
+    every = len(run.retention)  # at least as many as there are cohorts
+
+    def rows(period: str, n: int) -> list[RetentionCohort]:
+        return [
+            cast(RetentionCohort, cohort_doc(r))
+            for r in triangle(run.retention, period, n, every, today)
+        ]
+
+    return {"days": n_days, "weeks": n_weeks, "day": rows(DAY, n_days), "week": rows(WEEK, n_weeks)}
+
+
+def rfm_report(run: ReplayRun, policy: Policy) -> RfmReport:
+    """Users per RFM segment at the end of each day and at the end of the replay, and the
+    segment changes emitted, per destination segment."""
+    names = list(policy.rfm.segments.values())
+    final = Counter(s.rfm_segment for s in run.states.values() if s.rfm_segment)
+    moves = Counter(o.payload["to_segment"] or "none" for o, _ in run.outputs if o.kind == Kind.RFM)
+    return {
+        "window_days": policy.rfm.window_days,
+        "segments": names,
+        "final": {n: final[n] for n in names},
+        "changes_to": dict(sorted(moves.items())),
+        "daily": [
+            {"day": _day(day), "segments": counts}
+            for day, counts in sorted(run.rfm_populations.items())
+        ],
     }
 
 
@@ -128,6 +171,8 @@ def report_data(
         "risk_scores": [float(o.payload["risk_score"]) for o in outputs if o.kind == Kind.WARNING],
         "tiers": list(policy.tier_names),
         "recall": recall_report(run, policy, contacted=contacted),
+        "retention": retention_report(run, policy),
+        "rfm": rfm_report(run, policy),
     }
 
 

@@ -10,7 +10,7 @@ replay's dead letters are.
 
 Fitted on the calibration period only: BG/NBD (when the history has repeat users), the
 empirical curves (streams/offline/empirical.py), the stage thresholds and the warning level
-(streams/offline/thresholds.py).
+(streams/offline/thresholds.py), and the RFM score boundaries (quintiles, `rfm_bounds`).
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ class ActivityDays:
     """Distinct active days per user, and what was skipped on the way."""
 
     days: dict[str, set[int]] = field(default_factory=dict)
+    # per user, (UTC day, spend cents) of each purchase (an event of a spend type)
+    purchases: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     skipped: Counter[str] = field(default_factory=Counter)
     records: int = 0
     last_day: int | None = None
@@ -73,11 +75,15 @@ def parse_until(text: str) -> int:
 
 
 def activity_days(
-    records: Iterable[Record], passive_types: Iterable[str], *, now_ms: int
+    records: Iterable[Record],
+    passive_types: Iterable[str],
+    *,
+    now_ms: int,
+    spend_types: Iterable[str] = ("purchase",),
 ) -> ActivityDays:
     """Collect the distinct UTC active days of every user in `records` (events of a type not in
-    `passive_types`)."""
-    passive = frozenset(passive_types)
+    `passive_types`), and their purchases (events of `spend_types`)."""
+    passive, spend = frozenset(passive_types), frozenset(spend_types)
     out = ActivityDays()
     for key, value in records:
         out.records += 1
@@ -93,6 +99,8 @@ def activity_days(
         except InvalidEvent as exc:
             out.skipped[exc.reason] += 1
             continue
+        if ev.type in spend:
+            out.purchases.setdefault(ev.user_id, []).append((day_of(ev.ts), ev.amount_cents))
         if ev.type in passive:
             continue
         day = day_of(ev.ts)
@@ -111,12 +119,56 @@ def summaries(collected: ActivityDays, end_day: int) -> dict[str, bgnbd.Summary]
     return result
 
 
+RFM_QUANTILES = (0.2, 0.4, 0.6, 0.8)
+
+
+def rfm_values(
+    purchases: dict[str, list[tuple[int, int]]], end_day: int, window_days: int
+) -> tuple[list[int], list[int], list[float]]:
+    """Per user with a purchase in the window ending `end_day`: days since their last purchase,
+    their purchases and their spend (currency units), in user order."""
+    first = end_day - window_days + 1
+    recency: list[int] = []
+    frequency: list[int] = []
+    monetary: list[float] = []
+    for user in sorted(purchases):
+        kept = [(d, c) for d, c in purchases[user] if first <= d <= end_day]
+        if kept:
+            recency.append(end_day - max(d for d, _ in kept))
+            frequency.append(len(kept))
+            monetary.append(sum(c for _, c in kept) / 100)
+    return recency, frequency, monetary
+
+
+def rfm_bounds(
+    purchases: dict[str, list[tuple[int, int]]], end_day: int, window_days: int
+) -> dict[str, list[float]] | None:
+    """The RFM score boundaries of a history: the 20th, 40th, 60th and 80th percentiles
+    (numpy's default, linear interpolation) of the users' recency, frequency and monetary
+    value within the window ending `end_day`; None without a purchase in it."""
+    import numpy as np
+
+    recency, frequency, monetary = rfm_values(purchases, end_day, window_days)
+    if not recency:
+        return None
+    return {
+        name: [round(float(q), 6) for q in np.quantile(values, RFM_QUANTILES)]
+        for name, values in (
+            ("recency_days", recency),
+            ("frequency", frequency),
+            ("monetary", monetary),
+        )
+    }
+
+
 def fit_history(
     path: Path,
     *,
     until_ms: int | None = None,
     mapping: CsvMapping | None = None,
     passive_types: Iterable[str] = (),
+    spend_types: Iterable[str] = ("purchase",),
+    rfm_window_days: int = 365,
     horizon_days: float = 60,
     min_silence_days: float = 7,
     target_recall: float = 0.60,
@@ -130,7 +182,9 @@ def fit_history(
     """
     started = time.perf_counter()
     now_ms = int(time.time() * 1000)
-    collected = activity_days(read_history(path, mapping), passive_types, now_ms=now_ms)
+    collected = activity_days(
+        read_history(path, mapping), passive_types, now_ms=now_ms, spend_types=spend_types
+    )
     if collected.last_day is None:
         raise bgnbd.FitError(
             f"{path}: no valid activity (every record was invalid or of a passive type)"
@@ -183,6 +237,9 @@ def fit_history(
             },
         )
     doc["empirical"] = curves
+    bounds = rfm_bounds(collected.purchases, end_day, rfm_window_days)
+    if bounds is not None:
+        doc["rfm"] = bounds
     model = ChurnModel.model_validate(doc)
     choices = []
     for window in warning_windows(min_silence_days):

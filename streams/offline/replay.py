@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streams.core import retention
 from streams.core.checkpoints import NEVER
 from streams.core.contract import Event, InvalidEvent, Reason, parse_event
 from streams.core.engine import Result, Status, apply_event, sweep
@@ -67,8 +68,12 @@ class ReplayRun:
     states: dict[str, UserState] = field(default_factory=dict)
     # users per stage at the end of each UTC day (day number -> counts)
     populations: dict[int, dict[str, int]] = field(default_factory=dict)
+    # users per RFM segment at the end of each UTC day (segments with users only)
+    rfm_populations: dict[int, dict[str, int]] = field(default_factory=dict)
     # per user, the times of their activity (non-passive events), for outcome evaluation
     activity: dict[str, list[int]] = field(default_factory=dict)
+    # the retention cohorts' counts of the current states (streams.core.retention cells)
+    retention: Counter[retention.Cell] = field(default_factory=Counter)
     first_ts: int | None = None
     watermark: int | None = None
 
@@ -102,6 +107,7 @@ class Replayer:
         self.run = ReplayRun()
         self._due: list[tuple[int, str]] = []
         self._stages: Counter[str] = Counter()
+        self._rfm: Counter[str] = Counter()
 
     def feed(self, key: bytes | None, value: bytes, offset: int) -> None:
         """One record of the input, at position `offset` of the stream fed (offsets must
@@ -140,6 +146,7 @@ class Replayer:
         while day_end <= ts:
             self._fire(day_end - 1)
             run.populations[day_end // DAY_MS - 1] = {s: self._stages[s] for s in Stage.ALL}
+            run.rfm_populations[day_end // DAY_MS - 1] = {k: n for k, n in self._rfm.items() if n}
             day_end += DAY_MS
         self._fire(ts)
         run.watermark = ts
@@ -167,10 +174,17 @@ class Replayer:
         old = run.states.get(result.state.user_id)
         if old is not None and old.stage:
             self._stages[old.stage] -= 1
+        if old is not None and old.rfm_segment:
+            self._rfm[old.rfm_segment] -= 1
         new = result.state
+        if new.rfm_segment:
+            self._rfm[new.rfm_segment] += 1
         run.states[new.user_id] = new
         if new.stage:
             self._stages[new.stage] += 1
+        if not retention.same_cohorts(old, new):
+            run.retention.subtract(retention.cells(old))
+            run.retention.update(retention.cells(new))
         emitted = max(emitted, run.watermark or emitted)
         run.outputs.extend((o, emitted) for o in result.outputs)
         if new.next_check < NEVER and (old is None or old.next_check != new.next_check):

@@ -38,7 +38,20 @@ EVALUATION_PNG = "evaluation.png"
 RISK_PNG = "risk-scores.png"
 CALIBRATION_PNG = "calibration.png"
 PR_PNG = "precision-recall.png"
-CHARTS = (POPULATIONS_PNG, WEEKLY_PNG, EVALUATION_PNG, CALIBRATION_PNG, PR_PNG, RISK_PNG)
+RETENTION_PNG = "retention.png"
+RETENTION_CURVES_PNG = "retention-curves.png"
+RFM_PNG = "rfm-segments.png"
+CHARTS = (
+    POPULATIONS_PNG,
+    WEEKLY_PNG,
+    EVALUATION_PNG,
+    CALIBRATION_PNG,
+    PR_PNG,
+    RISK_PNG,
+    RETENTION_PNG,
+    RETENTION_CURVES_PNG,
+    RFM_PNG,
+)
 
 
 class Summary(TypedDict):
@@ -100,6 +113,38 @@ class RecallReport(TypedDict):
     contacted: NotRequired[bool]
 
 
+class RetentionCohort(TypedDict):
+    """One cohort's row (streams.core.retention.cohort_doc; the API's shape too)."""
+
+    cohort: str  # 2026-11-22 (day) or 2026-W48 (ISO week)
+    start: str  # its first day
+    size: int
+    active: list[int | None]  # index k: users active in period k (None: not reached)
+    active_rate: list[float | None]
+    still_active: list[int | None]  # index k: users active in period k or later
+    still_active_rate: list[float | None]
+
+
+class RetentionReport(TypedDict):
+    days: int  # the policy's retention_days: periods 0..days
+    weeks: int  # retention_weeks
+    day: list[RetentionCohort]  # every day cohort, oldest first
+    week: list[RetentionCohort]  # every ISO-week cohort, oldest first
+
+
+class RfmDay(TypedDict):
+    day: str  # YYYY-MM-DD, counted at the end of that UTC day
+    segments: dict[str, int]  # segment -> users (segments with users)
+
+
+class RfmReport(TypedDict):
+    window_days: int
+    segments: list[str]  # the policy's names, in its order
+    final: dict[str, int]  # users per segment at the end of the replay
+    changes_to: dict[str, int]  # rfm_segment_changed outputs per new segment ("none": left)
+    daily: list[RfmDay]
+
+
 class ReportData(TypedDict):
     """What streams.offline.backtest.report_data builds; also written as summary.json."""
 
@@ -113,6 +158,8 @@ class ReportData(TypedDict):
     risk_scores: list[float]  # of every warning, in [0, 1]
     tiers: NotRequired[list[str]]  # the policy's tiers, lowest first, to order the per-tier rows
     recall: NotRequired[RecallReport]  # holdout against treated (streams.core.recall)
+    retention: NotRequired[RetentionReport]  # cohorts (streams.core.retention)
+    rfm: NotRequired[RfmReport]  # RFM value segments (streams.core.rfm)
 
 
 _STAGE_COLOURS = {
@@ -141,6 +188,12 @@ _EVAL = (10.0, 7.6)  # four panels, two by two: one bar per rule, every tier
 _CALIBRATION = (7.5, 6.2)
 _PR = (8.5, 6.5)
 _RISK = (8.0, 4.0)
+_RETENTION = (11.0, 5.6)  # two heat maps side by side
+_CURVES = (11.0, 4.4)
+# The heat maps and the text table show the latest cohorts; summary.json holds them all.
+_HEAT_WEEKS = 26
+_HEAT_DAYS = 30
+_CURVE_COHORTS = 8
 
 
 def _e(value: object) -> str:
@@ -437,6 +490,79 @@ def _risk_chart(scores: Sequence[float], path: Path) -> None:
     ax.set_ylabel("warnings")
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
+    _save(fig, path)
+
+
+def _heat(ax: Axes, rows: Sequence[RetentionCohort], unit: str) -> None:
+    n = max(len(r["active_rate"]) for r in rows)
+    grid = np.full((len(rows), n), np.nan)
+    for i, r in enumerate(rows):
+        for k, v in enumerate(r["active_rate"]):
+            if v is not None:
+                grid[i, k] = v
+    image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="none")
+    step = max(1, -(-len(rows) // 20))
+    ax.set_yticks(
+        range(0, len(rows), step), [f"{r['cohort']} ({r['size']:,})" for r in rows][::step]
+    )
+    ax.set_xlabel(f"{unit}s after the cohort's {unit}")
+    ax.set_title(f"{unit.capitalize()} cohorts (users): share active in {unit} k")
+    ax.figure.colorbar(image, ax=ax, fraction=0.05)
+
+
+def _retention_chart(retention: RetentionReport, path: Path) -> None:
+    fig = _fig(_RETENTION)
+    weeks, days = retention["week"][-_HEAT_WEEKS:], retention["day"][-_HEAT_DAYS:]
+    axes = fig.subplots(1, 2)
+    _heat(axes[0], weeks, "week")
+    _heat(axes[1], days, "day")
+    _save(fig, path)
+
+
+def _retention_curves(retention: RetentionReport, path: Path) -> None:
+    fig = _fig(_CURVES)
+    axes = fig.subplots(1, 2, sharey=True)
+    rows = retention["week"][-_CURVE_COHORTS:]
+    for ax, key, title in (
+        (axes[0], "active_rate", "N-week retention: active in week k"),
+        (axes[1], "still_active_rate", "Unbounded: active in week k or later"),
+    ):
+        for r in rows:
+            values = [np.nan if v is None else v * 100 for v in r[key]]  # type: ignore[literal-required]
+            ax.plot(range(len(values)), values, marker=".", label=r["cohort"])
+        ax.set_title(title)
+        ax.set_xlabel("weeks after the cohort's week")
+        ax.set_ylim(0, 105)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("% of the cohort")
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), title="cohort")
+    _save(fig, path)
+
+
+_RFM_COLOURS = (
+    "#08519c", "#3182bd", "#6baed6", "#bdd7e7", "#a63603", "#e6550d", "#fd8d3c", "#fdbe85",
+)  # fmt: skip
+
+
+def _rfm_chart(rfm: RfmReport, path: Path) -> None:
+    names = rfm["segments"]
+    days = np.array([d["day"] for d in rfm["daily"]], dtype="datetime64[D]")
+    fig = _fig(_WIDE)
+    ax = fig.add_subplot()
+    ax.stackplot(
+        days,
+        *[[d["segments"].get(n, 0) for d in rfm["daily"]] for n in names],
+        labels=names,
+        colors=[_RFM_COLOURS[i % len(_RFM_COLOURS)] for i in range(len(names))],
+        alpha=0.9,
+    )
+    ax.set_title(f"Users per RFM segment at the end of each day ({rfm['window_days']}-day window)")
+    ax.set_ylabel("users")
+    ax.margins(x=0)
+    ax.grid(axis="y", alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles[::-1], labels[::-1], loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.autofmt_xdate()
     _save(fig, path)
 
 
@@ -893,6 +1019,72 @@ def _recall_html(recall: RecallReport) -> str:
     )
 
 
+def _retention_table(rows: Sequence[RetentionCohort]) -> str:
+    n = max(len(r["active"]) for r in rows)
+    head = (
+        "<tr><th>Cohort</th><th>Users</th>" + "".join(f"<th>{k}</th>" for k in range(n)) + "</tr>"
+    )
+    body = "".join(
+        f'<tr><td>{_e(r["cohort"])}</td><td class="num">{_n(r["size"])}</td>'
+        + "".join(f'<td class="num">{"" if v is None else _n(v)}</td>' for v in r["active"])
+        + "</tr>"
+        for r in rows
+    )
+    return f'<table class="retention">{head}{body}</table>'
+
+
+def _retention_html(retention: RetentionReport, out_dir: Path) -> str:
+    weeks = retention["week"]
+    if not weeks:
+        return _empty("No activity: no cohorts.")
+    _retention_chart(retention, out_dir / RETENTION_PNG)
+    _retention_curves(retention, out_dir / RETENTION_CURVES_PNG)
+    intro = (
+        "A cohort is the users whose first activity (any event but a passive one) fell in one "
+        "UTC day or ISO week. Cell k: the share of the cohort active in the k-th day or week "
+        "after it (each user counted once per period); blank: not reached by the end of the "
+        "history. The curves also show unbounded retention: active in week k or any later "
+        f"one. Days 0 to {retention['days']} and weeks 0 to {retention['weeks']} "
+        "(the policy's retention_days and retention_weeks)."
+    )
+    return (
+        f"<p>{_e(intro)}</p>"
+        + _img(RETENTION_PNG, "Heat maps of the week and day retention triangles", _RETENTION)
+        + _img(RETENTION_CURVES_PNG, "Retention curves of the latest week cohorts", _CURVES)
+        + "<details><summary>Users active per week after the cohort's week (the latest "
+        f"{min(len(weeks), _HEAT_WEEKS)} cohorts)</summary>"
+        + _retention_table(weeks[-_HEAT_WEEKS:])
+        + "</details>"
+    )
+
+
+def _rfm_html(rfm: RfmReport, out_dir: Path) -> str:
+    if not any(rfm["final"].values()) and not rfm["daily"]:
+        return _empty("No purchases: no RFM segments.")
+    intro = (
+        "Recency (days since the last purchase), frequency (purchases) and monetary value "
+        f"(spend) within the last {rfm['window_days']} days, each scored 1 to 5; a score of "
+        "3 or more is high (the policy's rfm.high_score), and high or low on each names the "
+        "segment. Users without a purchase in the window are in none."
+    )
+    body = f"<p>{_e(intro)}</p>"
+    if rfm["daily"]:
+        _rfm_chart(rfm, out_dir / RFM_PNG)
+        body += _img(RFM_PNG, "Stacked area chart of users per RFM segment", _WIDE)
+    rows = "".join(
+        f'<tr><td>{_e(n)}</td><td class="num">{_n(rfm["final"].get(n, 0))}</td>'
+        f'<td class="num">{_n(rfm["changes_to"].get(n, 0))}</td></tr>'
+        for n in rfm["segments"]
+    )
+    left = rfm["changes_to"].get("none", 0)
+    return (
+        body
+        + '<table class="rfm"><tr><th>Segment</th><th>Users at the end</th>'
+        + f"<th>Moves into it</th></tr>{rows}</table>"
+        + f"<p>Users whose last purchase left the window: {_n(left)} moves.</p>"
+    )
+
+
 def _weekly_table(weekly: Iterable[Week]) -> str:
     rows = "".join(
         f'<tr><td>{_e(w["week"])}</td><td class="num">{_n(w["warnings"])}</td>'
@@ -997,6 +1189,14 @@ def render_report(data: ReportData, out_dir: Path) -> Path:
     recall = data.get("recall")
     if recall is not None:
         sections.append(("Did the recall work?", _recall_html(recall)))
+
+    rfm = data.get("rfm")
+    if rfm is not None:
+        sections.append(("RFM value segments", _rfm_html(rfm, out_dir)))
+
+    retention = data.get("retention")
+    if retention is not None:
+        sections.append(("Retention cohorts", _retention_html(retention, out_dir)))
 
     s = data["summary"]
     page = f"""<!doctype html>

@@ -14,6 +14,10 @@ the view and the API that reads it. All keys share a prefix (PULSE_VIEW_PREFIX, 
   {p}:seg:tier:{tier}         zset   member user_id, score risk
   {p}:count:stage             hash   stage -> users
   {p}:count:tier              hash   tier -> users
+  {p}:seg:rfm:{segment}       zset   member user_id, score risk: the users in an RFM value segment
+                                     (streams/core/rfm.py; the user hash's `rfm` field, absent
+                                     without a segment)
+  {p}:count:rfm               hash   RFM segment -> users
   {p}:warnings                zset   member idempotency_key, score event time ms of the warning
                                      (kept for WARNINGS_KEPT_MS)
   {p}:count:recall            hash   "group|tier|reason|outcome" -> churn warnings (outcome open,
@@ -29,13 +33,24 @@ the view and the API that reads it. All keys share a prefix (PULSE_VIEW_PREFIX, 
                                      (`from` '' for a user's first stage; `to` '' for a user
                                      erased, counted in the newest bucket at the erasure)
   {p}:timeline:width         string the buckets' width in ms (PULSE_TIMELINE_BUCKET_HOURS)
+  {p}:retention:{period}      zset   member cohort (a UTC day number for period "day", an ISO
+                                     week number for "week": streams/core/retention.py), score
+                                     the same number: the cohorts with users
+  {p}:retention:{period}:{cohort}
+                              hash   n -> users, a<k> -> users active in period k, s<k> -> users
+                                     active in period k or later (k = 0..30 days, 0..26 weeks;
+                                     zero counts absent): the sum of every user's part, whose
+                                     own copy is the user hash's `retention` field (JSON
+                                     [[period, cohort, [k...], last k], ...], absent without a
+                                     cohort)
   {p}:epoch                   string a random token; a new one (or none) means Redis lost the
                                      view since a worker last looked, and every worker writes
                                      its users again (streams/view/writer.py, ViewWriter)
 
 Writes are compare-and-set on `version` inside one Lua script, so the per-user hash, the
 segment sets and the counts always change together and an older version never overwrites a
-newer one; the sets and counts move only when the stage, tier, risk or recall cells changed.
+newer one; the sets and counts move only when the stage, tier, risk, recall cells or retention
+part changed.
 The same version again only puts back transitions the list lost (a rebuild), or replaces a
 `doc` with the state.
 """
@@ -64,6 +79,14 @@ def stage_segment_key(prefix: str, stage: str) -> str:
 
 def tier_segment_key(prefix: str, tier: str) -> str:
     return f"{prefix}:seg:tier:{tier}"
+
+
+def rfm_segment_key(prefix: str, segment: str) -> str:
+    return f"{prefix}:seg:rfm:{segment}"
+
+
+def rfm_counts_key(prefix: str) -> str:
+    return f"{prefix}:count:rfm"
 
 
 def stage_counts_key(prefix: str) -> str:
@@ -109,6 +132,14 @@ def parse_timeline_field(field: str) -> tuple[str, str]:
 def timeline_start(ts_ms: int, width_ms: int) -> int:
     """The start of the timeline bucket holding event time `ts_ms`."""
     return ts_ms - ts_ms % width_ms
+
+
+def retention_cohorts_key(prefix: str, period: str) -> str:
+    return f"{prefix}:retention:{period}"
+
+
+def retention_key(prefix: str, period: str, cohort: int | str) -> str:
+    return f"{prefix}:retention:{period}:{cohort}"
 
 
 def epoch_key(prefix: str) -> str:

@@ -22,7 +22,7 @@ from streams.view.writer import Pending, Published, View
 
 _CHUNK = 2000  # users per write_many: one round trip each
 
-_KIND_ORDER = {Kind.LIFECYCLE: 0, Kind.RECALL: 1, Kind.WARNING: 2, Kind.TIER: 3}
+_KIND_ORDER = {Kind.LIFECYCLE: 0, Kind.RECALL: 1, Kind.WARNING: 2, Kind.TIER: 3, Kind.RFM: 4}
 _WIRE_ONLY = (
     "schema_version",
     "kind",
@@ -84,8 +84,8 @@ def recent_outputs(values: list[bytes]) -> dict[str, list[Published]]:
     """Per user, the last TRANSITIONS_KEPT distinct published outputs in emission order.
 
     Per user, outputs are emitted in event-time order, lifecycle before recall reactivation
-    before warning before tier within one decision, so sorting on that restores the order
-    across the three topics.
+    before warning before tier before RFM segment within one decision, so sorting on that
+    restores the order across the output topics.
     """
     seen: set[str] = set()
     per_user: dict[str, list[Published]] = defaultdict(list)
@@ -168,7 +168,12 @@ async def rebuild_view(settings: WorkerSettings, view: View) -> int:
     changelog = f"{settings.app_id}-user-state-changelog"
     states = latest_states(await read_topic(settings.bootstrap, changelog))
     raw: list[bytes] = []
-    for topic in (settings.lifecycle_topic, settings.warnings_topic, settings.tiers_topic):
+    for topic in (
+        settings.lifecycle_topic,
+        settings.warnings_topic,
+        settings.tiers_topic,
+        settings.rfm_topic,
+    ):
         raw += [r.value for r in await read_topic(settings.bootstrap, topic)]
     outputs = recent_outputs(raw)
     written = 0

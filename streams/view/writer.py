@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 from streams import metrics
 from streams.core.outputs import Output
 from streams.core.recall import cell_counts
+from streams.core.retention import parts
 from streams.core.state import UserState, encode_state
 from streams.view.keys import (
     TIMELINE_BUCKET_MS,
@@ -51,10 +52,12 @@ _msgpack = msgspec.msgpack.Encoder()
 # round trip and a command per batch, not per user. Key names follow streams/view/keys.py.
 # ARGV: prefix, transitions kept, warnings kept ms, the batch, the timeline's bucket width
 #   (ms) and buckets kept. An item is
-#   ['w', uid, version, stage, tier, risk, state, outputs, recall]  (state: the encode_state
-#   bytes; outputs: [[kind, idempotency_key, event_time_ms, document], ...]; recall: JSON, ''
-#   when never warned), or ['e', uid]. Numbers travel as strings: Lua would print big ones in
-#   exponent form, and the risk's text is compared as it was stored.
+#   ['w', uid, version, stage, tier, risk, state, outputs, recall, retention, rfm]  (state:
+#   the encode_state bytes; outputs: [[kind, idempotency_key, event_time_ms, document], ...];
+#   recall: JSON, '' when never warned; retention: JSON, '' without a cohort; rfm: the RFM
+#   segment, '' without one), or ['e', uid].
+#   Numbers travel as strings: Lua would print big ones in exponent form, and the risk's text
+#   is compared as it was stored.
 # Returns how many user states it wrote (a state at or below the view's version is not).
 #
 # Most writes change a user's windows and counters, not their stage, tier or recall cells,
@@ -85,6 +88,25 @@ local function move(kind, counts, old, value, old_risk, risk, uid)
   redis.call('HINCRBY', counts, value, 1)
 end
 
+-- RFM value segments (streams/core/rfm.py): the user's segment in their hash's `rfm` field
+-- (absent: none), the set {p}:seg:rfm:<segment> scored by risk, and {p}:count:rfm. Moved only
+-- where the state's version advances, like the stage and tier sets.
+local rfm_counts = p .. ':count:rfm'
+local function rfm_move(ukey, uid, segment, old_risk, risk)
+  local old = redis.call('HGET', ukey, 'rfm') or ''
+  if old == segment then
+    if segment ~= '' and old_risk ~= risk then
+      redis.call('ZADD', p .. ':seg:rfm:' .. segment, risk, uid)
+    end
+    return
+  end
+  if old ~= '' then leave('rfm', rfm_counts, old, uid) end
+  if segment == '' then redis.call('HDEL', ukey, 'rfm') return end
+  redis.call('ZADD', p .. ':seg:rfm:' .. segment, risk, uid)
+  redis.call('HINCRBY', rfm_counts, segment, 1)
+  redis.call('HSET', ukey, 'rfm', segment)
+end
+
 local function recall_cells(text, sign)
   if not text or text == '' then return end
   for _, c in ipairs(cjson.decode(text)) do
@@ -95,11 +117,45 @@ local function recall_cells(text, sign)
   end
 end
 
+-- Retention cohorts (streams/core/retention.py; keys in streams/view/keys.py): per cohort a
+-- hash of n (users), a<k> (active in period k), s<k> (active in period k or later), and per
+-- period the zset of cohorts with users. Like the recall totals they follow the user's own
+-- part (the hash's `retention` field, JSON [[period, cohort, [k active...], last k], ...]):
+-- the old part leaves, the new one joins, so the counts are the sum of the parts the view
+-- holds. Called only where the state's version advances, so a redelivery counts nothing.
+local function retention_part(text, sign)
+  if not text or text == '' then return end
+  for _, c in ipairs(cjson.decode(text)) do
+    local index = p .. ':retention:' .. c[1]
+    local key = index .. ':' .. c[2]
+    local function bump(f)
+      if redis.call('HINCRBY', key, f, sign) <= 0 then redis.call('HDEL', key, f) end
+    end
+    bump('n')
+    for _, k in ipairs(c[3]) do bump('a' .. k) end
+    for k = 0, c[4] do bump('s' .. k) end
+    if redis.call('EXISTS', key) == 0 then redis.call('ZREM', index, c[2])
+    else redis.call('ZADD', index, tonumber(c[2]), c[2]) end
+  end
+end
+
+local function retention_move(ukey, new)
+  local old = redis.call('HGET', ukey, 'retention') or ''
+  if old == new then return end
+  retention_part(old, -1)
+  retention_part(new, 1)
+  if new == '' then redis.call('HDEL', ukey, 'retention')
+  else redis.call('HSET', ukey, 'retention', new) end
+end
+
 -- Stores the state and moves the user's indexes from `cur` (HMGET version, stage, tier, risk,
 -- recall, state) to the new values. The recall totals follow the user's tally (its hash's
 -- `recall` field): the old cells leave, the new ones join, so the totals are always the sum
 -- of the tallies the view holds, whatever order or how often writes arrive.
-local function store(ukey, uid, cur, version, stage, tier, risk, state, new_recall)
+local function store(ukey, uid, cur, version, stage, tier, risk, state, new_recall, retention,
+                     rfm)
+  retention_move(ukey, retention)
+  rfm_move(ukey, uid, rfm, cur[4], risk)
   move('stage', stage_counts, cur[2], stage, cur[4], risk, uid)
   move('tier', tier_counts, cur[3], tier, cur[4], risk, uid)
   local old_recall = cur[5] or ''
@@ -180,7 +236,7 @@ local function tl_erase(stage)
   if newest then tl_add(newest, stage .. '>', 1) end
 end
 
-local function write(uid, version, stage, tier, risk, state, outs, new_recall)
+local function write(uid, version, stage, tier, risk, state, outs, new_recall, retention, rfm)
   local ukey, tkey = p .. ':user:' .. uid, p .. ':transitions:' .. uid
   local cur = redis.call('HMGET', ukey, 'version', 'stage', 'tier', 'risk', 'recall', 'state')
   if cur[1] and tonumber(cur[1]) > tonumber(version) then return 0 end
@@ -189,7 +245,7 @@ local function write(uid, version, stage, tier, risk, state, outs, new_recall)
   if not (cur[1] and tonumber(cur[1]) == tonumber(version) and cur[6]) then
     -- A newer version, or the same one stored as a document (a view written before the
     -- state was stored, brought up to date by a resync or a rebuild).
-    store(ukey, uid, cur, version, stage, tier, risk, state, new_recall)
+    store(ukey, uid, cur, version, stage, tier, risk, state, new_recall, retention, rfm)
     written = 1
   end
   if cur[1] and tonumber(cur[1]) == tonumber(version) then
@@ -233,6 +289,8 @@ local function erase(uid)
   leave('stage', stage_counts, old[1], uid)
   leave('tier', tier_counts, old[2], uid)
   recall_cells(old[3], -1)
+  retention_move(ukey, '')
+  rfm_move(ukey, uid, '')
   redis.call('DEL', ukey, p .. ':transitions:' .. uid)
 end
 
@@ -242,7 +300,7 @@ for _, item in ipairs(cmsgpack.unpack(ARGV[4])) do
     erase(item[2])
   else
     written = written + write(item[2], item[3], item[4], item[5], item[6], item[7], item[8],
-                              item[9])
+                              item[9], item[10], item[11])
   end
 end
 return written
@@ -256,6 +314,14 @@ def recall_doc(state: UserState) -> str:
         return ""
     cells = sorted(cell_counts(state.recall_tally).items())
     return _json.encode([[*k, n] for k, n in cells]).decode() if cells else ""
+
+
+def retention_doc(state: UserState) -> str:
+    """The user's part of the retention cohorts as the view stores it: JSON [[period, cohort,
+    [periods active], last period active on or after], ...] ('' without a cohort; see
+    streams.core.retention.parts). The cohort is a string: it is part of a key name."""
+    mine = parts(state)
+    return _json.encode([[p, str(c), a, k] for p, c, a, k in mine]).decode() if mine else ""
 
 
 def _msgpack_str(data: bytes) -> msgspec.Raw:
@@ -323,6 +389,8 @@ class View:
             _msgpack_str(encode_state(state) if encoded is None else encoded),
             [[o.kind, o.idempotency_key, str(o.ts), wire] for o, wire in outputs],
             recall_doc(state),
+            retention_doc(state),
+            state.rfm_segment,
         ]
 
     async def write(self, state: UserState, outputs: list[Published]) -> bool:

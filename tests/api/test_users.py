@@ -57,6 +57,7 @@ SEEDED_DOC = {
         },
     },
     "lifetime": {"events": 40, "spend": 120.5},
+    "rfm": None,  # no purchase recorded for RFM (a state from before the segments)
     "as_of": "2026-11-22T00:00:01.000Z",
     "updated_at": "2026-11-22T00:00:01.000Z",
 }

@@ -27,7 +27,7 @@ from lifetimes.utils import summary_data_from_transaction_data
 from streams.core import bgnbd
 from streams.core.eventtime import parse_ts
 from streams.core.facts import facts_at
-from streams.core.policy import ChurnModel, Policy, load_churn_model
+from streams.core.policy import ChurnModel, Policy, load_churn_model, load_policy
 from streams.core.state import UserState
 from streams.offline.history import CsvMapping, read_history
 from streams.offline.replay import Replayer
@@ -195,3 +195,32 @@ def test_pulse_fit_explains_a_history_it_cannot_fit(
     assert main(["fit", str(twice), *args[2:], "--until", "not a date"]) == 2
     assert "RFC 3339" in capsys.readouterr().err
     assert not (tmp_path / "m.json").exists()
+
+
+def test_fit_learns_the_rfm_boundaries_numpy_finds_in_the_calibration(
+    fitted: dict[str, Any],
+) -> None:
+    """The quintiles of recency (days since the last purchase on 1997-09-30), purchases and
+    spend over the 365 days to the cut, computed here with pandas and numpy from the raw
+    file: every row a purchase."""
+    tx = pd.read_csv(CDNOW, sep=r"\s+", header=None, names=list(COLUMNS), dtype=str)
+    tx["date"] = pd.to_datetime(tx["ts"], format="%Y%m%d")
+    tx["amount"] = tx["amount"].astype(float)
+    end = pd.Timestamp(UNTIL)
+    cal = tx[(tx["date"] <= end) & (tx["date"] > end - pd.Timedelta(days=365))]
+    per_user = cal.groupby("user_id").agg(
+        last=("date", "max"), frequency=("date", "size"), monetary=("amount", "sum")
+    )
+    recency = (end - per_user["last"]).dt.days
+    q = (0.2, 0.4, 0.6, 0.8)
+    want = {
+        "recency_days": np.quantile(recency.to_numpy(), q),
+        "frequency": np.quantile(per_user["frequency"].to_numpy(), q),
+        "monetary": np.quantile(per_user["monetary"].to_numpy(), q),
+    }
+    for name, values in want.items():
+        assert fitted["rfm"][name] == pytest.approx(values, abs=1e-6), name
+    assert "RFM boundaries (quintiles, 365-day window)" in fitted["_stdout"]
+    # A policy with the model takes them, unless its own [rfm] sets them.
+    policy = load_policy(None, fitted["_path"])
+    assert policy.rfm.frequency == tuple(fitted["rfm"]["frequency"])

@@ -16,6 +16,7 @@ SCHEMA_OF = {
     "churn_warning": "churn-warning.schema.json",
     "tier_changed": "tier-changed.schema.json",
     "recall_reactivated": "recall-reactivated.schema.json",
+    "rfm_segment_changed": "rfm-segment-changed.schema.json",
 }
 
 

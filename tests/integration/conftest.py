@@ -252,6 +252,7 @@ async def _new_stack(
         "PULSE_LIFECYCLE_TOPIC": f"{prefix}-lifecycle-changes",
         "PULSE_WARNINGS_TOPIC": f"{prefix}-churn-warnings",
         "PULSE_TIERS_TOPIC": f"{prefix}-tier-changes",
+        "PULSE_RFM_TOPIC": f"{prefix}-rfm-segments",
         "PULSE_PARTITIONS": "2",
         "PULSE_METRICS_PORT": str(free_port()),
         "PULSE_DATA_DIR": str(tmp_path / "data"),

@@ -73,8 +73,14 @@ async def test_events_posted_over_http_come_back_as_state_and_erase_works(stack:
             assert doc["windows"]["7d"]["spend"] == 650.0
             history = await client.get("/v1/users/web-1/transitions", headers={"X-API-Key": KEY})
             kinds = [h["kind"] for h in history.json()["items"]]
-            # newest first: the upgrade to gold, then the signup's bronze and stage "new"
-            assert kinds == ["tier_changed", "tier_changed", "lifecycle_changed"]
+            # newest first: the purchase's RFM segment and upgrade to gold, then the signup's
+            # bronze and stage "new"
+            assert kinds == [
+                "rfm_segment_changed",
+                "tier_changed",
+                "tier_changed",
+                "lifecycle_changed",
+            ]
             seg = await client.get("/v1/segments/tier/gold", headers={"X-API-Key": KEY})
             assert [u["user_id"] for u in seg.json()["items"]] == ["web-1"]
 

@@ -61,6 +61,7 @@ async def test_live_pipeline_and_replay_emit_the_same_outputs(
         "churn_warning": stack.settings.warnings_topic,
         "tier_changed": stack.settings.tiers_topic,
         "recall_reactivated": stack.settings.lifecycle_topic,
+        "rfm_segment_changed": stack.settings.rfm_topic,
     }
     # Per output topic and user, the keys in order (a topic keeps each user's order).
     expected: dict[str, dict[str, list[str]]] = {t: defaultdict(list) for t in kinds.values()}
@@ -68,6 +69,7 @@ async def test_live_pipeline_and_replay_emit_the_same_outputs(
         expected[kinds[out.kind]][out.user_id].append(out.idempotency_key)
     total = len(run.outputs)
     assert total > 100 and run.dead_letters and run.duplicates
+    assert any(o.kind == "rfm_segment_changed" for o, _ in run.outputs)
     reasons = {o.payload["reason"] for o, _ in run.outputs if o.kind == "churn_warning"}
     assert ("churn_probability" in reasons) == model
 

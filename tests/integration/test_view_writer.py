@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from msgspec.structs import replace
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from streams.core import retention
 from streams.core.contract import Event
 from streams.core.engine import apply_event
 from streams.core.outputs import Output, encode_output, lifecycle_changed
@@ -220,7 +221,9 @@ async def test_a_write_touches_the_indexes_only_for_what_changed() -> None:
 
     try:
         first = user("t", 1)
-        assert await write(first) == {"zadd": 2, "hincrby": 2}  # joins a stage and a tier
+        # Joins a stage and a tier, and the day and week cohorts (size, active and "on or
+        # after" in period 0 each).
+        assert await write(first) == {"zadd": 4, "hincrby": 8}
         figures = user("t", 2)
         assert (figures.stage, figures.tier, figures.risk) == (first.stage, first.tier, 0.0)
         assert await write(figures) == {}
@@ -251,9 +254,10 @@ async def test_a_write_touches_the_indexes_only_for_what_changed() -> None:
 async def test_indexes_follow_the_latest_state_whatever_the_write_order(
     client: aioredis.Redis, prefix: str
 ) -> None:
-    """Versions of 40 users with changing stage, tier, risk and recall cells, written in a
-    shuffled order (so most arrive stale), in batches, some users erased at the end: the
-    segment sets, counts and recall totals are those of the states the view holds."""
+    """Versions of 40 users with changing stage, tier, risk, recall cells, cohorts and RFM
+    segments, written in a shuffled order (so most arrive stale), in batches, some users erased
+    at the end: the segment sets, counts, recall totals and retention cohorts are those of the
+    states the view holds."""
     rng = random.Random(7)
     view = View(client, prefix)
     base = user("x")
@@ -264,6 +268,8 @@ async def test_indexes_follow_the_latest_state_whatever_the_write_order(
             tally = ()
             if rng.random() < 0.4:
                 tally = (RecallCell(rng.choice(["treated", "holdout"]), "t1", "r", warned=version),)
+            cohort = rng.choice([None, 20_000, 20_001, 20_009])  # a Saturday, Sunday, Monday
+            day_bits, week_bits = rng.choice([(1, 1), (0b1011, 0b11), (1 | 1 << 31, 1 << 27)])
             state = replace(
                 base,
                 user_id=f"x{n:02d}",
@@ -272,6 +278,10 @@ async def test_indexes_follow_the_latest_state_whatever_the_write_order(
                 tier=rng.choice(["t1", "t2", "t3"]),
                 risk=rng.choice([0.0, 0.25, 0.5, 1.0]),
                 recall_tally=tally,
+                cohort_day=cohort,
+                cohort_day_bits=day_bits if cohort is not None else 0,
+                cohort_week_bits=week_bits if cohort is not None else 0,
+                rfm_segment=rng.choice(["", "important_value", "general_win_back"]),
             )
             versions.append(state)
             latest[state.user_id] = state
@@ -290,13 +300,14 @@ async def test_indexes_follow_the_latest_state_whatever_the_write_order(
 
     got = await _contents(client, prefix)
     want: dict[str, object] = {}
-    for kind in ("stage", "tier"):
+    for kind, field in (("stage", "stage"), ("tier", "tier"), ("rfm", "rfm_segment")):
         members: dict[str, list[tuple[bytes, float]]] = {}
         for s in latest.values():
-            members.setdefault(getattr(s, kind), []).append((s.user_id.encode(), s.risk))
+            if getattr(s, field):
+                members.setdefault(getattr(s, field), []).append((s.user_id.encode(), s.risk))
         for value, pairs in members.items():
             want[f":seg:{kind}:{value}"] = sorted(pairs, key=lambda p: (p[1], p[0]))
-        counts = Counter(getattr(s, kind) for s in latest.values())
+        counts = Counter(getattr(s, field) for s in latest.values() if getattr(s, field))
         want[f":count:{kind}"] = {k.encode(): str(n).encode() for k, n in counts.items()}
     totals: Counter[tuple[str, str, str, str]] = Counter()
     for s in latest.values():
@@ -305,6 +316,14 @@ async def test_indexes_follow_the_latest_state_whatever_the_write_order(
         want[":count:recall"] = {
             recall_field(*cell).encode(): str(n).encode() for cell, n in totals.items()
         }
+    cohorts: dict[str, list[tuple[bytes, float]]] = {}
+    for (period, cohort, field), n in retention.totals(latest.values()).items():
+        fields = want.setdefault(f":retention:{period}:{cohort}", {})
+        fields[field.encode()] = str(n).encode()  # type: ignore[index]
+        if field == "n":
+            cohorts.setdefault(f":retention:{period}", []).append((str(cohort).encode(), cohort))
+    want |= {k: sorted(v, key=lambda p: p[1]) for k, v in cohorts.items()}
+    assert len(cohorts[":retention:day"]) > 1
     assert {k: v for k, v in got.items() if not k.startswith(":user:")} == want
     users = {k.removeprefix(":user:") for k in got if k.startswith(":user:")}
     assert users == set(latest)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.core.policy import Policy
+from streams.core.policy import DEFAULT_SEGMENTS, Policy
 from streams.offline.backtest import run_backtest
 from streams.offline.evaluation import (
     Calibration,
@@ -30,6 +30,7 @@ from streams.offline.report import (
     WEEKLY_PNG,
     RecallGroup,
     ReportData,
+    RetentionCohort,
     Score,
     render_report,
 )
@@ -202,7 +203,40 @@ def hand_made() -> ReportData:
         "evaluation": hand_evaluation(),
         "risk_scores": [0.1, 0.2333, 0.25, 0.4, 0.41, 0.9, 0.35, 0.3, 0.2, 0.15, 0.5, 0.6, 0.7],
         "tiers": ["bronze", "silver", "gold"],
+        "retention": {
+            "days": 3,
+            "weeks": 2,
+            "day": [
+                cohort("2026-01-05", "2026-01-05", 40, [40, 20, 10, 8], [40, 25, 12, 8]),
+                cohort("2026-01-06", "2026-01-06", 10, [10, 6, 3, None], [10, 7, 3, None]),
+            ],
+            "week": [
+                cohort("2026-W02", "2026-01-05", 1200, [1200, 300, 150], [1200, 400, 150]),
+                cohort("2026-W03", "2026-01-12", 900, [900, 250, None], [900, 250, None]),
+            ],
+        },
+        "rfm": {
+            "window_days": 365,
+            "segments": list(DEFAULT_SEGMENTS.values()),
+            "final": {n: 10 * i for i, n in enumerate(DEFAULT_SEGMENTS.values())},
+            "changes_to": {"important_value": 12, "none": 3},
+            "daily": [
+                {"day": f"2026-01-{d:02d}", "segments": {"important_value": d, "general_value": 5}}
+                for d in range(1, 29)
+            ],
+        },
     }
+
+
+def cohort(
+    label: str, start: str, size: int, active: list[int | None], still: list[int | None]
+) -> RetentionCohort:
+    def rates(values: list[int | None]) -> list[float | None]:
+        return [None if v is None else round(v / size, 4) for v in values]
+
+    return {"cohort": label, "start": start, "size": size, "active": active,
+            "active_rate": rates(active), "still_active": still,
+            "still_active_rate": rates(still)}  # fmt: skip
 
 
 def empty() -> ReportData:
@@ -525,3 +559,34 @@ def test_a_replay_report_says_the_uplift_cannot_be_measured(tmp_path: Path) -> N
     recall = parse(html).tables["recall"]
     assert "Uplift (pp)" not in recall[0]
     assert recall[1] == ["all", "all", "9", "1", "8", "2", "25.0%", "9", "1", "8", "2", "25.0%"]
+
+
+def test_report_shows_the_retention_triangle_with_its_figures(rendered: tuple[Path, str]) -> None:
+    html = rendered[1]
+    assert "Retention cohorts" in html and "weeks 0 to 2" in html
+    table = parse(html).tables["retention"]
+    assert table == [
+        ["Cohort", "Users", "0", "1", "2"],
+        ["2026-W02", "1,200", "1,200", "300", "150"],
+        ["2026-W03", "900", "900", "250", ""],
+    ]
+
+
+def test_a_replay_reports_its_retention_cohorts(tmp_path: Path) -> None:
+    data = run_backtest(SAMPLE, tmp_path, Policy(), progress=False)
+    retention = data["retention"]
+    assert (retention["days"], retention["weeks"]) == (30, 26)
+    weeks = retention["week"]
+    assert sum(w["size"] for w in weeks) == sum(d["size"] for d in retention["day"]) > 0
+    assert all(w["active"][0] == w["size"] for w in weeks)
+    assert (tmp_path / "retention.png").exists() and (tmp_path / "retention-curves.png").exists()
+
+
+def test_report_shows_the_rfm_segments(rendered: tuple[Path, str]) -> None:
+    html = rendered[1]
+    assert "RFM value segments" in html
+    table = parse(html).tables["rfm"]
+    assert table[0] == ["Segment", "Users at the end", "Moves into it"]
+    assert table[1] == ["important_value", "0", "12"]
+    assert table[2] == ["important_development", "10", "0"]
+    assert "left the window: 3 moves" in html

@@ -226,6 +226,9 @@ def test_a_silent_user_is_rescored_on_the_schedule_until_warned() -> None:
     assert stats is not None
     warn = risk.warning_at(PAPER, stats, at(days=21, hours=10))
     rescores = [(t - at(days=21)) // DAY_MS for t in seen if t % DAY_MS == 0]
+    # Leaving out the RFM checkpoints: the recency score falls the day after 14, 30, 90 and
+    # 180 days since the last purchase.
+    rescores = [d for d in rescores if d not in (15, 31, 91, 181)]
     assert rescores[:3] == [7, 14, 30]
     assert warn in seen  # the warning's own checkpoint is among them
     # The stored risk is the probability as of the last evaluation.

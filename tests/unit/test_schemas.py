@@ -44,6 +44,7 @@ OUTPUT_SCHEMAS = {
     Kind.WARNING: "churn-warning.schema.json",
     Kind.TIER: "tier-changed.schema.json",
     Kind.RECALL: "recall-reactivated.schema.json",
+    Kind.RFM: "rfm-segment-changed.schema.json",
 }
 ALL_SCHEMAS = [USER_EVENT, *OUTPUT_SCHEMAS.values(), DEAD_LETTER]
 
@@ -597,6 +598,12 @@ def test_output_schemas_reject_what_to_wire_never_produces(kind: str) -> None:
             {"direction": "initial", "from_tier": "gold"},
             {"direction": "upgrade", "from_tier": None},
             {"figures": {"spend_window": -1, "threshold": 0}},
+        ],
+        Kind.RFM: [
+            {"to_segment": ""},
+            {"scores": {"recency": 6, "frequency": 1, "monetary": 1}},
+            {"scores": {"recency": 5, "frequency": 1}},
+            {"figures": {**doc.get("figures", {}), "frequency": -1}},
         ],
     }
     for change in payload_mutations[kind]:

@@ -1,0 +1,157 @@
+"""RFM value segments (streams/core/rfm.py): scores, segments, and a user walking through them
+as purchases come and time passes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.core.engine import apply_event, sweep
+from streams.core.eventtime import DAY_MS
+from streams.core.outputs import Kind
+from streams.core.policy import DEFAULT_SEGMENTS, Policy, RfmPolicy, load_policy
+from streams.core.rfm import PurchaseDay, add_purchase, assess, next_change, scores_of
+from streams.offline.fit import rfm_bounds
+from tests.unit.pulse_testkit import BASE, POLICY, PROPERTY, at, ev
+
+D0 = BASE // DAY_MS
+RFM = RfmPolicy()
+
+
+@pytest.mark.parametrize(
+    ("recency", "frequency", "cents", "scores"),
+    [
+        (0, 1, 1_000, "511"),
+        (14, 2, 2_000, "521"),  # at a boundary: the score it bounds
+        (15, 3, 2_001, "432"),
+        (30, 5, 10_000, "443"),
+        (31, 6, 10_001, "354"),
+        (90, 100, 25_000, "354"),
+        (91, 100, 25_001, "255"),
+        (181, 1, 0, "111"),
+    ],
+)
+def test_scores_against_the_boundaries(
+    recency: int, frequency: int, cents: int, scores: str
+) -> None:
+    assert scores_of(recency, frequency, cents, RFM) == scores
+
+
+def test_the_eight_segments_are_named_by_high_and_low_scores() -> None:
+    days = (PurchaseDay(D0, 4, 30_000),)
+    assert assess(days, D0 + 3, POLICY).segment == "important_value"  # 545
+    assert assess(days, D0 + 100, POLICY).segment == "important_retention"  # 245
+    assert assess((PurchaseDay(D0, 1, 30_000),), D0, POLICY).segment == "important_development"
+    assert assess((PurchaseDay(D0, 1, 1_000),), D0 + 100, POLICY).segment == "general_win_back"
+    assert assess((PurchaseDay(D0, 4, 1_000),), D0, POLICY).segment == "general_value"
+    assert assess((), D0, POLICY).segment == "" and assess(days, D0 + 365, POLICY).scores == ""
+    assert set(DEFAULT_SEGMENTS.values()) == set(RFM.segments.values())
+
+
+def test_a_user_walks_through_the_segments_as_purchases_come_and_time_passes() -> None:
+    state = None
+    walk: list[tuple[float, str | None]] = []
+
+    def take(outputs: tuple) -> None:  # type: ignore[type-arg]
+        for o in outputs:
+            if o.kind == Kind.RFM:
+                walk.append(((o.ts - BASE) / DAY_MS, o.payload["to_segment"]))
+
+    for day, cents in [(0, 3_000), (10, 8_000), (20, 15_000), (25, 2_000)]:
+        r = apply_event(state, ev(at(day), "purchase", amount_cents=cents), POLICY)
+        state = r.state
+        take(r.outputs)
+    assert state is not None and (state.rfm_scores, state.rfm_segment) == ("545", "important_value")
+    r = sweep(state, at(400), POLICY)
+    take(r.outputs)
+    assert walk == [
+        (0, "general_development"),  # one small purchase: 512
+        (10, "important_development"),  # 524: spend high, one more purchase is not frequent
+        (20, "important_value"),  # 535
+        (116, "important_retention"),  # 91 days after the last purchase: recency 2
+        (375, "important_win_back"),  # day 10's purchase leaves the 365-day window: F 2
+        (385, "general_win_back"),  # day 20's leaves too: spend 20, F 1
+        (390, None),  # the last purchase leaves the window
+    ]
+    assert r.state.rfm_days == () and r.state.rfm_segment == ""
+    # A purchase brings the user back.
+    back = apply_event(r.state, ev(at(401), "purchase", amount_cents=50_000), POLICY)
+    assert [o.payload["from_segment"] for o in back.outputs if o.kind == Kind.RFM] == [None]
+    assert back.state.rfm_segment == "important_development"
+
+
+def test_purchases_only_count_and_a_duplicate_never_does() -> None:
+    r = apply_event(None, ev(at(0), "page_view"), POLICY)
+    assert r.state.rfm_segment == "" and not [o for o in r.outputs if o.kind == Kind.RFM]
+    r = apply_event(r.state, ev(at(1), "purchase", amount_cents=500, event_id="p"), POLICY)
+    again = apply_event(r.state, ev(at(1), "purchase", amount_cents=500, event_id="p"), POLICY)
+    assert again.state.rfm_days == r.state.rfm_days == (PurchaseDay(D0 + 1, 1, 500),)
+
+
+purchases = st.lists(
+    st.tuples(st.integers(0, 500), st.integers(0, 40_000)), min_size=1, max_size=25
+)
+
+
+@PROPERTY
+@given(purchases, st.sampled_from([Policy(), Policy(rfm=RfmPolicy(window_days=60))]))
+def test_next_change_is_the_first_midnight_the_scores_change(
+    bought: list[tuple[int, int]], policy: Policy
+) -> None:
+    days: tuple[PurchaseDay, ...] = ()
+    for day, cents in bought:
+        days = add_purchase(days, D0 + day, cents)
+    today = D0 + max(d for d, _ in bought)
+    now = assess(days, today, policy).scores
+    found = next_change(days, today * DAY_MS + 5, policy)
+    later = today + 1
+    while later <= today + 2 * policy.rfm.window_days and assess(days, later, policy).scores == now:
+        later += 1
+    expected = None if assess(days, later, policy).scores == now else later * DAY_MS
+    assert found == expected
+
+
+def test_fitted_boundaries_apply_where_the_policy_file_sets_none(tmp_path: Path) -> None:
+    model = tmp_path / "model.json"
+    model.write_text(
+        json.dumps(
+            {
+                "r": 0.2,
+                "alpha": 4.0,
+                "a": 0.8,
+                "b": 2.4,
+                "rfm": {
+                    "recency_days": [3, 9, 40, 100],
+                    "frequency": [1, 1, 2, 4],
+                    "monetary": [10, 20, 40, 90],
+                },
+            }
+        )  # fmt: skip
+    )
+    assert load_policy(None, model).rfm.recency_days == (3, 9, 40, 100)
+    own = tmp_path / "policy.toml"
+    own.write_text("[rfm]\nfrequency = [2, 4, 6, 8]\nhigh_score = 4\n")
+    policy = load_policy(own, model)
+    assert policy.rfm.frequency == (2, 4, 6, 8) and policy.rfm.high_score == 4
+    assert policy.rfm.monetary == (10, 20, 40, 90)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        RfmPolicy(frequency=(3, 2, 4, 5))
+    with pytest.raises(ValueError, match="must name each of"):
+        RfmPolicy(segments={"hhh": "x"})
+
+
+def test_rfm_bounds_are_numpys_quintiles() -> None:
+    buys = {"a": [(100, 1_000)], "b": [(90, 500), (95, 700)], "c": [(10, 99_900)],
+            "d": [(98, 100), (99, 100), (100, 100)]}  # fmt: skip
+    bounds = rfm_bounds(buys, 100, 30)  # "c" bought before the window
+    assert bounds is not None
+    q = (0.2, 0.4, 0.6, 0.8)
+    assert bounds["recency_days"] == pytest.approx(np.quantile([0, 5, 0], q))
+    assert bounds["frequency"] == pytest.approx(np.quantile([1, 2, 3], q))
+    assert bounds["monetary"] == pytest.approx(np.quantile([10.0, 12.0, 3.0], q))
+    assert rfm_bounds(buys, 300, 30) is None
