@@ -68,7 +68,7 @@ def test_api_conforms_to_its_openapi(api_schema: schemathesis.schemas.BaseSchema
     operations = [result.ok() for result in api_schema.get_all_operations()]
     # The live feed is an endless event stream: the browser test covers it.
     operations = [op for op in operations if op.path != "/live/feed"]
-    assert len(operations) == 15
+    assert len(operations) == 17
     statuses: Counter[int] = Counter()
     for operation, mode in itertools.product(operations, GenerationMode):
 
