@@ -154,6 +154,7 @@ def _evaluate(
         pending_since=tier.pending_since,
         recall_at=cast("int | None", changes.get("recall_at", state.recall_at)),
         drop_episode=stage == Stage.AT_RISK and warning_reason == WarningReason.ACTIVITY_DROP,
+        rfm=rfm,
     )
     changes.update(
         downgrade_pending_since=tier.pending_since,

@@ -77,8 +77,8 @@ def prune(days: tuple[PurchaseDay, ...], today: int, window_days: int) -> tuple[
 
 
 def _higher(value: float, bounds: tuple[float, ...]) -> int:
-    """1 + the boundaries `value` is above: 1..5."""
-    return 1 + sum(1 for b in bounds if value > b)
+    """1 + the boundaries `value` is above: 1..5 (the policy keeps them increasing)."""
+    return 1 + bisect_left(bounds, value)
 
 
 def scores_of(recency_days: int, frequency: int, monetary_cents: int, rfm: RfmPolicy) -> str:
@@ -113,11 +113,15 @@ def assess(days: tuple[PurchaseDay, ...], today: int, policy: Policy) -> Assessm
     return Assessment(recency, freq, spend, scores, segment_of(scores, rfm))
 
 
-def next_change(days: tuple[PurchaseDay, ...], at: int, policy: Policy) -> int | None:
+def next_change(
+    days: tuple[PurchaseDay, ...], at: int, policy: Policy, now: Assessment | None = None
+) -> int | None:
     """The first UTC midnight after `at` at which the scores change without new purchases
-    (recency past a boundary, purchase days leaving the window); None if they never do."""
+    (recency past a boundary, purchase days leaving the window); None if they never do.
+    `now`: `assess(days, at // DAY_MS, policy)` when the caller has it."""
     today = at // DAY_MS
-    now = assess(days, today, policy)
+    if now is None:
+        now = assess(days, today, policy)
     if not now.scores:
         return None
     rfm = policy.rfm
