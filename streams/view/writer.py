@@ -92,8 +92,8 @@ end
 -- (absent: none), the set {p}:seg:rfm:<segment> scored by risk, and {p}:count:rfm. Moved only
 -- where the state's version advances, like the stage and tier sets.
 local rfm_counts = p .. ':count:rfm'
-local function rfm_move(ukey, uid, segment, old_risk, risk)
-  local old = redis.call('HGET', ukey, 'rfm') or ''
+local function rfm_move(ukey, uid, old, segment, old_risk, risk)
+  old = old or ''
   if old == segment then
     if segment ~= '' and old_risk ~= risk then
       redis.call('ZADD', p .. ':seg:rfm:' .. segment, risk, uid)
@@ -139,8 +139,8 @@ local function retention_part(text, sign)
   end
 end
 
-local function retention_move(ukey, new)
-  local old = redis.call('HGET', ukey, 'retention') or ''
+local function retention_move(ukey, old, new)
+  old = old or ''
   if old == new then return end
   retention_part(old, -1)
   retention_part(new, 1)
@@ -149,13 +149,13 @@ local function retention_move(ukey, new)
 end
 
 -- Stores the state and moves the user's indexes from `cur` (HMGET version, stage, tier, risk,
--- recall, state) to the new values. The recall totals follow the user's tally (its hash's
+-- recall, state, retention, rfm) to the new values. The recall totals follow the user's tally (its hash's
 -- `recall` field): the old cells leave, the new ones join, so the totals are always the sum
 -- of the tallies the view holds, whatever order or how often writes arrive.
 local function store(ukey, uid, cur, version, stage, tier, risk, state, new_recall, retention,
                      rfm)
-  retention_move(ukey, retention)
-  rfm_move(ukey, uid, rfm, cur[4], risk)
+  retention_move(ukey, cur[7], retention)
+  rfm_move(ukey, uid, cur[8], rfm, cur[4], risk)
   move('stage', stage_counts, cur[2], stage, cur[4], risk, uid)
   move('tier', tier_counts, cur[3], tier, cur[4], risk, uid)
   local old_recall = cur[5] or ''
@@ -238,7 +238,8 @@ end
 
 local function write(uid, version, stage, tier, risk, state, outs, new_recall, retention, rfm)
   local ukey, tkey = p .. ':user:' .. uid, p .. ':transitions:' .. uid
-  local cur = redis.call('HMGET', ukey, 'version', 'stage', 'tier', 'risk', 'recall', 'state')
+  local cur = redis.call('HMGET', ukey, 'version', 'stage', 'tier', 'risk', 'recall', 'state',
+                        'retention', 'rfm')
   if cur[1] and tonumber(cur[1]) > tonumber(version) then return 0 end
   if not cur[1] or tonumber(cur[1]) < tonumber(version) then tl_count(outs) end
   local written = 0
@@ -284,13 +285,13 @@ end
 
 local function erase(uid)
   local ukey = p .. ':user:' .. uid
-  local old = redis.call('HMGET', ukey, 'stage', 'tier', 'recall')
+  local old = redis.call('HMGET', ukey, 'stage', 'tier', 'recall', 'retention', 'rfm')
   tl_erase(old[1])
   leave('stage', stage_counts, old[1], uid)
   leave('tier', tier_counts, old[2], uid)
   recall_cells(old[3], -1)
-  retention_move(ukey, '')
-  rfm_move(ukey, uid, '')
+  retention_move(ukey, old[4], '')
+  rfm_move(ukey, uid, old[5], '')
   redis.call('DEL', ukey, p .. ':transitions:' .. uid)
 end
 
