@@ -1,7 +1,8 @@
 """The operations dashboard in headless Chromium against a real worker, Redis and API: the
-lifecycle charts show the timeline the worker kept for a scripted scenario, the at-risk list
-is ordered by risk x value with holdout users marked, a user opens with their history, and a
-screenshot is kept (.pulse/screenshots/dashboard.png)."""
+lifecycle charts show the timeline the worker kept for a scripted scenario, the retention
+curves are the API's cohorts, the RFM panel counts the API's segments and opens their users,
+the at-risk list is ordered by risk x value with holdout users marked, a user opens with their
+history, and a screenshot is kept (.pulse/screenshots/dashboard.png)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.skipif(
 HOLDOUT = next(u for n in range(1000) if assign_group(u := f"held-{n}", Policy()) == "holdout")
 # Daily visitors for ten days who then fall silent, with what they spent meanwhile.
 FADING = {"spender-a": 300.0, "spender-b": 80.0, "quiet-ann": None, HOLDOUT: 120.0}
+SAM_BUYS = (12, 15, 18)  # the days steady-sam buys for 10 on
 LIFECYCLE = [  # the lifecycle chart's series: stage, sign (losses are drawn below the line)
     ("new", 1),
     ("active", 1),
@@ -43,7 +45,7 @@ LIFECYCLE = [  # the lifecycle chart's series: stage, sign (losses are drawn bel
 
 @pytest.fixture
 def window_size() -> str:
-    return "1440,1600"
+    return "1440,2100"
 
 
 def _api(url: str, path: str) -> Any:
@@ -59,9 +61,10 @@ def _scenario() -> list[tuple[bytes, bytes]]:
             records.append(ev(f"{user}-s{i}", user, "session_start", first + i * DAY_MS))
             if i == 5 and spend is not None:  # in event-time order: a late one is refused
                 records.append(ev(f"{user}-buy", user, "purchase", first + i * DAY_MS + 1, spend))
-    records += [
-        ev(f"sam-{i}", "steady-sam", "session_start", first + i * DAY_MS) for i in range(20)
-    ]
+    for i in range(20):  # a daily visitor buying small and often: general_value (h h l)
+        records.append(ev(f"sam-{i}", "steady-sam", "session_start", first + i * DAY_MS))
+        if i in SAM_BUYS:
+            records.append(ev(f"sam-buy-{i}", "steady-sam", "purchase", first + i * DAY_MS + 1, 10))
     records.append(ev("ben-buy", "big-ben", "purchase", day_base(2), 700))
     return records
 
@@ -97,6 +100,52 @@ return bad;
 """
 
 
+_CURVES = """
+const c = Chart.getChart(arguments[0]);
+return {labels: c.data.labels,
+  series: c.data.datasets.map((d) => ({cohort: d.cohort, label: d.label, data: d.data}))};
+"""
+
+
+def _curves(retention: dict[str, Any], measure: str) -> dict[str, Any]:
+    """The retention chart's labels and series for an API answer: x = period k up to the last
+    one begun for any cohort, y = % of the cohort; null (not drawn) for periods not begun."""
+    cohorts = retention["cohorts"]
+    begun = max([1] + [sum(v is not None for v in c["active"]) for c in cohorts])
+    n = min(begun, retention["periods"] + 1)
+    assert all(v is None for c in cohorts for v in c["active"][n:])  # nothing left off
+    rate = f"{measure}_rate"
+    return {
+        "labels": [f"{retention['period']} {k}" for k in range(n)],
+        "series": [
+            {
+                "cohort": c["cohort"],
+                "label": f"{c['cohort']} ({c['size']} user{'' if c['size'] == 1 else 's'})",
+                "data": [None if r is None else 100 * r for r in c[rate][:n]],
+            }
+            for c in cohorts
+        ],
+    }
+
+
+def _check_retention(
+    driver: webdriver.Chrome, wait: WebDriverWait, url: str, period: str, measure: str
+) -> dict[str, Any]:
+    retention = _api(url, f"/v1/stats/retention?period={period}&cohorts=6")
+    expected = _curves(retention, measure)
+    wait.until(
+        lambda d: d.execute_script(_CURVES, "retention-chart")["labels"] == expected["labels"]
+    )
+    assert driver.execute_script(_CURVES, "retention-chart") == expected
+    # The data table: one row per cohort, newest first, with its size.
+    table = driver.find_element(By.ID, "retention-table")
+    heads = table.find_elements(By.CSS_SELECTOR, "tbody th")
+    assert [h.get_attribute("textContent") for h in heads] == [
+        c["cohort"] for c in reversed(retention["cohorts"])
+    ]
+    return retention
+
+
 def _chart(driver: webdriver.Chrome, canvas: str) -> dict[str, Any]:
     """The labels and series a Chart.js chart is drawing."""
     return driver.execute_script(  # type: ignore[no-any-return]
@@ -111,7 +160,8 @@ async def test_dashboard_charts_the_timeline_and_lists_whom_to_act_on(
     stack: Stack, api_url: str, browser: webdriver.Chrome
 ) -> None:
     await stack.produce(_scenario())
-    await stack.states(lambda s: len(s) == 6 and s["steady-sam"].total_events == 20)
+    sam_events = 20 + len(SAM_BUYS)
+    await stack.states(lambda s: len(s) == 6 and s["steady-sam"].total_events == sam_events)
     for days in range(10, -1, -1):
         await stack.tick(day_base(days))
     await stack.states(lambda s: all(s[u].stage == "at_risk" for u in FADING))
@@ -150,6 +200,57 @@ async def test_dashboard_charts_the_timeline_and_lists_whom_to_act_on(
         # the last point is the users in the stage now
         assert series["data"][-1] == stats["stages"][series["stage"]], series["stage"]
     assert stats["stages"]["at_risk"] == len(FADING)
+
+    # Retention: one line per cohort (the last six ISO weeks with users) with the share of its
+    # users active in each period k, as GET /v1/stats/retention serves them; periods not begun
+    # are null, not drawn. Every user of the scenario is in a cohort.
+    weeks = _check_retention(browser, wait, api_url, "week", "active")
+    assert sum(c["size"] for c in weeks["cohorts"]) == 6
+    assert len(weeks["cohorts"]) == 2  # the first visitors' week and big-ben's
+    newest = browser.execute_script(_CURVES, "retention-chart")["series"][-1]
+    assert newest["label"].endswith("(1 user)") and None in newest["data"]
+    assert weeks["cohorts"][0]["active_rate"][0] == 1.0
+    # By day, and counting users still active in period k or later.
+    browser.find_element(By.CSS_SELECTOR, "input[name=retention-period][value=day]").click()
+    days = _check_retention(browser, wait, api_url, "day", "active")
+    assert [c["size"] for c in days["cohorts"]] == [5, 1]
+    browser.find_element(
+        By.CSS_SELECTOR, "input[name=retention-measure][value=still_active]"
+    ).click()
+    wait.until(lambda d: "later" in d.find_element(By.ID, "retention-measure-note").text)
+    _check_retention(browser, wait, api_url, "day", "still_active")
+    browser.find_element(By.CSS_SELECTOR, "input[name=retention-measure][value=active]").click()
+    browser.find_element(By.CSS_SELECTOR, "input[name=retention-period][value=week]").click()
+    _check_retention(browser, wait, api_url, "week", "active")
+
+    # RFM value segments: every segment of the policy, its name and its count as in
+    # GET /v1/stats; the four single big buys are important_development (h l h), steady-sam's
+    # small frequent ones general_value (h h l), quiet-ann bought nothing (in none).
+    segments = stats["rfm_segments"]
+    assert len(segments) == 8
+    assert segments["important_development"] == 4 and segments["general_value"] == 1
+    assert sum(segments.values()) == 5
+    rfm_rows = "#rfm tr[data-segment]"
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, rfm_rows)) == len(segments))
+    shown = {
+        r.get_attribute("data-segment"): int(r.find_element(By.CSS_SELECTOR, "td.n").text)
+        for r in browser.find_elements(By.CSS_SELECTOR, rfm_rows)
+    }
+    assert list(shown) == list(segments) and shown == segments
+    # A segment opens its users from the keyboard, as GET /v1/segments/rfm/{segment} lists them.
+    button = browser.find_element(
+        By.CSS_SELECTOR, f"{rfm_rows}[data-segment=important_development] button"
+    )
+    button.send_keys(Keys.ENTER)
+    members = _api(api_url, "/v1/segments/rfm/important_development?limit=12")["items"]
+    in_segment = "#rfm-users tr[data-user]"
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, in_segment)) == len(members))
+    assert [
+        r.get_attribute("data-user") for r in browser.find_elements(By.CSS_SELECTOR, in_segment)
+    ] == [i["user_id"] for i in members]
+    buyers = [u for u, spend in FADING.items() if spend] + ["big-ben"]
+    assert sorted(i["user_id"] for i in members) == sorted(buyers)
+    assert button.get_attribute("aria-expanded") == "true"
 
     # Whom to act on: by risk x value, as the API orders them; the holdout user is marked.
     page = _api(api_url, "/v1/segments/priority?limit=12")
