@@ -251,6 +251,8 @@ async def test_dashboard_charts_the_timeline_and_lists_whom_to_act_on(
     buyers = [u for u, spend in FADING.items() if spend] + ["big-ben"]
     assert sorted(i["user_id"] for i in members) == sorted(buyers)
     assert button.get_attribute("aria-expanded") == "true"
+    for user in browser.find_elements(By.CSS_SELECTOR, f"{in_segment} button"):
+        assert user.get_attribute("aria-haspopup") == "dialog"  # each opens like the at-risk list
 
     # Whom to act on: by risk x value, as the API orders them; the holdout user is marked.
     page = _api(api_url, "/v1/segments/priority?limit=12")
