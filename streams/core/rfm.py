@@ -90,7 +90,9 @@ def scores_of(recency_days: int, frequency: int, monetary_cents: int, rfm: RfmPo
 
 def segment_of(scores: str, rfm: RfmPolicy) -> str:
     """The segment of an "RFM" score string: each score high (h) or low (l)."""
-    key = "".join("h" if int(s) >= rfm.high_score else "l" for s in scores)
+    high = rfm.high_score
+    r, f, m = (int(c) for c in scores)
+    key = ("h" if r >= high else "l") + ("h" if f >= high else "l") + ("h" if m >= high else "l")
     return rfm.segments[key]
 
 
@@ -127,8 +129,9 @@ def next_change(
     rfm = policy.rfm
     assert now.recency_days is not None
     last_day = today - now.recency_days
-    # Recency: the score falls the day after the days since the last purchase pass a boundary.
-    bounds = sorted(rfm.recency_days)
+    # Recency: the score falls the day after the days since the last purchase pass a boundary
+    # (the policy keeps the boundaries increasing).
+    bounds = rfm.recency_days
     i = bisect_left(bounds, now.recency_days)  # the first boundary not yet passed
     candidates: list[int] = []
     if i < len(bounds):  # the first whole number of days above it

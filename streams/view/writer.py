@@ -149,9 +149,9 @@ local function retention_move(ukey, old, new)
 end
 
 -- Stores the state and moves the user's indexes from `cur` (HMGET version, stage, tier, risk,
--- recall, state, retention, rfm) to the new values. The recall totals follow the user's tally (its hash's
--- `recall` field): the old cells leave, the new ones join, so the totals are always the sum
--- of the tallies the view holds, whatever order or how often writes arrive.
+-- recall, state, retention, rfm) to the new values. The recall totals follow the user's tally
+-- (its hash's `recall` field): the old cells leave, the new ones join, so the totals are always
+-- the sum of the tallies the view holds, whatever order or how often writes arrive.
 local function store(ukey, uid, cur, version, stage, tier, risk, state, new_recall, retention,
                      rfm)
   retention_move(ukey, cur[7], retention)
