@@ -216,6 +216,19 @@ def _save(fig: Figure, path: Path) -> None:
     fig.savefig(path, format="png", metadata={"Software": None})
 
 
+def _finish_stack(fig: Figure, ax: Axes, title: str, path: Path) -> None:
+    """Title, axis and legend of a stacked area over days, then save it."""
+    ax.set_title(title)
+    ax.set_ylabel("users")
+    ax.margins(x=0)
+    ax.grid(axis="y", alpha=0.3)
+    # Reversed, so the legend reads top-down like the stack.
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles[::-1], labels[::-1], loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.autofmt_xdate()
+    _save(fig, path)
+
+
 def _stage_order(populations: Sequence[Population]) -> list[str]:
     """Lifecycle order, then any stage the data has that this version does not know."""
     seen = {s for p in populations for s in p["stages"]}
@@ -245,15 +258,7 @@ def _populations_chart(populations: Sequence[Population], path: Path) -> None:
         colors=[_STAGE_COLOURS.get(s, "#636363") for s in stages],
         alpha=0.9,
     )
-    ax.set_title("Users per stage at the end of each day")
-    ax.set_ylabel("users")
-    ax.margins(x=0)
-    ax.grid(axis="y", alpha=0.3)
-    # Reversed, so the legend reads top-down like the stack.
-    handles, labels = ax.get_legend_handles_labels()
-    ax.legend(handles[::-1], labels[::-1], loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.autofmt_xdate()
-    _save(fig, path)
+    _finish_stack(fig, ax, "Users per stage at the end of each day", path)
 
 
 def _every_nth_label(ax: Axes, labels: Sequence[str], most: int = 16) -> None:
@@ -556,14 +561,8 @@ def _rfm_chart(rfm: RfmReport, path: Path) -> None:
         colors=[_RFM_COLOURS[i % len(_RFM_COLOURS)] for i in range(len(names))],
         alpha=0.9,
     )
-    ax.set_title(f"Users per RFM segment at the end of each day ({rfm['window_days']}-day window)")
-    ax.set_ylabel("users")
-    ax.margins(x=0)
-    ax.grid(axis="y", alpha=0.3)
-    handles, labels = ax.get_legend_handles_labels()
-    ax.legend(handles[::-1], labels[::-1], loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.autofmt_xdate()
-    _save(fig, path)
+    title = f"Users per RFM segment at the end of each day ({rfm['window_days']}-day window)"
+    _finish_stack(fig, ax, title, path)
 
 
 # -- HTML --------------------------------------------------------------------------------
