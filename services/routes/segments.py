@@ -93,6 +93,29 @@ async def _page(
     )
 
 
+async def _filters(
+    request: Request,
+    view: View,
+    prefix: str,
+    *,
+    stage: Stage | None = None,
+    tier: str | None = None,
+    rfm: str | None = None,
+) -> list[str] | None:
+    """The segment keys a list is narrowed to by its query filters (None: not narrowed),
+    after the 422 for a tier or RFM segment the policy does not know."""
+    keys = []
+    if stage is not None:
+        keys.append(viewkeys.stage_segment_key(prefix, stage.value))
+    if tier is not None:
+        await check_tier(request, view, prefix, tier, "query")
+        keys.append(viewkeys.tier_segment_key(prefix, tier))
+    if rfm is not None:
+        await _check_rfm(request, view, prefix, rfm, "query")
+        keys.append(viewkeys.rfm_segment_key(prefix, rfm))
+    return keys or None
+
+
 @router.get(
     "/segments/stage/{stage}",
     response_model=SegmentPage,
@@ -117,19 +140,14 @@ async def stage_segment(
     unknown stage, tier or RFM segment is a 422 validation_error whose message lists the
     allowed values."""
     p = settings.view_prefix
-    if tier is not None:
-        await check_tier(request, view, p, tier, "query")
-    if rfm is not None:
-        await _check_rfm(request, view, p, rfm, "query")
+    filters = await _filters(request, view, p, tier=tier, rfm=rfm)
     context = f"stage\x1f{stage.value}\x1f{tier or ''}\x1f{min_risk!r}\x1f{rfm or ''}"
-    filters = [viewkeys.tier_segment_key(p, tier)] if tier else []
-    filters += [viewkeys.rfm_segment_key(p, rfm)] if rfm else []
     return await _page(
         view,
         settings,
         context,
         viewkeys.stage_segment_key(p, stage.value),
-        filters or None,
+        filters,
         min_risk,
         limit,
         cursor,
@@ -160,17 +178,14 @@ async def tier_segment(
     allowed values. Cursors as for the stage lists."""
     p = settings.view_prefix
     await check_tier(request, view, p, tier, "path")
-    if rfm is not None:
-        await _check_rfm(request, view, p, rfm, "query")
+    filters = await _filters(request, view, p, stage=stage, rfm=rfm)
     context = f"tier\x1f{tier}\x1f{stage.value if stage else ''}\x1f{min_risk!r}\x1f{rfm or ''}"
-    filters = [viewkeys.stage_segment_key(p, stage.value)] if stage else []
-    filters += [viewkeys.rfm_segment_key(p, rfm)] if rfm else []
     return await _page(
         view,
         settings,
         context,
         viewkeys.tier_segment_key(p, tier),
-        filters or None,
+        filters,
         min_risk,
         limit,
         cursor,
@@ -201,17 +216,14 @@ async def rfm_segment(
     message lists the allowed values. Cursors as for the stage lists."""
     p = settings.view_prefix
     await _check_rfm(request, view, p, segment, "path")
-    if tier is not None:
-        await check_tier(request, view, p, tier, "query")
+    filters = await _filters(request, view, p, stage=stage, tier=tier)
     context = f"rfm\x1f{segment}\x1f{stage.value if stage else ''}\x1f{tier or ''}\x1f{min_risk!r}"
-    filters = [viewkeys.stage_segment_key(p, stage.value)] if stage else []
-    filters += [viewkeys.tier_segment_key(p, tier)] if tier else []
     return await _page(
         view,
         settings,
         context,
         viewkeys.rfm_segment_key(p, segment),
-        filters or None,
+        filters,
         min_risk,
         limit,
         cursor,
