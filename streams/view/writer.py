@@ -32,7 +32,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from streams import metrics
-from streams.core.outputs import Output
+from streams.core.outputs import Kind, Output
 from streams.core.recall import cell_counts
 from streams.core.retention import parts
 from streams.core.state import UserState, encode_state
@@ -42,6 +42,7 @@ from streams.view.keys import (
     TRANSITIONS_KEPT,
     WARNINGS_KEPT_MS,
     epoch_key,
+    timeline_field,
 )
 
 log = logging.getLogger("pulse.view")
@@ -53,7 +54,8 @@ _msgpack = msgspec.msgpack.Encoder()
 # ARGV: prefix, transitions kept, warnings kept ms, the batch, the timeline's bucket width
 #   (ms) and buckets kept. An item is
 #   ['w', uid, version, stage, tier, risk, state, outputs, recall, retention, rfm]  (state:
-#   the encode_state bytes; outputs: [[kind, idempotency_key, event_time_ms, document], ...];
+#   the encode_state bytes; outputs: [[kind, idempotency_key, event_time_ms, document,
+#   timeline field (stage changes only: 'from>to')], ...];
 #   recall: JSON, '' when never warned; retention: JSON, '' without a cohort; rfm: the RFM
 #   segment, '' without one), or ['e', uid].
 #   Numbers travel as strings: Lua would print big ones in exponent form, and the risk's text
@@ -219,12 +221,9 @@ end
 
 local function tl_count(outs)
   for _, out in ipairs(outs) do
-    if out[1] == 'lifecycle_changed' then
-      local doc = cjson.decode(out[4])
-      local from = doc['from_stage']
-      if type(from) ~= 'string' then from = '' end
+    if out[5] then
       local ts = tonumber(out[3])
-      tl_add(ts - ts % tl_width, from .. '>' .. doc['to_stage'], 1)
+      tl_add(ts - ts % tl_width, out[5], 1)
     end
   end
 end
@@ -325,6 +324,15 @@ def retention_doc(state: UserState) -> str:
     return _json.encode([[p, str(c), a, k] for p, c, a, k in mine]).decode() if mine else ""
 
 
+def _output_item(out: Output, wire: str) -> list[Any]:
+    """An output as the script takes it; a stage change carries its timeline field
+    ("from>to"), so the script counts it without decoding the document."""
+    item: list[Any] = [out.kind, out.idempotency_key, str(out.ts), wire]
+    if out.kind == Kind.LIFECYCLE:
+        item.append(timeline_field(out.payload["from_stage"], out.payload["to_stage"]))
+    return item
+
+
 def _msgpack_str(data: bytes) -> msgspec.Raw:
     """`data` as a msgpack str (any bytes): the msgpack library inside Redis reads no bin
     types, and a Lua string holds any bytes."""
@@ -388,7 +396,7 @@ class View:
             state.tier,
             repr(state.risk),  # the shortest text that reads back as the same float
             _msgpack_str(encode_state(state) if encoded is None else encoded),
-            [[o.kind, o.idempotency_key, str(o.ts), wire] for o, wire in outputs],
+            [_output_item(o, wire) for o, wire in outputs],
             recall_doc(state),
             retention_doc(state),
             state.rfm_segment,
