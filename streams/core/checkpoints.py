@@ -148,13 +148,21 @@ def window_exit_day(
         # latest event or later, so the engine never has such days: simply look again tomorrow.
         return today + 1 if today + 1 <= last_day else None
     found: int | None = None
-    drop = _drop_flip_day(buckets, f, policy, drop_episode)
-    if drop is not None and drop <= last_day:
-        found, last_day = drop, drop - 1
-    for day in (
-        _threshold_change_day(buckets, f, scanned, d, policy, last_day),
-        _tier_change_day(buckets, f, scanned, policy, last_day),
-    ):
+    # Each look-ahead is asked only when its own first test (repeated here: this runs at every
+    # evaluation) leaves it something to find before `last_day`.
+    if f.active_days_30d >= policy.drop_min_active_days_30d:
+        drop = _drop_flip_day(buckets, f, policy, drop_episode)
+        if drop is not None and drop <= last_day:
+            found, last_day = drop, drop - 1
+    first_active = scanned.first_active
+    if first_active is not None and first_active + d.horizon_days <= last_day:
+        day = _threshold_change_day(buckets, f, scanned, d, policy, last_day)
+        if day is not None and day <= last_day:
+            found, last_day = day, day - 1
+    first_spend = scanned.first_spend
+    window = policy.tier_window_days
+    if first_spend is not None and max(first_spend, today - window + 1) + window <= last_day:
+        day = _tier_change_day(buckets, f, scanned, policy, last_day)
         if day is not None and day <= last_day:
             found, last_day = day, day - 1
     return found
@@ -232,7 +240,11 @@ def _drop_flip_day(
     if n < m:
         return None  # the 30-day count cannot grow without events: always "no"
     now = drops(a7, n, policy, in_episode=in_episode)
-    days = [b.day for b in buckets if b.active and b.day > today - 30]
+    # `drops` inlined below (this runs at every evaluation of a regular user): dropping iff the
+    # 30-day count is at least m and the 7-day rate is below `ratio` times the 30-day rate.
+    ratio = policy.drop_recover_ratio if in_episode else policy.drop_ratio
+    first30 = today - 29
+    days = [b.day for b in buckets if b.active and b.day >= first30]
     # Day by day through the week in which the 7-day window empties.
     left30, left7 = 0, n - a7  # days[:left30] have left the 30-day window, days[:left7] the 7
     for day in range(today + 1, today + 8):
@@ -243,8 +255,10 @@ def _drop_flip_day(
         while left7 < n and days[left7] <= day - 7:
             left7 += 1
             moved = True
-        if moved and drops(n - left7, n - left30, policy, in_episode=in_episode) != now:
-            return day
+        if moved:
+            in30 = n - left30
+            if (in30 >= m and (n - left7) / 7 < ratio * (in30 / 30)) != now:
+                return day
     # From here on "dropping" while the 30-day count is >= m, which it stops being when the
     # m-th latest active day leaves the window.
     return days[n - m] + 30 if now else None

@@ -22,7 +22,7 @@ from streams.core.checkpoints import NEVER, checkpoint_after
 from streams.core.churn import WarningReason, risk_score, warning_figures
 from streams.core.contract import Event, InvalidEvent, Reason, describe_ts
 from streams.core.eventtime import DAY_MS
-from streams.core.facts import Facts, facts_of, scan_at
+from streams.core.facts import Facts, facts_of
 from streams.core.holdout import assign_group
 from streams.core.lifecycle import Stage, decide_stage
 from streams.core.outputs import (
@@ -41,7 +41,7 @@ from streams.core.rfm import add_purchase, assess
 from streams.core.rfm import prune as prune_purchases
 from streams.core.state import UserState, fingerprint
 from streams.core.tiers import decide_tier
-from streams.core.windows import add_to_buckets, has_any, is_active_day, prune
+from streams.core.windows import add_to_buckets, has_any, is_active_day, prune, scan
 
 
 class Status:
@@ -85,10 +85,13 @@ def _evaluate(
     buckets = prune(state.buckets, at // DAY_MS, d.horizon_days)
     if buckets is not state.buckets:
         state = replace(state, buckets=buckets)
-    purchases = prune_purchases(state.rfm_days, at // DAY_MS, policy.rfm.window_days)
-    if purchases is not state.rfm_days:
-        state = replace(state, rfm_days=purchases)
-    scanned = scan_at(state, at, policy)
+    if state.rfm_days:
+        purchases = prune_purchases(state.rfm_days, at // DAY_MS, policy.rfm.window_days)
+        if purchases is not state.rfm_days:
+            state = replace(state, rfm_days=purchases)
+    scanned = scan(
+        state.buckets, at // DAY_MS, policy.tier_window_days, policy.min_gaps_for_typical
+    )
     f = facts_of(state, at, policy, scanned)
     prev = state.stage or None
     stage, reason = decide_stage(

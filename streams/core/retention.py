@@ -119,8 +119,17 @@ def marked(state: Cohorted, had_activity: bool, day: int) -> dict[str, int]:
     `had_activity`: the user had activity before this event (the state's `last_active`). With
     activity but no cohort, the state predates the cohorts and stays out of them.
     """
-    if state.cohort_day is None and had_activity:
-        return {}
+    c = state.cohort_day
+    if c is None:
+        if had_activity:
+            return {}
+    elif day >= c:
+        # Most events land on a day and in a week already marked: nothing to build.
+        if (
+            state.cohort_day_bits >> min(day - c, MAX_DAYS + 1) & 1
+            and state.cohort_week_bits >> min(week_of(day) - week_of(c), MAX_WEEKS + 1) & 1
+        ):
+            return {}
     cohort, day_bits, week_bits = mark(
         state.cohort_day, state.cohort_day_bits, state.cohort_week_bits, day
     )
@@ -135,7 +144,13 @@ def marked(state: Cohorted, had_activity: bool, day: int) -> dict[str, int]:
 
 def periods_of(bits: int, n: int) -> tuple[list[int], int]:
     """(the periods k <= n with activity, the last k <= n the user was active on or after)."""
-    active = [k for k in range(n + 1) if bits >> k & 1]
+    # The set bits only, lowest first: a user is active in a few of the periods.
+    active: list[int] = []
+    rest = bits & ((1 << (n + 1)) - 1)
+    while rest:
+        low = rest & -rest
+        active.append(low.bit_length() - 1)
+        rest ^= low
     return active, min(bits.bit_length() - 1, n)
 
 

@@ -26,7 +26,7 @@ from bisect import bisect_left
 import msgspec
 
 from streams.core.eventtime import DAY_MS
-from streams.core.policy import Policy, RfmPolicy
+from streams.core.policy import Policy, RfmPolicy, derived
 
 
 # gc=False: frozen, numbers only, never part of a reference cycle (as windows.DayBucket).
@@ -111,8 +111,13 @@ def assess(days: tuple[PurchaseDay, ...], today: int, policy: Policy) -> Assessm
     if last is None:
         return NONE
     recency = today - last
-    scores = scores_of(recency, freq, spend, rfm)
-    return Assessment(recency, freq, spend, scores, segment_of(scores, rfm))
+    # As scores_of and segment_of, looked up: this runs at every evaluation of a buyer.
+    scores, segment = derived(policy).rfm_names[
+        (4 - bisect_left(rfm.recency_days, recency)) * 25
+        + bisect_left(rfm.frequency, freq) * 5
+        + bisect_left(rfm.monetary, spend / 100)
+    ]
+    return Assessment(recency, freq, spend, scores, segment)
 
 
 def next_change(
@@ -140,7 +145,8 @@ def next_change(
     # last one leaving, the segment itself).
     first = today - rfm.window_days + 1
     freq, spend = now.frequency, now.monetary_cents
-    f_now, m_now = now.scores[1], now.scores[2]
+    f_bounds, m_bounds = rfm.frequency, rfm.monetary
+    f_now, m_now = bisect_left(f_bounds, freq), bisect_left(m_bounds, spend / 100)
     for p in days:
         if p.day < first or p.day > today:
             continue
@@ -152,8 +158,7 @@ def next_change(
         if freq == 0:
             candidates.append(leaves)
             break
-        s = scores_of(0, freq, spend, rfm)
-        if s[1] != f_now or s[2] != m_now:
+        if bisect_left(f_bounds, freq) != f_now or bisect_left(m_bounds, spend / 100) != m_now:
             candidates.append(leaves)
             break
     return min(candidates) * DAY_MS if candidates else None

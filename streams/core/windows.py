@@ -188,11 +188,14 @@ def scan(buckets: tuple[DayBucket, ...], today: int, spend_days: int, min_gaps: 
     first7, first30, first_spend = today - 6, today - 29, today - spend_days + 1
     active7 = active30 = spend = 0
     gaps: list[int] = []
+    gap_to = gaps.append  # bound once: this loop runs at every evaluation
     prev: int | None = None
     first_active = spend_day = None
+    later = False
     for b in buckets:
         day = b.day
         if day > today:
+            later = True
             break
         if b.spend_cents:
             if spend_day is None:
@@ -207,9 +210,9 @@ def scan(buckets: tuple[DayBucket, ...], today: int, spend_days: int, min_gaps: 
             if prev is None:
                 first_active = day
             else:
-                gaps.append(day - prev)
+                gap_to(day - prev)
             prev = day
-    if buckets and buckets[-1].day > today:  # days after today count only as first days
+    if later:  # days after today count only as first days
         for b in buckets:
             if b.day > today:
                 if b.spend_cents and spend_day is None:

@@ -20,8 +20,10 @@ from streams.core.retention import (
     cells,
     cohort_label,
     mark,
+    marked,
     moved,
     parts,
+    periods_of,
     totals,
     triangle,
     week_of,
@@ -86,6 +88,31 @@ def test_bitmaps_do_not_depend_on_arrival_order(days: list[int], rnd: object) ->
     shuffled = list(days)
     rnd.shuffle(shuffled)  # type: ignore[attr-defined]
     assert _fold([D0 + d for d in shuffled]) == _expected({D0 + d for d in days})
+
+
+@PROPERTY
+@given(st.lists(st.integers(0, 500), max_size=30), st.integers(0, 500), st.booleans())
+def test_marked_changes_exactly_what_mark_changes(
+    days: list[int], day: int, had_activity: bool
+) -> None:
+    # marked skips mark when the day's and week's bits are set already: the same answer.
+    state = _state(days) if days else UserState("u", BASE, BASE, BASE, BASE)
+    fields = (state.cohort_day, state.cohort_day_bits, state.cohort_week_bits)
+    if state.cohort_day is None and had_activity:
+        want: dict[str, int] = {}
+    else:
+        new = mark(*fields, D0 + day)
+        names = ("cohort_day", "cohort_day_bits", "cohort_week_bits")
+        want = {} if new == fields else dict(zip(names, new, strict=True))
+    assert marked(state, had_activity, D0 + day) == want
+
+
+@PROPERTY
+@given(st.integers(0, 2**40), st.sampled_from([MAX_DAYS, MAX_WEEKS]))
+def test_periods_are_the_set_bits_up_to_the_last_kept(bits: int, n: int) -> None:
+    active, since = periods_of(bits, n)
+    assert active == [k for k in range(n + 1) if bits >> k & 1]
+    assert since == min(bits.bit_length() - 1, n)
 
 
 def _state(days: list[int]) -> UserState:

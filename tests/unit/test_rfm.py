@@ -15,7 +15,14 @@ from streams.core.engine import apply_event, sweep
 from streams.core.eventtime import DAY_MS
 from streams.core.outputs import Kind
 from streams.core.policy import DEFAULT_SEGMENTS, Policy, RfmPolicy, load_policy
-from streams.core.rfm import PurchaseDay, add_purchase, assess, next_change, scores_of
+from streams.core.rfm import (
+    PurchaseDay,
+    add_purchase,
+    assess,
+    next_change,
+    scores_of,
+    segment_of,
+)
 from streams.offline.fit import rfm_bounds
 from tests.unit.pulse_testkit import BASE, POLICY, PROPERTY, at, ev
 
@@ -40,6 +47,24 @@ def test_scores_against_the_boundaries(
     recency: int, frequency: int, cents: int, scores: str
 ) -> None:
     assert scores_of(recency, frequency, cents, RFM) == scores
+
+
+@given(
+    recency=st.integers(0, 365),
+    frequency=st.integers(1, 50),
+    cents=st.integers(0, 100_000),
+    high=st.integers(2, 5),
+)
+@PROPERTY
+def test_assess_looks_up_what_scores_of_and_segment_of_compute(
+    recency: int, frequency: int, cents: int, high: int
+) -> None:
+    # assess reads the policy's precomputed table (policy.Derived.rfm_names) instead of
+    # calling scores_of and segment_of: the two must agree for every score and policy.
+    policy = Policy(rfm=RfmPolicy(high_score=high, monetary=(0.5, 20, 20, 99.99)))
+    got = assess((PurchaseDay(D0 - recency, frequency, cents),), D0, policy)
+    scores = scores_of(recency, frequency, cents, policy.rfm)
+    assert (got.scores, got.segment) == (scores, segment_of(scores, policy.rfm))
 
 
 def test_the_eight_segments_are_named_by_high_and_low_scores() -> None:
