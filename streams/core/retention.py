@@ -142,14 +142,26 @@ def marked(state: Cohorted, had_activity: bool, day: int) -> dict[str, int]:
     return {"cohort_day": cohort, "cohort_day_bits": day_bits, "cohort_week_bits": week_bits}
 
 
+# For each byte of a bitmap (0..3, bits 0..31) and each value of it, the periods its set bits
+# stand for, lowest first: periods_of reads a bitmap a byte at a time.
+_PERIODS_IN_BYTE = tuple(
+    tuple(tuple(8 * i + k for k in range(8) if v >> k & 1) for v in range(256)) for i in range(4)
+)
+
+
 def periods_of(bits: int, n: int) -> tuple[list[int], int]:
     """(the periods k <= n with activity, the last k <= n the user was active on or after)."""
-    # The set bits only, lowest first: a user is active in a few of the periods.
     active: list[int] = []
     rest = bits & ((1 << (n + 1)) - 1)
-    while rest:
+    for table in _PERIODS_IN_BYTE:
+        if not rest:
+            break
+        if rest & 0xFF:
+            active.extend(table[rest & 0xFF])
+        rest >>= 8
+    while rest:  # past bit 31: not with the periods kept today (MAX_DAYS, MAX_WEEKS)
         low = rest & -rest
-        active.append(low.bit_length() - 1)
+        active.append(31 + low.bit_length())
         rest ^= low
     return active, min(bits.bit_length() - 1, n)
 

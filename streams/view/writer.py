@@ -141,9 +141,43 @@ local function retention_part(text, sign)
   end
 end
 
+-- The same cohort before and after (the usual change: one more period active): only the
+-- fields that differ move, not the whole part out and back in. `n` and the cohort's place in
+-- its index stay as they are: this user is counted in it before and after.
+local function retention_shift(a, b)
+  local key = p .. ':retention:' .. a[1] .. ':' .. a[2]
+  local function bump(f, n)
+    if redis.call('HINCRBY', key, f, n) <= 0 then redis.call('HDEL', key, f) end
+  end
+  local had, has = {}, {}
+  for _, k in ipairs(a[3]) do had[k] = true end
+  for _, k in ipairs(b[3]) do
+    has[k] = true
+    if not had[k] then bump('a' .. k, 1) end
+  end
+  for _, k in ipairs(a[3]) do if not has[k] then bump('a' .. k, -1) end end
+  for k = a[4] + 1, b[4] do bump('s' .. k, 1) end
+  for k = b[4] + 1, a[4] do bump('s' .. k, -1) end
+end
+
+local function same_cohorts(a, b)
+  if #a ~= #b then return false end
+  for i = 1, #a do
+    if a[i][1] ~= b[i][1] or a[i][2] ~= b[i][2] then return false end
+  end
+  return true
+end
+
 local function retention_move(ukey, old, new)
   old = old or ''
   if old == new then return end
+  local a = old ~= '' and cjson.decode(old) or nil
+  local b = new ~= '' and cjson.decode(new) or nil
+  if a and b and same_cohorts(a, b) then
+    for i = 1, #a do retention_shift(a[i], b[i]) end
+    redis.call('HSET', ukey, 'retention', new)
+    return
+  end
   retention_part(old, -1)
   retention_part(new, 1)
   if new == '' then redis.call('HDEL', ukey, 'retention')
@@ -456,6 +490,9 @@ class ViewWriter:
         self.epoch_check_s = epoch_check_s
         self.epoch: bytes | None = None  # the token seen last; None: not looked yet
         self._epoch_due = 0.0  # loop time of the next look
+        self.in_flight = 0  # users of the flush under way
+        # Read at scrape time: setting a gauge at every event took a lock per event.
+        metrics.VIEW_PENDING.set_function(lambda: len(self.pending) + self.in_flight)
 
     def put(self, state: UserState, outputs: list[Published], encoded: bytes | None = None) -> None:
         """Queue `state` (and its outputs); `encoded` is `encode_state(state)` when the caller
@@ -467,7 +504,6 @@ class ViewWriter:
             item.state = state
             item.encoded = encoded
             item.outputs.extend(outputs)
-        metrics.VIEW_PENDING.set(len(self.pending))
 
     def refresh(self, state: UserState) -> None:
         """Queue `state` again (no outputs) unless a newer version or an erasure is pending."""
@@ -480,13 +516,13 @@ class ViewWriter:
 
     def erase(self, user_id: str) -> None:
         self.pending[user_id] = Pending(None)
-        metrics.VIEW_PENDING.set(len(self.pending))
 
     async def flush(self) -> None:
         """Write everything pending; on failure put it back (newer updates win) and raise."""
         if not self.pending:
             return
         batch, self.pending = self.pending, {}
+        self.in_flight = len(batch)
         try:
             await self.view.write_many(batch)
         except (RedisError, OSError):
@@ -498,7 +534,7 @@ class ViewWriter:
                     newer.outputs[:0] = item.outputs
             raise
         finally:
-            metrics.VIEW_PENDING.set(len(self.pending))
+            self.in_flight = 0
         metrics.VIEW_WRITES.inc(len(batch))
 
     async def read_epoch(self) -> bytes | None:
