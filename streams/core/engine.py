@@ -39,7 +39,7 @@ from streams.core.retention import marked
 from streams.core.rfm import NONE as NO_SEGMENT
 from streams.core.rfm import add_purchase, assess
 from streams.core.rfm import prune as prune_purchases
-from streams.core.state import UserState, fingerprint
+from streams.core.state import UserState, fingerprint, recent_fingerprints, seen_before
 from streams.core.tiers import decide_tier
 from streams.core.windows import add_to_buckets, has_any, is_active_day, prune, scan
 
@@ -367,7 +367,7 @@ def apply_event(
     if state is None:
         state = _fresh(event)
     else:
-        if fp in state.recent_ids:
+        if seen_before(recent_fingerprints(state.recent_ids), fp):
             moved = replace(
                 state, partition=partition, last_offset=_advance(state, partition, offset)
             )
@@ -383,9 +383,9 @@ def apply_event(
     ts, etype = event.ts, event.type
     active = etype not in d.passive_types
     spend = event.amount_cents if etype in d.spend_types else 0
-    ids = state.recent_ids + (fp,)
-    if len(ids) > policy.dedup_capacity:
-        ids = ids[-policy.dedup_capacity :]
+    ids = recent_fingerprints(state.recent_ids) + fp
+    if len(ids) > 8 * policy.dedup_capacity:
+        ids = ids[-8 * policy.dedup_capacity :]
     last_active = state.last_active
     if active:
         last_active = ts if last_active is None else max(last_active, ts)

@@ -45,7 +45,11 @@ class UserState(msgspec.Struct, frozen=True, gc=False, array_like=True):
     last_active: int | None
     evaluated_at: int
     buckets: tuple[DayBucket, ...] = ()
-    recent_ids: tuple[int, ...] = ()
+    # Fingerprints of the latest event ids, oldest first, for duplicate detection: 8 bytes each
+    # (`fingerprint`), one bytes object, so a state decodes them without making an int each.
+    # States written before hold a tuple of the same fingerprints as ints (`recent_fingerprints`
+    # reads both).
+    recent_ids: bytes | tuple[int, ...] = b""
     # Source position of the last applied event: redelivered records are recognised by it.
     partition: int = -1
     last_offset: int = -1
@@ -162,6 +166,23 @@ def decode_summary(data: bytes) -> Summary:
     return cast(Summary, _summary_decoder.decode(data))
 
 
-def fingerprint(event_id: str) -> int:
-    """A 63-bit digest of an event id, for bounded duplicate detection."""
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest()) >> 1
+def fingerprint(event_id: str) -> bytes:
+    """A 63-bit digest of an event id, for bounded duplicate detection: 8 bytes, big-endian."""
+    digest = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
+    return (int.from_bytes(digest) >> 1).to_bytes(8, "big")
+
+
+def recent_fingerprints(ids: bytes | tuple[int, ...]) -> bytes:
+    """A state's `recent_ids` as fingerprints (the tuple of ints of older states converted)."""
+    if isinstance(ids, bytes):
+        return ids
+    return b"".join(i.to_bytes(8, "big") for i in ids)
+
+
+def seen_before(ids: bytes, fp: bytes) -> bool:
+    """Whether fingerprint `fp` is one of `ids` (at a multiple of 8: a match straddling two
+    fingerprints is not one)."""
+    i = ids.find(fp)
+    while i != -1 and i % 8:
+        i = ids.find(fp, i + 1)
+    return i != -1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from msgspec.structs import replace
 
 from streams.core.checkpoints import NEVER, next_checkpoint
 from streams.core.churn import WarningReason
@@ -14,7 +15,13 @@ from streams.core.eventtime import DAY_MS, HOUR_MS, day_of
 from streams.core.lifecycle import Stage
 from streams.core.outputs import Kind, Output, encode_output, to_wire
 from streams.core.policy import Policy
-from streams.core.state import UserState
+from streams.core.state import (
+    UserState,
+    decode_state,
+    encode_state,
+    fingerprint,
+    seen_before,
+)
 
 from .pulse_testkit import (
     POLICY,
@@ -238,10 +245,34 @@ def test_dedup_memory_is_bounded_by_the_policy() -> None:
     policy = Policy(dedup_capacity=3)
     events = [ev(at(minutes=m), event_id=f"e{m}") for m in range(5)]
     state = state_of(events, policy)
-    assert len(state.recent_ids) == 3
+    assert len(state.recent_ids) == 3 * 8
     assert apply_event(state, events[4], policy).status == Status.DUPLICATE
     # The oldest id has been forgotten: it is counted again (a documented limit).
     assert apply_event(state, events[0], policy).status == Status.APPLIED
+
+
+def test_a_state_with_the_former_tuple_of_fingerprints_still_recognises_duplicates() -> None:
+    events = [ev(at(minutes=m), event_id=f"e{m}") for m in range(3)]
+    state = state_of(events)
+    ids = state.recent_ids
+    assert isinstance(ids, bytes)
+    # As states were written before the fingerprints became bytes: a msgpack array of ints.
+    old = replace(
+        state, recent_ids=tuple(int.from_bytes(ids[i : i + 8]) for i in range(0, len(ids), 8))
+    )
+    old = decode_state(encode_state(old))
+    assert isinstance(old.recent_ids, tuple)
+    assert apply_event(old, events[1], POLICY).status == Status.DUPLICATE
+    fresh = apply_event(old, ev(at(minutes=9), event_id="e9"), POLICY).state
+    assert fresh.recent_ids == ids + fingerprint("e9")
+
+
+def test_a_fingerprint_matches_only_at_its_own_place() -> None:
+    a, b = fingerprint("a"), fingerprint("b")
+    assert seen_before(a + b, b) and seen_before(a + b, a)
+    # The 8 bytes straddling a and b are not a fingerprint of the list.
+    assert not seen_before(a + b, (a + b)[3:11])
+    assert not seen_before(b"", a)
 
 
 def test_redelivered_offset_is_ignored() -> None:
