@@ -71,7 +71,7 @@ class PartitionIndex:
             self.recall.subtract(cell_counts(before))
             self.recall.update(cell_counts(after))
         if not retention.same_cohorts(old, new):
-            self.retention.update(retention.moved(old, new))
+            retention.move(self.retention, old, new)
 
     def schedule(self, key: bytes, next_check: int) -> None:
         """`key` falls due at `next_check` (NEVER: not at all)."""
