@@ -12,6 +12,10 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import (
+    ElementNotInteractableException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
@@ -238,10 +242,8 @@ async def test_dashboard_charts_the_timeline_and_lists_whom_to_act_on(
     }
     assert list(shown) == list(segments) and shown == segments
     # A segment opens its users from the keyboard, as GET /v1/segments/rfm/{segment} lists them.
-    button = browser.find_element(
-        By.CSS_SELECTOR, f"{rfm_rows}[data-segment=important_development] button"
-    )
-    button.send_keys(Keys.ENTER)
+    segment_button = f"{rfm_rows}[data-segment=important_development] button"
+    _press_enter(wait, segment_button)
     members = _api(api_url, "/v1/segments/rfm/important_development?limit=12")["items"]
     in_segment = "#rfm-users tr[data-user]"
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, in_segment)) == len(members))
@@ -250,7 +252,10 @@ async def test_dashboard_charts_the_timeline_and_lists_whom_to_act_on(
     ] == [i["user_id"] for i in members]
     buyers = [u for u, spend in FADING.items() if spend] + ["big-ben"]
     assert sorted(i["user_id"] for i in members) == sorted(buyers)
-    assert button.get_attribute("aria-expanded") == "true"
+    assert (
+        browser.find_element(By.CSS_SELECTOR, segment_button).get_attribute("aria-expanded")
+        == "true"
+    )
     for user in browser.find_elements(By.CSS_SELECTOR, f"{in_segment} button"):
         assert user.get_attribute("aria-haspopup") == "dialog"  # each opens like the at-risk list
 
@@ -293,9 +298,15 @@ async def test_dashboard_charts_the_timeline_and_lists_whom_to_act_on(
     assert browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 30_000
 
+    # The list is rebuilt at every refresh (3 s): a keyboard user's focus stays on their user.
+    second = wait.until(lambda d: _focus(d, f"{rows}:nth-child(2) button"))
+    focused = second.text
+    wait.until(ec.staleness_of(second))  # a refresh rebuilt the list
+    assert browser.switch_to.active_element.text == focused
+    assert browser.switch_to.active_element.tag_name == "button"
+
     # A user opens from the keyboard with their state and history; Escape closes it.
-    first = browser.find_element(By.CSS_SELECTOR, f"{rows} button")
-    first.send_keys(Keys.ENTER)
+    _press_enter(wait, f"{rows} button")
     dialog = browser.find_element(By.ID, "user-dialog")
     wait.until(lambda d: dialog.is_displayed())
     assert dialog.find_element(By.ID, "user-title").text == f"User {listed[0]}"
@@ -304,3 +315,29 @@ async def test_dashboard_charts_the_timeline_and_lists_whom_to_act_on(
     browser.save_screenshot(str(SCREENSHOTS / "dashboard-user.png"))
     browser.switch_to.active_element.send_keys(Keys.ESCAPE)
     wait.until(lambda d: not dialog.is_displayed())
+
+
+def _press_enter(wait: WebDriverWait[Any], css: str) -> None:
+    """Press Enter on the first element matching `css`. The page re-renders its lists every
+    3 s, so an element found a moment ago can be gone or being replaced: find it again until
+    the key lands (a CI run under load hit it between finding and pressing)."""
+
+    def press(driver: Any) -> bool:
+        try:
+            driver.find_element(By.CSS_SELECTOR, css).send_keys(Keys.ENTER)
+        except (StaleElementReferenceException, ElementNotInteractableException):
+            return False
+        return True
+
+    wait.until(press)
+
+
+def _focus(driver: Any, css: str) -> Any:
+    """Focus the element matching `css` and return it, or None when a re-render took it away
+    before the focus landed."""
+    try:
+        element = driver.find_element(By.CSS_SELECTOR, css)
+        driver.execute_script("arguments[0].focus()", element)
+        return element if driver.switch_to.active_element == element else None
+    except StaleElementReferenceException:
+        return None
