@@ -23,6 +23,7 @@ from services.app import create_app
 from services.settings import ApiSettings
 from streams.core.policy import Policy
 from streams.local.embedded import Server, free_port
+from streams.view.writer import View
 from tests.integration.conftest import broker, redis_server  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -46,6 +47,14 @@ async def redis(redis_server: Server) -> AsyncIterator[aioredis.Redis]:  # noqa:
     client = aioredis.Redis(host="127.0.0.1", port=redis_server.port, decode_responses=True)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def view(redis_server: Server, prefix: str) -> AsyncIterator[View]:  # noqa: F811
+    """The worker's view writer on the test's redis-server and key prefix."""
+    v = View(aioredis.Redis(host="127.0.0.1", port=redis_server.port), prefix)
+    yield v
+    await v.client.aclose()
 
 
 @pytest.fixture

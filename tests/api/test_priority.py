@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 from msgspec.structs import replace
 
 from streams.core.eventtime import DAY_MS
 from streams.core.holdout import assign_group
 from streams.core.policy import Policy
 from streams.core.windows import DayBucket
-from streams.local.embedded import Server
 from streams.view.writer import View
 from tests.api.conftest import READ_KEY, auth
 from tests.api.seed import _TODAY, user_state
@@ -38,13 +35,6 @@ async def _user(view: View, user_id: str, risk: float, spend: float, **changes: 
     )
     state = replace(user_state(user_id, "at_risk", "silver", risk, 1), buckets=buckets, **changes)
     assert await view.write(state, [])
-
-
-@pytest.fixture
-async def view(redis_server: Server, prefix: str) -> AsyncIterator[View]:
-    v = View(aioredis.Redis(host="127.0.0.1", port=redis_server.port), prefix)
-    yield v
-    await v.client.aclose()
 
 
 async def test_users_are_listed_by_risk_times_value_with_holdout_users_marked(

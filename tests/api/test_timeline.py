@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
-import pytest
-import redis.asyncio as aioredis
 from msgspec.structs import replace
 
 from streams.core.eventtime import DAY_MS, format_ts
 from streams.core.outputs import encode_output, lifecycle_changed
-from streams.local.embedded import Server
 from streams.view.writer import View
 from tests.api.conftest import READ_KEY, auth
 from tests.api.seed import user_state
@@ -22,13 +17,6 @@ STAGES = ["new", "active", "at_risk", "dormant", "churned", "reactivated"]
 
 def _zeros(**n: int) -> dict[str, int]:
     return {s: n.get(s, 0) for s in STAGES}
-
-
-@pytest.fixture
-async def view(redis_server: Server, prefix: str) -> AsyncIterator[View]:
-    v = View(aioredis.Redis(host="127.0.0.1", port=redis_server.port), prefix)
-    yield v
-    await v.client.aclose()
 
 
 async def _walk(
