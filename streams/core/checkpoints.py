@@ -148,21 +148,21 @@ def window_exit_day(
         # latest event or later, so the engine never has such days: simply look again tomorrow.
         return today + 1 if today + 1 <= last_day else None
     found: int | None = None
-    # Each look-ahead is asked only when its own first test (repeated here: this runs at every
-    # evaluation) leaves it something to find before `last_day`.
+    # Each look-ahead is asked only when it can find something before `last_day` (tested here,
+    # not in the look-ahead: this runs at every evaluation, most of the time finding nothing).
     if f.active_days_30d >= policy.drop_min_active_days_30d:
         drop = _drop_flip_day(buckets, f, policy, drop_episode)
         if drop is not None and drop <= last_day:
             found, last_day = drop, drop - 1
     first_active = scanned.first_active
     if first_active is not None and first_active + d.horizon_days <= last_day:
-        day = _threshold_change_day(buckets, f, scanned, d, policy, last_day)
+        day = _threshold_change_day(buckets, f, d, policy, last_day)
         if day is not None and day <= last_day:
             found, last_day = day, day - 1
     first_spend = scanned.first_spend
     window = policy.tier_window_days
     if first_spend is not None and max(first_spend, today - window + 1) + window <= last_day:
-        day = _tier_change_day(buckets, f, scanned, policy, last_day)
+        day = _tier_change_day(buckets, f, policy, last_day)
         if day is not None and day <= last_day:
             found, last_day = day, day - 1
     return found
@@ -171,15 +171,13 @@ def window_exit_day(
 def _threshold_change_day(
     buckets: tuple[DayBucket, ...],
     f: Facts,
-    scanned: Scan,
     d: Derived,
     policy: Policy,
     last_day: int,
 ) -> int | None:
     """The first day up to `last_day` on which an active day leaving the largest window
-    changes the silence threshold (each takes its gap to the next active day with it)."""
-    if scanned.first_active is None or scanned.first_active + d.horizon_days > last_day:
-        return None
+    changes the silence threshold (each takes its gap to the next active day with it).
+    Asked only when the first active day leaves the window by `last_day`."""
     today = f.at // DAY_MS
     days = [b.day for b in buckets if b.active and b.day <= today]
     gaps = sorted(b - a for a, b in zip(days, days[1:], strict=False))
@@ -199,17 +197,14 @@ def _threshold_change_day(
 def _tier_change_day(
     buckets: tuple[DayBucket, ...],
     f: Facts,
-    scanned: Scan,
     policy: Policy,
     last_day: int,
 ) -> int | None:
     """The first day up to `last_day` on which a day with spend leaving the tier window
-    changes the tier the spend qualifies for."""
+    changes the tier the spend qualifies for. Asked only when the first day with spend in
+    the window leaves it by `last_day`."""
     window = policy.tier_window_days
-    today = f.at // DAY_MS
-    first = today - window + 1  # the tier window's first day
-    if scanned.first_spend is None or max(scanned.first_spend, first) + window > last_day:
-        return None
+    first = f.at // DAY_MS - window + 1  # the tier window's first day
     spend = f.spend_window_cents
     now = eligible_tier(spend, policy)
     for b in buckets:
@@ -234,11 +229,11 @@ def _drop_flip_day(
     counts change only as active days leave the windows (`buckets` end today at the latest).
     After a week no active day is left in the 7-day window, and the answer is
     then "dropping" exactly while the 30-day count is at the rule's minimum or above.
+    Asked only when the 30-day count is at that minimum: below it, it cannot grow without
+    events, and the answer stays "no".
     """
     today = f.at // DAY_MS
     m, n, a7 = policy.drop_min_active_days_30d, f.active_days_30d, f.active_days_7d
-    if n < m:
-        return None  # the 30-day count cannot grow without events: always "no"
     now = drops(a7, n, policy, in_episode=in_episode)
     # `drops` inlined below (this runs at every evaluation of a regular user): dropping iff the
     # 30-day count is at least m and the 7-day rate is below `ratio` times the 30-day rate.

@@ -22,7 +22,7 @@ from streams.core.checkpoints import NEVER, checkpoint_after
 from streams.core.churn import WarningReason, risk_score, warning_figures
 from streams.core.contract import Event, InvalidEvent, Reason, describe_ts
 from streams.core.eventtime import DAY_MS
-from streams.core.facts import Facts, facts_of
+from streams.core.facts import Facts, facts_of, scan_at
 from streams.core.holdout import assign_group
 from streams.core.lifecycle import Stage, decide_stage
 from streams.core.outputs import (
@@ -41,7 +41,7 @@ from streams.core.rfm import add_purchase, assess
 from streams.core.rfm import prune as prune_purchases
 from streams.core.state import UserState, fingerprint, recent_fingerprints, seen_before
 from streams.core.tiers import decide_tier
-from streams.core.windows import add_to_buckets, has_any, is_active_day, prune, scan
+from streams.core.windows import add_to_buckets, has_any, is_active_day, prune
 
 
 class Status:
@@ -89,9 +89,7 @@ def _evaluate(
         purchases = prune_purchases(state.rfm_days, at // DAY_MS, policy.rfm.window_days)
         if purchases is not state.rfm_days:
             state = replace(state, rfm_days=purchases)
-    scanned = scan(
-        state.buckets, at // DAY_MS, policy.tier_window_days, policy.min_gaps_for_typical
-    )
+    scanned = scan_at(state, at, policy)
     f = facts_of(state, at, policy, scanned)
     prev = state.stage or None
     stage, reason = decide_stage(
@@ -366,8 +364,10 @@ def apply_event(
     d = derived(policy)
     if state is None:
         state = _fresh(event)
+        seen = b""
     else:
-        if seen_before(recent_fingerprints(state.recent_ids), fp):
+        seen = recent_fingerprints(state.recent_ids)
+        if seen_before(seen, fp):
             moved = replace(
                 state, partition=partition, last_offset=_advance(state, partition, offset)
             )
@@ -383,7 +383,7 @@ def apply_event(
     ts, etype = event.ts, event.type
     active = etype not in d.passive_types
     spend = event.amount_cents if etype in d.spend_types else 0
-    ids = recent_fingerprints(state.recent_ids) + fp
+    ids = seen + fp
     if len(ids) > 8 * policy.dedup_capacity:
         ids = ids[-8 * policy.dedup_capacity :]
     last_active = state.last_active
