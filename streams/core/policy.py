@@ -303,20 +303,6 @@ class Derived:
     tier_cents: tuple[int, ...]  # each tier's min_spend in cents, as eligibility compares it
     tier_rank: dict[str, int]
     tier_min_spend: dict[str, float]
-    # "RFM" score strings and their segment, at (r - 1) * 25 + (f - 1) * 5 + (m - 1).
-    rfm_names: tuple[tuple[str, str], ...]
-
-
-def _rfm_names(rfm: RfmPolicy) -> tuple[tuple[str, str], ...]:
-    def hl(score: int) -> str:
-        return "h" if score >= rfm.high_score else "l"
-
-    return tuple(
-        (f"{r}{f}{m}", rfm.segments[hl(r) + hl(f) + hl(m)])
-        for r in range(1, 6)
-        for f in range(1, 6)
-        for m in range(1, 6)
-    )
 
 
 def _type_index(etype: str, types: tuple[str, ...]) -> int:
@@ -354,7 +340,6 @@ def _derive(policy: Policy) -> Derived:
         tier_cents=tuple(round(t.min_spend * 100) for t in policy.tiers),
         tier_rank=rank,
         tier_min_spend=min_spend,
-        rfm_names=_rfm_names(policy.rfm),
     )
 
 

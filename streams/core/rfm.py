@@ -26,7 +26,7 @@ from bisect import bisect_left
 import msgspec
 
 from streams.core.eventtime import DAY_MS
-from streams.core.policy import Policy, RfmPolicy, derived
+from streams.core.policy import Policy, RfmPolicy
 
 
 # gc=False: frozen, numbers only, never part of a reference cycle (as windows.DayBucket).
@@ -81,10 +81,18 @@ def _higher(value: float, bounds: tuple[float, ...]) -> int:
     return 1 + bisect_left(bounds, value)
 
 
-def scores_of(recency_days: int, frequency: int, monetary_cents: int, rfm: RfmPolicy) -> str:
+def _scores(
+    recency_days: int, frequency: int, monetary_cents: int, rfm: RfmPolicy
+) -> tuple[int, int, int]:
+    """The R, F and M scores, 1-5 each."""
     r = 6 - _higher(recency_days, rfm.recency_days)
     f = _higher(frequency, rfm.frequency)
     m = _higher(monetary_cents / 100, rfm.monetary)
+    return r, f, m
+
+
+def scores_of(recency_days: int, frequency: int, monetary_cents: int, rfm: RfmPolicy) -> str:
+    r, f, m = _scores(recency_days, frequency, monetary_cents, rfm)
     return f"{r}{f}{m}"
 
 
@@ -94,6 +102,20 @@ def segment_of(scores: str, rfm: RfmPolicy) -> str:
     r, f, m = (int(c) for c in scores)
     key = ("h" if r >= high else "l") + ("h" if f >= high else "l") + ("h" if m >= high else "l")
     return rfm.segments[key]
+
+
+# The last RFM policy seen, with every score string and its segment at (r-1)*25 + (f-1)*5 +
+# (m-1): `assess` runs at every evaluation of a buyer, and looks them up instead of making the
+# string and parsing it back. Kept referenced, so its id is not reused (as policy.derived).
+_names: tuple[RfmPolicy, tuple[tuple[str, str], ...]] | None = None
+
+
+def _names_of(rfm: RfmPolicy) -> tuple[tuple[str, str], ...]:
+    global _names
+    if _names is None or _names[0] is not rfm:
+        scores = [f"{r}{f}{m}" for r in range(1, 6) for f in range(1, 6) for m in range(1, 6)]
+        _names = rfm, tuple((sc, segment_of(sc, rfm)) for sc in scores)
+    return _names[1]
 
 
 def assess(days: tuple[PurchaseDay, ...], today: int, policy: Policy) -> Assessment:
@@ -111,12 +133,8 @@ def assess(days: tuple[PurchaseDay, ...], today: int, policy: Policy) -> Assessm
     if last is None:
         return NONE
     recency = today - last
-    # As scores_of and segment_of, looked up: this runs at every evaluation of a buyer.
-    scores, segment = derived(policy).rfm_names[
-        (4 - bisect_left(rfm.recency_days, recency)) * 25
-        + bisect_left(rfm.frequency, freq) * 5
-        + bisect_left(rfm.monetary, spend / 100)
-    ]
+    r, f, m = _scores(recency, freq, spend, rfm)
+    scores, segment = _names_of(rfm)[(r - 1) * 25 + (f - 1) * 5 + (m - 1)]
     return Assessment(recency, freq, spend, scores, segment)
 
 

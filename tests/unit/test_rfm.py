@@ -59,7 +59,7 @@ def test_scores_against_the_boundaries(
 def test_assess_looks_up_what_scores_of_and_segment_of_compute(
     recency: int, frequency: int, cents: int, high: int
 ) -> None:
-    # assess reads the policy's precomputed table (policy.Derived.rfm_names) instead of
+    # assess reads a table built from scores_of and segment_of (rfm._names_of) instead of
     # calling scores_of and segment_of: the two must agree for every score and policy.
     policy = Policy(rfm=RfmPolicy(high_score=high, monetary=(0.5, 20, 20, 99.99)))
     got = assess((PurchaseDay(D0 - recency, frequency, cents),), D0, policy)
