@@ -22,7 +22,7 @@ from streams.core.eventtime import DAY_MS
 from streams.core.facts import Facts, facts_of, scan_at, silence_threshold_ms
 from streams.core.lifecycle import Stage
 from streams.core.policy import Derived, Policy, derived
-from streams.core.rfm import Assessment, next_change
+from streams.core.rfm import next_change
 from streams.core.risk import warning_at
 from streams.core.state import UserState
 from streams.core.tiers import eligible_tier
@@ -51,6 +51,7 @@ def next_checkpoint(state: UserState, policy: Policy, f: Facts | None = None) ->
         recall_at=state.recall_at,
         drop_episode=state.stage == Stage.AT_RISK
         and state.last_warning_reason == WarningReason.ACTIVITY_DROP,
+        rfm_next=next_change(state.rfm_days, f.at, policy) if state.rfm_days else None,
     )
 
 
@@ -66,12 +67,13 @@ def checkpoint_after(
     pending_since: int | None,
     recall_at: int | None,
     drop_episode: bool,
-    rfm: Assessment | None = None,
+    rfm_next: int | None,
 ) -> int:
     """`next_checkpoint` of `state` evaluated at `f.at`, with `stage`, `returned_at`,
     `downgrade_pending_since` and `recall_at` as given (the other fields as they are);
     `drop_episode`: the user is in an at-risk episode opened by the activity-drop rule;
-    `rfm`: the user's RFM assessed on `f.at`'s day, when the caller has it."""
+    `rfm_next`: when the user's RFM scores next change without a purchase (`rfm.next_change`
+    at `f.at`; None: never)."""
     t0 = f.at
     last = state.last_active if state.last_active is not None else state.first_seen
     candidates = (
@@ -85,7 +87,7 @@ def checkpoint_after(
         recall_at + d.attribution_ms if recall_at is not None else None,
         *(_churn_checkpoints(state, f, policy, stage) if f.p_churn is not None else ()),
         # an RFM score changes: recency passes a boundary, purchase days leave the window
-        next_change(state.rfm_days, t0, policy, rfm) if state.rfm_days else None,
+        rfm_next,
         # Not a decision: the last day leaves the largest window, and the evaluation there
         # prunes the history of a user gone silent (their state shrinks to its summary).
         (state.buckets[-1].day + d.horizon_days) * DAY_MS if state.buckets else None,

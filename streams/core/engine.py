@@ -37,7 +37,7 @@ from streams.core.policy import Derived, Policy, derived
 from streams.core.recall import Tally, count_judged, count_warning
 from streams.core.retention import marked
 from streams.core.rfm import NONE as NO_SEGMENT
-from streams.core.rfm import add_purchase, assess
+from streams.core.rfm import Assessment, add_purchase, assess, next_change
 from streams.core.rfm import prune as prune_purchases
 from streams.core.state import UserState, fingerprint, recent_fingerprints, seen_before
 from streams.core.tiers import decide_tier
@@ -73,11 +73,12 @@ class TooLate(InvalidEvent):
 
 
 def _evaluate(
-    state: UserState, at: int, policy: Policy, version: int | None = None
+    state: UserState, at: int, policy: Policy, version: int | None = None, bought: bool = False
 ) -> tuple[UserState, list[Output]]:
     """Decide stage, warning and tier as of `at` (>= state.evaluated_at).
 
     `version`, when given, is set in the same step (one struct copy fewer per event).
+    `bought`: a purchase was added to the state since its last evaluation.
     """
     d = derived(policy)
     # Buckets that left the largest window go first, so the facts, the decisions and the next
@@ -123,8 +124,64 @@ def _evaluate(
             )
         )
         changes.update(tier=tier.tier, tier_since=at)
-    # Most users have not bought within the window: nothing to assess.
-    rfm = assess(state.rfm_days, at // DAY_MS, policy) if state.rfm_days else NO_SEGMENT
+    rfm, rfm_next = _rfm(state, at, policy, d, bought)
+    if rfm is not None:
+        _change_rfm(state, at, rfm, rfm_next, policy, d, outs, changes)
+    warning_reason = changes.get("last_warning_reason", state.last_warning_reason)
+    # `at` is the new evaluated_at, so f (taken at `at` on the same buckets) holds for it. The
+    # stage is `stage` whether it changed or not.
+    next_check = checkpoint_after(
+        state,
+        d,
+        policy,
+        f,
+        scanned,
+        stage=stage,
+        returned_at=cast("int | None", changes.get("returned_at", state.returned_at)),
+        pending_since=tier.pending_since,
+        recall_at=cast("int | None", changes.get("recall_at", state.recall_at)),
+        drop_episode=stage == Stage.AT_RISK and warning_reason == WarningReason.ACTIVITY_DROP,
+        rfm_next=rfm_next,
+    )
+    changes.update(
+        downgrade_pending_since=tier.pending_since,
+        risk=risk,
+        evaluated_at=max(at, state.evaluated_at),
+        next_check=next_check,
+    )
+    if version is not None:
+        changes["version"] = version
+    return replace(state, **changes), outs
+
+
+def _rfm(
+    state: UserState, at: int, policy: Policy, d: Derived, bought: bool
+) -> tuple[Assessment | None, int | None]:
+    """The RFM assessment at `at` (None: the state's scores still hold, not assessed again) and
+    when the scores next change without a purchase (None: never)."""
+    if not state.rfm_days:  # most users have not bought within the window
+        return NO_SEGMENT, None
+    today = at // DAY_MS
+    # Scores change only with a purchase or at their next change, so until then they need no
+    # assessment (most evaluations: an event that is not a purchase, a checkpoint of another
+    # rule). Remembered under the policy that found them: a new RFM policy assesses again.
+    if not bought and state.rfm_policy == d.rfm_tag and today < state.rfm_until:
+        return None, state.rfm_until * DAY_MS
+    rfm = assess(state.rfm_days, today, policy)
+    return rfm, next_change(state.rfm_days, at, policy, rfm)
+
+
+def _change_rfm(
+    state: UserState,
+    at: int,
+    rfm: Assessment,
+    rfm_next: int | None,
+    policy: Policy,
+    d: Derived,
+    outs: list[Output],
+    changes: dict[str, object],
+) -> None:
+    """The output and state changes of an RFM assessment (appends to `outs` and `changes`)."""
     if rfm.segment != state.rfm_segment:
         outs.append(
             rfm_segment_changed(
@@ -141,31 +198,9 @@ def _evaluate(
         )
     if rfm.scores != state.rfm_scores or rfm.segment != state.rfm_segment:
         changes.update(rfm_scores=rfm.scores, rfm_segment=rfm.segment)
-    warning_reason = changes.get("last_warning_reason", state.last_warning_reason)
-    # `at` is the new evaluated_at, so f (taken at `at` on the same buckets) holds for it. The
-    # stage is `stage` whether it changed or not.
-    next_check = checkpoint_after(
-        state,
-        d,
-        policy,
-        f,
-        scanned,
-        stage=stage,
-        returned_at=cast("int | None", changes.get("returned_at", state.returned_at)),
-        pending_since=tier.pending_since,
-        recall_at=cast("int | None", changes.get("recall_at", state.recall_at)),
-        drop_episode=stage == Stage.AT_RISK and warning_reason == WarningReason.ACTIVITY_DROP,
-        rfm=rfm,
-    )
-    changes.update(
-        downgrade_pending_since=tier.pending_since,
-        risk=risk,
-        evaluated_at=max(at, state.evaluated_at),
-        next_check=next_check,
-    )
-    if version is not None:
-        changes["version"] = version
-    return replace(state, **changes), outs
+    until = 0 if rfm_next is None else rfm_next // DAY_MS
+    if until != state.rfm_until or d.rfm_tag != state.rfm_policy:
+        changes.update(rfm_until=until, rfm_policy=d.rfm_tag)
 
 
 def _change_stage(
@@ -421,6 +456,8 @@ def apply_event(
         last_offset=_advance(state, partition, offset),
         **days,
     )
-    state, o = _evaluate(state, max(ts, state.evaluated_at), policy, state.version + 1)
+    state, o = _evaluate(
+        state, max(ts, state.evaluated_at), policy, state.version + 1, etype in d.spend_types
+    )
     outs.extend(o)
     return Result(state, tuple(outs), Status.APPLIED)

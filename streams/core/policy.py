@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -303,6 +304,9 @@ class Derived:
     tier_cents: tuple[int, ...]  # each tier's min_spend in cents, as eligibility compares it
     tier_rank: dict[str, int]
     tier_min_spend: dict[str, float]
+    # A fingerprint of the RFM policy: a state's remembered RFM scores and their next change
+    # (`UserState.rfm_until`) hold only under the policy that assessed them.
+    rfm_tag: int
 
 
 def _type_index(etype: str, types: tuple[str, ...]) -> int:
@@ -340,6 +344,7 @@ def _derive(policy: Policy) -> Derived:
         tier_cents=tuple(round(t.min_spend * 100) for t in policy.tiers),
         tier_rank=rank,
         tier_min_spend=min_spend,
+        rfm_tag=zlib.crc32(policy.rfm.model_dump_json().encode()) or 1,
     )
 
 

@@ -101,6 +101,11 @@ class UserState(msgspec.Struct, frozen=True, gc=False, array_like=True):
     rfm_days: tuple[PurchaseDay, ...] = ()
     rfm_scores: str = ""
     rfm_segment: str = ""
+    # The UTC day the scores next change without a purchase (`rfm.next_change`; 0: not known)
+    # and the `Derived.rfm_tag` of the policy that found it (0: none). Until that day, under
+    # that policy, an evaluation without a new purchase keeps the scores without assessing them.
+    rfm_until: int = 0
+    rfm_policy: int = 0
 
 
 _encoder = msgspec.msgpack.Encoder()

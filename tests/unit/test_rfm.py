@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streams.core.contract import InvalidEvent
 from streams.core.engine import apply_event, sweep
 from streams.core.eventtime import DAY_MS
 from streams.core.outputs import Kind
@@ -139,6 +140,55 @@ def test_next_change_is_the_first_midnight_the_scores_change(
         later += 1
     expected = None if assess(days, later, policy).scores == now else later * DAY_MS
     assert found == expected
+
+
+# (day, hour, type, cents): purchases, sessions and page views of one user, in any order.
+walks = st.lists(
+    st.tuples(
+        st.integers(0, 420),
+        st.integers(0, 23),
+        st.sampled_from(["purchase", "session_start", "page_view"]),
+        st.integers(0, 40_000),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@PROPERTY
+@given(walks, st.sampled_from([Policy(), Policy(rfm=RfmPolicy(window_days=60))]))
+def test_the_remembered_scores_are_those_an_assessment_gives(
+    walk: list[tuple[int, int, str, int]], policy: Policy
+) -> None:
+    """Evaluations without a new purchase keep the scores unassessed until their next change:
+    after every event and sweep they are still what an assessment on that day gives."""
+    state = None
+    for n, (day, hour, etype, cents) in enumerate(walk):
+        prev = state
+        try:
+            r = apply_event(
+                state, ev(at(day, hour), etype, amount_cents=cents, event_id=f"e{n}"), policy
+            )
+        except InvalidEvent:  # too late for this user's clock
+            continue
+        for state in (r.state, sweep(r.state, at(day + 40), policy).state):
+            fresh = assess(state.rfm_days, state.evaluated_at // DAY_MS, policy)
+            assert (state.rfm_scores, state.rfm_segment) == (fresh.scores, fresh.segment)
+        state = r.state if prev is None or n % 2 else sweep(r.state, at(day + 40), policy).state
+
+
+def test_a_new_rfm_policy_applies_from_the_next_event_that_is_not_a_purchase() -> None:
+    r = apply_event(None, ev(at(0), "purchase", amount_cents=3_000), POLICY)
+    assert r.state.rfm_scores == "512" and r.state.rfm_until > 0
+    # Recency boundaries of 0 days: a day after the purchase the recency score is 2, not 5.
+    strict = POLICY.model_copy(update={"rfm": RfmPolicy(recency_days=(0, 0, 0, 180))})
+    same = apply_event(r.state, ev(at(1), "page_view", event_id="v"), POLICY)
+    assert same.state.rfm_scores == "512"
+    moved = apply_event(r.state, ev(at(1), "page_view", event_id="v"), strict)
+    assert moved.state.rfm_scores == "212"
+    assert [o.payload["to_segment"] for o in moved.outputs if o.kind == Kind.RFM] == [
+        segment_of("212", strict.rfm)
+    ]
 
 
 def test_fitted_boundaries_apply_where_the_policy_file_sets_none(tmp_path: Path) -> None:
