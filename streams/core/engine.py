@@ -146,7 +146,7 @@ def _evaluate(
     changes.update(
         downgrade_pending_since=tier.pending_since,
         risk=risk,
-        evaluated_at=max(at, state.evaluated_at),
+        evaluated_at=state.evaluated_at if state.evaluated_at > at else at,
         next_check=next_check,
     )
     if version is not None:
@@ -365,7 +365,9 @@ def _active_day(state: UserState, day: int) -> dict[str, object]:
 
 def _advance(state: UserState, partition: int, offset: int) -> int:
     """The last applied offset after applying `offset`: offsets compare only within a partition."""
-    return max(offset, state.last_offset) if partition == state.partition else offset
+    if partition != state.partition:
+        return offset
+    return state.last_offset if state.last_offset > offset else offset
 
 
 def _fresh(event: Event) -> UserState:
@@ -423,7 +425,9 @@ def apply_event(
         ids = ids[-8 * policy.dedup_capacity :]
     last_active = state.last_active
     if active:
-        last_active = ts if last_active is None else max(last_active, ts)
+        # Conditional expressions, not min/max, here and below: a builtin call costs more
+        # on this path, which runs at every event.
+        last_active = ts if last_active is None or ts > last_active else last_active
     # The day statistics go into the one copy of the state below (no copy of their own).
     days: dict[str, object] = {}
     purchases = state.rfm_days
@@ -447,8 +451,8 @@ def apply_event(
             active,
         ),
         recent_ids=ids,
-        first_seen=min(state.first_seen, ts),
-        last_seen=max(state.last_seen, ts),
+        first_seen=ts if ts < state.first_seen else state.first_seen,
+        last_seen=ts if ts > state.last_seen else state.last_seen,
         last_active=last_active,
         total_events=state.total_events + 1,
         total_spend_cents=state.total_spend_cents + spend,
@@ -457,7 +461,11 @@ def apply_event(
         **days,
     )
     state, o = _evaluate(
-        state, max(ts, state.evaluated_at), policy, state.version + 1, etype in d.spend_types
+        state,
+        ts if ts > state.evaluated_at else state.evaluated_at,
+        policy,
+        state.version + 1,
+        etype in d.spend_types,
     )
     outs.extend(o)
     return Result(state, tuple(outs), Status.APPLIED)

@@ -44,7 +44,10 @@ def silence_threshold_ms(gap_days: float | None, policy: Policy) -> int:
     if gap_days is None:
         return derived(policy).default_threshold_ms
     days = gap_days * policy.at_risk_gap_multiplier
-    return days_ms(min(max(days, policy.at_risk_floor_days), policy.at_risk_ceiling_days))
+    # min(max(days, floor), ceiling), spelled out: this runs at every evaluation.
+    floor, ceiling = policy.at_risk_floor_days, policy.at_risk_ceiling_days
+    days = floor if floor > days else days
+    return days_ms(ceiling if ceiling < days else days)
 
 
 def facts_at(state: UserState, at: int, policy: Policy) -> Facts:
@@ -74,7 +77,7 @@ def facts_of(state: UserState, at: int, policy: Policy, scanned: Scan) -> Facts:
     return Facts(
         at=at,
         age_ms=at - state.first_seen,
-        silence_ms=max(0, at - last),
+        silence_ms=at - last if at > last else 0,
         typical_gap_days=gap,
         threshold_ms=silence_threshold_ms(gap, policy),
         active_days_7d=scanned.active_days_7d,

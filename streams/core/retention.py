@@ -88,7 +88,7 @@ def _limit(bits: int, n: int) -> int:
 
 
 def _set(bits: int, k: int, n: int) -> int:
-    return bits | (1 << min(k, n + 1))
+    return bits | (1 << (n + 1 if k > n + 1 else k))
 
 
 def mark(cohort_day: int | None, day_bits: int, week_bits: int, day: int) -> tuple[int, int, int]:
@@ -124,10 +124,13 @@ def marked(state: Cohorted, had_activity: bool, day: int) -> dict[str, int]:
         if had_activity:
             return {}
     elif day >= c:
-        # Most events land on a day and in a week already marked: nothing to build.
+        # Most events land on a day and in a week already marked: nothing to build. (The
+        # bits' positions as `mark` finds them, spelled out: this runs at every event.)
+        k = day - c
+        w = (day + 3) // 7 - (c + 3) // 7
         if (
-            state.cohort_day_bits >> min(day - c, MAX_DAYS + 1) & 1
-            and state.cohort_week_bits >> min(week_of(day) - week_of(c), MAX_WEEKS + 1) & 1
+            state.cohort_day_bits >> (k if k <= MAX_DAYS else MAX_DAYS + 1) & 1
+            and state.cohort_week_bits >> (w if w <= MAX_WEEKS else MAX_WEEKS + 1) & 1
         ):
             return {}
     cohort, day_bits, week_bits = mark(
