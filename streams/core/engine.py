@@ -13,7 +13,7 @@ event times and their idempotency keys do not depend on how often sweeps run.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any
 
 import msgspec
 from msgspec.structs import replace
@@ -100,16 +100,21 @@ def _evaluate(
         policy,
         episode_start=state.episode_start,
         episode_reason=state.last_warning_reason,
+        d=d,
     )
     risk = risk_score(f, policy)
     outs: list[Output] = []
-    changes: dict[str, object] = {}
+    # Field values for `replace`, typed Any: read back below without a `cast` call (a function
+    # call at every evaluation).
+    changes: dict[str, Any] = {}
     # A warning whose attribution window ended is judged before anything else happens at `at`.
     if state.recall_at is not None and at >= state.recall_at + d.attribution_ms:
         changes.update(_judge_recall(state))
     if stage != prev:
         _change_stage(state, at, prev, stage, reason, f, risk, policy, outs, changes)
-    tier = decide_tier(state.tier, state.downgrade_pending_since, f.spend_window_cents, at, policy)
+    tier = decide_tier(
+        state.tier, state.downgrade_pending_since, f.spend_window_cents, at, policy, d
+    )
     if tier.direction is not None:
         outs.append(
             tier_changed(
@@ -127,7 +132,16 @@ def _evaluate(
     rfm, rfm_next = _rfm(state, at, policy, d, bought)
     if rfm is not None:
         _change_rfm(state, at, rfm, rfm_next, policy, d, outs, changes)
-    warning_reason = changes.get("last_warning_reason", state.last_warning_reason)
+    # The fields the checkpoint reads, as they will be (most evaluations change none of them).
+    warning_reason, returned_at, recall_at = (
+        state.last_warning_reason,
+        state.returned_at,
+        state.recall_at,
+    )
+    if changes:
+        warning_reason = changes.get("last_warning_reason", warning_reason)
+        returned_at = changes.get("returned_at", returned_at)
+        recall_at = changes.get("recall_at", recall_at)
     # `at` is the new evaluated_at, so f (taken at `at` on the same buckets) holds for it. The
     # stage is `stage` whether it changed or not.
     next_check = checkpoint_after(
@@ -137,9 +151,9 @@ def _evaluate(
         f,
         scanned,
         stage=stage,
-        returned_at=cast("int | None", changes.get("returned_at", state.returned_at)),
+        returned_at=returned_at,
         pending_since=tier.pending_since,
-        recall_at=cast("int | None", changes.get("recall_at", state.recall_at)),
+        recall_at=recall_at,
         drop_episode=stage == Stage.AT_RISK and warning_reason == WarningReason.ACTIVITY_DROP,
         rfm_next=rfm_next,
     )
@@ -179,7 +193,7 @@ def _change_rfm(
     policy: Policy,
     d: Derived,
     outs: list[Output],
-    changes: dict[str, object],
+    changes: dict[str, Any],
 ) -> None:
     """The output and state changes of an RFM assessment (appends to `outs` and `changes`)."""
     if rfm.segment != state.rfm_segment:
@@ -213,7 +227,7 @@ def _change_stage(
     risk: float,
     policy: Policy,
     outs: list[Output],
-    changes: dict[str, object],
+    changes: dict[str, Any],
 ) -> None:
     """The outputs and state changes of moving from `prev` to `stage` at `at`: the lifecycle
     event, a recall return, a churn warning with its recall measurement, the episode and the

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from streams.core.churn import WarningReason, churn_likely, is_dropping, is_silent
 from streams.core.facts import Facts
-from streams.core.policy import Policy, derived
+from streams.core.policy import Derived, Policy, derived
 
 
 class Stage:
@@ -29,14 +29,17 @@ def decide_stage(
     *,
     episode_start: int | None = None,
     episode_reason: str | None = None,
+    d: Derived | None = None,
 ) -> tuple[str, str]:
     """(stage, reason) for a user whose previous stage was `prev`, as of `f.at`.
 
     `episode_start`/`episode_reason` describe the current at-risk episode when `prev` is
     at_risk: an episode ends only through activity after it started, never because a sliding
-    window changed the user's typical gap while they stayed silent.
+    window changed the user's typical gap while they stayed silent. `d`: `derived(policy)`,
+    when the caller has it.
     """
-    d = derived(policy)
+    if d is None:
+        d = derived(policy)
     if f.silence_ms >= d.churned_ms:
         return Stage.CHURNED, "silence_churned"
     if f.silence_ms >= d.dormant_ms:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
 import msgspec
 
-from streams.core.policy import Policy, derived
+from streams.core.policy import Derived, Policy, derived
 
 
 # gc=False: frozen, holding only numbers, strings and tuples of those or of other such structs,
@@ -25,33 +27,37 @@ def eligible_tier(spend_cents: int, policy: Policy) -> str:
 
 
 def _eligible(spend_cents: int, tier_cents: tuple[int, ...]) -> int:
-    """The index of the last tier whose threshold (cents) the spend reaches; 0 when none."""
-    found = 0
-    for i, cents in enumerate(tier_cents):
-        if spend_cents >= cents:
-            found = i
-    return found
+    """The index of the last tier whose threshold (cents) the spend reaches; 0 when none.
+    The policy keeps the thresholds increasing (non-decreasing once in cents)."""
+    i = bisect_right(tier_cents, spend_cents)
+    return i - 1 if i else 0
 
 
 def decide_tier(
-    current: str, pending_since: int | None, spend_cents: int, at: int, policy: Policy
+    current: str,
+    pending_since: int | None,
+    spend_cents: int,
+    at: int,
+    policy: Policy,
+    d: Derived | None = None,
 ) -> TierDecision:
     """The tier as of `at` for a user in `current` whose window spend is `spend_cents`.
 
     A tier that vanished from the policy counts as below every tier, so the user is re-tiered
-    at once.
+    at once. `d`: `derived(policy)`, when the caller has it.
     """
-    d = derived(policy)
+    if d is None:
+        d = derived(policy)
     target = d.tier_names[_eligible(spend_cents, d.tier_cents)]
     if not current:
         return TierDecision(target, None, "initial", "first_seen", d.tier_min_spend[target])
+    if target == current:  # the usual case (tier names are unique)
+        return TierDecision(current, None, None)
     cur, tgt = d.tier_rank.get(current, -1), d.tier_rank[target]
     if tgt > cur:
         return TierDecision(
             target, None, "upgrade", "spend_reached_threshold", d.tier_min_spend[target]
         )
-    if tgt == cur:
-        return TierDecision(current, None, None)
     since = pending_since if pending_since is not None else at
     if at - since >= d.grace_ms or cur < 0:
         return TierDecision(
