@@ -71,11 +71,19 @@ local p, kept, warn_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local stage_counts, tier_counts = p .. ':count:stage', p .. ':count:tier'
 local warnings, recall_counts = p .. ':warnings', p .. ':count:recall'
 
+-- A number passed to redis.call is turned into text with sprintf ('%.17g'), and `'a' .. k`
+-- formats k the same way ('%.14g'): over a thousand instructions each, at every count moved.
+-- Increments and field names go as text, the names made once per call.
+local ACTIVE_IN, ACTIVE_SINCE = {}, {}
+for k = 0, 63 do ACTIVE_IN[k], ACTIVE_SINCE[k] = 'a' .. k, 's' .. k end
+setmetatable(ACTIVE_IN, {__index = function(_, k) return 'a' .. k end})
+setmetatable(ACTIVE_SINCE, {__index = function(_, k) return 's' .. k end})
+
 -- Takes the user out of one segment set and its count (value false: the user had none).
 local function leave(kind, counts, value, uid)
   if not value then return end
   redis.call('ZREM', p .. ':seg:' .. kind .. ':' .. value, uid)
-  if redis.call('HINCRBY', counts, value, -1) <= 0 then redis.call('HDEL', counts, value) end
+  if redis.call('HINCRBY', counts, value, '-1') <= 0 then redis.call('HDEL', counts, value) end
 end
 
 -- Puts the user in the segment set of `value` (scored by risk) and its count, leaving the
@@ -87,7 +95,7 @@ local function move(kind, counts, old, value, old_risk, risk, uid)
   end
   leave(kind, counts, old, uid)
   redis.call('ZADD', p .. ':seg:' .. kind .. ':' .. value, risk, uid)
-  redis.call('HINCRBY', counts, value, 1)
+  redis.call('HINCRBY', counts, value, '1')
 end
 
 -- RFM value segments (streams/core/rfm.py): the user's segment in their hash's `rfm` field
@@ -105,7 +113,7 @@ local function rfm_move(ukey, uid, old, segment, old_risk, risk)
   if old ~= '' then leave('rfm', rfm_counts, old, uid) end
   if segment == '' then redis.call('HDEL', ukey, 'rfm') return end
   redis.call('ZADD', p .. ':seg:rfm:' .. segment, risk, uid)
-  redis.call('HINCRBY', rfm_counts, segment, 1)
+  redis.call('HINCRBY', rfm_counts, segment, '1')
   redis.call('HSET', ukey, 'rfm', segment)
 end
 
@@ -125,19 +133,41 @@ end
 -- part (the hash's `retention` field, JSON [[period, cohort, [k active...], last k], ...]):
 -- the old part leaves, the new one joins, so the counts are the sum of the parts the view
 -- holds. Called only where the state's version advances, so a redelivery counts nothing.
+-- Adds delta[f] (+1 or -1) to each field f of the count hash `key`; a count that falls to zero
+-- goes. One HMGET and one HSET (an HDEL when a count goes) for all the fields: one HINCRBY per
+-- field was one command per field, and a command from a script costs several times what
+-- reading or writing a field of the hash does. Each field appears once in `delta`, so this
+-- leaves what one HINCRBY per field (and HDEL at zero or below) would.
+local function add_counts(key, fields, deltas)
+  local have = redis.call('HMGET', key, unpack(fields))
+  local set, gone = {}, {}
+  for i, f in ipairs(fields) do
+    local n = (tonumber(have[i]) or 0) + deltas[i]
+    if n > 0 then
+      set[#set + 1] = f
+      set[#set + 1] = string.format('%d', n)
+    else
+      gone[#gone + 1] = f
+    end
+  end
+  if #set > 0 then redis.call('HSET', key, unpack(set)) end
+  if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+end
+
 local function retention_part(text, sign)
   if not text or text == '' then return end
   for _, c in ipairs(cjson.decode(text)) do
     local index = p .. ':retention:' .. c[1]
     local key = index .. ':' .. c[2]
-    local function bump(f)
-      if redis.call('HINCRBY', key, f, sign) <= 0 then redis.call('HDEL', key, f) end
+    local fields, deltas = {'n'}, {sign}
+    for _, k in ipairs(c[3]) do
+      fields[#fields + 1], deltas[#deltas + 1] = ACTIVE_IN[k], sign
     end
-    bump('n')
-    for _, k in ipairs(c[3]) do bump('a' .. k) end
-    for k = 0, c[4] do bump('s' .. k) end
+    for k = 0, c[4] do fields[#fields + 1], deltas[#deltas + 1] = ACTIVE_SINCE[k], sign end
+    add_counts(key, fields, deltas)
+    -- the score is the cohort's number, given as its text (c[2]) so Lua does not format it
     if redis.call('EXISTS', key) == 0 then redis.call('ZREM', index, c[2])
-    else redis.call('ZADD', index, tonumber(c[2]), c[2]) end
+    else redis.call('ZADD', index, c[2], c[2]) end
   end
 end
 
@@ -145,19 +175,18 @@ end
 -- fields that differ move, not the whole part out and back in. `n` and the cohort's place in
 -- its index stay as they are: this user is counted in it before and after.
 local function retention_shift(a, b)
-  local key = p .. ':retention:' .. a[1] .. ':' .. a[2]
-  local function bump(f, n)
-    if redis.call('HINCRBY', key, f, n) <= 0 then redis.call('HDEL', key, f) end
-  end
+  local fields, deltas = {}, {}
+  local function bump(f, n) fields[#fields + 1], deltas[#deltas + 1] = f, n end
   local had, has = {}, {}
   for _, k in ipairs(a[3]) do had[k] = true end
   for _, k in ipairs(b[3]) do
     has[k] = true
-    if not had[k] then bump('a' .. k, 1) end
+    if not had[k] then bump(ACTIVE_IN[k], 1) end
   end
-  for _, k in ipairs(a[3]) do if not has[k] then bump('a' .. k, -1) end end
-  for k = a[4] + 1, b[4] do bump('s' .. k, 1) end
-  for k = b[4] + 1, a[4] do bump('s' .. k, -1) end
+  for _, k in ipairs(a[3]) do if not has[k] then bump(ACTIVE_IN[k], -1) end end
+  for k = a[4] + 1, b[4] do bump(ACTIVE_SINCE[k], 1) end
+  for k = b[4] + 1, a[4] do bump(ACTIVE_SINCE[k], -1) end
+  if #fields > 0 then add_counts(p .. ':retention:' .. a[1] .. ':' .. a[2], fields, deltas) end
 end
 
 local function same_cohorts(a, b)
@@ -216,6 +245,10 @@ local tl_width, tl_kept = tonumber(ARGV[5]), tonumber(ARGV[6])
 local tl_index = p .. ':timeline'
 -- Read or written once per call: the newest bucket's start (false: no bucket yet), the width.
 local tl_newest, tl_width_set = nil, false
+-- The buckets this call saw in the index (start -> member text): a late change into an older
+-- bucket re-adds it to the index only the first time (ZADD of a member with its own score
+-- changes nothing). A bucket dropped by the trim leaves it.
+local tl_listed = {}
 
 local function tl_top()
   if tl_newest == nil then
@@ -232,17 +265,22 @@ local function tl_add(start, field, n)
   local newest = tl_top()
   local span = tl_kept * tl_width
   if newest and start <= newest - span then return end
-  local member = string.format('%d', start)
-  if not newest or start > newest then
-    redis.call('ZADD', tl_index, member, member)
-    tl_newest = start
-    local gone = redis.call('ZRANGEBYSCORE', tl_index, '-inf', string.format('%d', start - span))
-    for _, old in ipairs(gone) do
-      redis.call('DEL', tl_index .. ':' .. old)
-      redis.call('ZREM', tl_index, old)
+  local member = tl_listed[start]
+  if not member then
+    member = string.format('%d', start)
+    if not newest or start > newest then
+      redis.call('ZADD', tl_index, member, member)
+      tl_newest = start
+      local gone = redis.call('ZRANGEBYSCORE', tl_index, '-inf', string.format('%d', start - span))
+      for _, old in ipairs(gone) do
+        redis.call('DEL', tl_index .. ':' .. old)
+        redis.call('ZREM', tl_index, old)
+        tl_listed[tonumber(old)] = nil
+      end
+    elseif start < newest then
+      redis.call('ZADD', tl_index, member, member)
     end
-  elseif start < newest then
-    redis.call('ZADD', tl_index, member, member)
+    tl_listed[start] = member
   end
   if redis.call('HINCRBY', tl_index .. ':' .. member, field, n) == 0 then
     redis.call('HDEL', tl_index .. ':' .. member, field)
@@ -257,7 +295,7 @@ local function tl_count(outs)
   for _, out in ipairs(outs) do
     if out[5] then
       local ts = tonumber(out[3])
-      tl_add(ts - ts % tl_width, out[5], 1)
+      tl_add(ts - ts % tl_width, out[5], '1')
     end
   end
 end
@@ -266,8 +304,12 @@ end
 local function tl_erase(stage)
   if not stage then return end
   local newest = tl_top()
-  if newest then tl_add(newest, stage .. '>', 1) end
+  if newest then tl_add(newest, stage .. '>', '1') end
 end
+
+-- Whether a write of this call added a churn warning: the warnings older than the kept span
+-- go once, at the end of the call (see trim_warnings).
+local warned = false
 
 local function write(uid, version, stage, tier, risk, state, outs, new_recall, retention, rfm)
   local ukey, tkey = p .. ':user:' .. uid, p .. ':transitions:' .. uid
@@ -299,20 +341,22 @@ local function write(uid, version, stage, tier, risk, state, outs, new_recall, r
     redis.call('DEL', tkey)
   end
   if #outs == 0 then return 1 end
-  local warned = false
-  for _, out in ipairs(outs) do
-    redis.call('LPUSH', tkey, out[4])
+  -- The outputs go in one LPUSH (oldest first: the list is newest first), in chunks of 100
+  -- after a long outage (Lua's unpack has a limit); LPUSH answers the list's length, so LTRIM
+  -- runs only when the list is longer than kept.
+  local docs = {}
+  for i, out in ipairs(outs) do
+    docs[i] = out[4]
     if out[1] == 'churn_warning' then
       redis.call('ZADD', warnings, out[3], out[2])
       warned = true
     end
   end
-  redis.call('LTRIM', tkey, 0, kept - 1)
-  if warned then
-    -- relative to the newest warning kept, so the result does not depend on write order
-    local newest = redis.call('ZRANGE', warnings, 0, 0, 'REV', 'WITHSCORES')[2]
-    redis.call('ZREMRANGEBYSCORE', warnings, '-inf', '(' .. (tonumber(newest) - warn_ms))
+  local length = 0
+  for i = 1, #docs, 100 do
+    length = redis.call('LPUSH', tkey, unpack(docs, i, math.min(i + 99, #docs)))
   end
+  if length > kept then redis.call('LTRIM', tkey, 0, kept - 1) end
   return 1
 end
 
@@ -337,6 +381,14 @@ for _, item in ipairs(cmsgpack.unpack(ARGV[4])) do
                               item[9], item[10], item[11])
   end
 end
+if warned then
+  -- Warnings older than the kept span before the newest warning kept go: relative to the
+  -- newest, so the result does not depend on write order. Once per call, not per write: the
+  -- newest only grows as warnings are added, so trimming after the last addition leaves what
+  -- trimming after each would.
+  local newest = redis.call('ZRANGE', warnings, 0, 0, 'REV', 'WITHSCORES')[2]
+  redis.call('ZREMRANGEBYSCORE', warnings, '-inf', '(' .. (tonumber(newest) - warn_ms))
+end
 return written
 """
 
@@ -350,12 +402,26 @@ def recall_doc(state: UserState) -> str:
     return _json.encode([[*k, n] for k, n in cells]).decode() if cells else ""
 
 
+# retention_doc's answers by (cohort_day, cohort_day_bits, cohort_week_bits), the only fields
+# `parts` reads: many users share them (same cohort, same days active), and a write whose
+# cohorts did not change asks again for the same. Emptied when full, so it stays small.
+_RETENTION_DOCS: dict[tuple[int | None, int, int], str] = {}
+_RETENTION_DOCS_KEPT = 65_536
+
+
 def retention_doc(state: UserState) -> str:
     """The user's part of the retention cohorts as the view stores it: JSON [[period, cohort,
     [periods active], last period active on or after], ...] ('' without a cohort; see
     streams.core.retention.parts). The cohort is a string: it is part of a key name."""
-    mine = parts(state)
-    return _json.encode([[p, str(c), a, k] for p, c, a, k in mine]).decode() if mine else ""
+    key = (state.cohort_day, state.cohort_day_bits, state.cohort_week_bits)
+    doc = _RETENTION_DOCS.get(key)
+    if doc is None:
+        mine = parts(state)
+        doc = _json.encode([[p, str(c), a, k] for p, c, a, k in mine]).decode() if mine else ""
+        if len(_RETENTION_DOCS) >= _RETENTION_DOCS_KEPT:
+            _RETENTION_DOCS.clear()
+        _RETENTION_DOCS[key] = doc
+    return doc
 
 
 def _output_item(out: Output, wire: str) -> list[Any]:

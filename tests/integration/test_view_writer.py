@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 from msgspec.structs import replace
@@ -18,12 +19,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from streams.core import retention
 from streams.core.contract import Event
 from streams.core.engine import apply_event
-from streams.core.outputs import Output, encode_output, lifecycle_changed
+from streams.core.outputs import Output, churn_warning, encode_output, lifecycle_changed
 from streams.core.policy import Policy
 from streams.core.recall import cell_counts
 from streams.core.state import RecallCell, UserState, encode_state
 from streams.local.embedded import Server, start_redis
 from streams.view.keys import (
+    TRANSITIONS_KEPT,
+    WARNINGS_KEPT_MS,
     epoch_key,
     recall_field,
     stage_counts_key,
@@ -221,9 +224,9 @@ async def test_a_write_touches_the_indexes_only_for_what_changed() -> None:
 
     try:
         first = user("t", 1)
-        # Joins a stage and a tier, and the day and week cohorts (size, active and "on or
-        # after" in period 0 each).
-        assert await write(first) == {"zadd": 4, "hincrby": 8}
+        # Joins a stage and a tier, and the day and week cohorts (their counts move in one
+        # HMGET and one HSET per cohort, not counted here; the cohorts' indexes are ZADDs).
+        assert await write(first) == {"zadd": 4, "hincrby": 2}
         figures = user("t", 2)
         assert (figures.stage, figures.tier, figures.risk) == (first.stage, first.tier, 0.0)
         assert await write(figures) == {}
@@ -447,3 +450,46 @@ async def test_the_timeline_keeps_the_newest_buckets_whatever_the_write_order(
     newest = timeline_start(day_base(0), hour)
     assert results[0] == {newest - n * hour: {">new": 1} for n in range(3)}
     assert results[1] == results[0] and results[2] == results[0]
+
+
+async def test_the_transitions_and_the_warnings_keep_the_newest_whatever_the_batching(
+    client: aioredis.Redis, prefix: str
+) -> None:
+    """A user's outputs go into their list in one push and the warnings index is trimmed once
+    per script call: the list holds the newest TRANSITIONS_KEPT outputs, newest first, and the
+    index the warnings within WARNINGS_KEPT_MS of the newest, as one write per output leaves."""
+    hour = 3_600_000
+    # 70 warnings of one user an hour apart (more than the list keeps, a span longer than the
+    # index keeps), and one warning each of 30 other users, older and newer.
+    mine = [churn_warning("tw-ann", day_base(1) + n * hour, "silence", 0.5, "active", "", {})
+            for n in range(70)]  # fmt: skip
+    others = {
+        f"tw-{n:02d}": churn_warning(
+            f"tw-{n:02d}", day_base(0) + n * 5 * hour, "silence", 0.5, "active", "", {}
+        )
+        for n in range(30)
+    }
+    ann = user("tw-ann")
+    one_call = View(client, prefix)
+    items = {"tw-ann": Pending(ann, _published(*mine))}
+    items |= {u: Pending(user(u), _published(o)) for u, o in others.items()}
+    await one_call.write_many(items)
+
+    # The same outputs, one per write (each a newer version) and users in another order.
+    one_by_one = View(client, f"{prefix}x")
+    for version, out in enumerate(mine, start=ann.version):
+        assert await one_by_one.write(replace(ann, version=version), _published(out))
+    for u in reversed(others):
+        assert await one_by_one.write(user(u), _published(others[u]))
+
+    for view in (one_call, one_by_one):
+        kept = await client.lrange(f"{view.prefix}:transitions:tw-ann", 0, -1)
+        assert [msgspec.json.decode(doc)["idempotency_key"] for doc in kept] == [
+            o.idempotency_key for o in reversed(mine[-TRANSITIONS_KEPT:])
+        ]
+        newest = max(o.ts for o in [*mine, *others.values()])
+        assert {k.decode() for k in await client.zrange(f"{view.prefix}:warnings", 0, -1)} == {
+            o.idempotency_key
+            for o in [*mine, *others.values()]
+            if o.ts >= newest - WARNINGS_KEPT_MS
+        }
