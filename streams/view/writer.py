@@ -127,17 +127,11 @@ local function recall_cells(text, sign)
   end
 end
 
--- Retention cohorts (streams/core/retention.py; keys in streams/view/keys.py): per cohort a
--- hash of n (users), a<k> (active in period k), s<k> (active in period k or later), and per
--- period the zset of cohorts with users. Like the recall totals they follow the user's own
--- part (the hash's `retention` field, JSON [[period, cohort, [k active...], last k], ...]):
--- the old part leaves, the new one joins, so the counts are the sum of the parts the view
--- holds. Called only where the state's version advances, so a redelivery counts nothing.
--- Adds delta[f] (+1 or -1) to each field f of the count hash `key`; a count that falls to zero
--- goes. One HMGET and one HSET (an HDEL when a count goes) for all the fields: one HINCRBY per
--- field was one command per field, and a command from a script costs several times what
--- reading or writing a field of the hash does. Each field appears once in `delta`, so this
--- leaves what one HINCRBY per field (and HDEL at zero or below) would.
+-- Adds deltas[i] (+1 or -1) to field fields[i] of the count hash `key`; a count that falls to
+-- zero goes. One HMGET and one HSET (an HDEL when a count goes) for all the fields: one
+-- HINCRBY per field was one command per field, and a command from a script costs several
+-- times what reading or writing a field of the hash does. Each field appears once in
+-- `fields`, so this leaves what one HINCRBY per field (and HDEL at zero or below) would.
 local function add_counts(key, fields, deltas)
   local have = redis.call('HMGET', key, unpack(fields))
   local set, gone = {}, {}
@@ -154,6 +148,12 @@ local function add_counts(key, fields, deltas)
   if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
 end
 
+-- Retention cohorts (streams/core/retention.py; keys in streams/view/keys.py): per cohort a
+-- hash of n (users), a<k> (active in period k), s<k> (active in period k or later), and per
+-- period the zset of cohorts with users. Like the recall totals they follow the user's own
+-- part (the hash's `retention` field, JSON [[period, cohort, [k active...], last k], ...]):
+-- the old part leaves, the new one joins, so the counts are the sum of the parts the view
+-- holds. Called only where the state's version advances, so a redelivery counts nothing.
 local function retention_part(text, sign)
   if not text or text == '' then return end
   for _, c in ipairs(cjson.decode(text)) do
