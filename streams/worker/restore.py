@@ -13,6 +13,12 @@ makes per 1,000 records), and the offset moves to the last one. Recovery's end s
 when a partition has caught up with its high water, the consumer also hands the fetch's last
 record to the loop, which skips it (already applied) and then runs its own end check.
 
+A changelog of raw bytes (the state table's) is not decoded by Faust either: its decode gives
+back the message's own key and value objects, at ~6 µs a record for the event it builds, and a
+standby worker reads every record its peers write. The stores read only the key, the value and
+the message of what they apply, so `Change` carries those three. Any other changelog is
+decoded as Faust would.
+
 Anything unusual goes Faust's way instead (`apply_fetch` returns None): a partition the
 recovery does not track, a table with an `on_changelog_event` callback, or records still
 waiting in the loop's queue (they must be applied first, in order).
@@ -48,9 +54,24 @@ async def apply_fetch(
     fresh = [r for r in records if seen is None or r.offset > seen]
     if fresh:
         recovery.flush_buffers()  # what the loop buffered is older: it goes first
-        decode = table.changelog_topic.decode
-        events = [await decode(to_message(tp, record)) for record in fresh]
-        table.apply_changelog_batch([e for e in events if e is not None])
+        topic = table.changelog_topic
+        if topic.key_serializer == "raw" and topic.value_serializer == "raw":
+            table.apply_changelog_batch([Change(to_message(tp, r)) for r in fresh])
+        else:
+            events = [await topic.decode(to_message(tp, record)) for record in fresh]
+            table.apply_changelog_batch([e for e in events if e is not None])
         offsets[tp] = fresh[-1].offset
     highwater = highwaters.get(tp)
     return highwater is not None and offsets[tp] >= highwater
+
+
+class Change:
+    """A changelog record as a table's store applies it: what Faust's decode gives for raw
+    bytes (the message's key and value, a tombstone's value None) and the message itself."""
+
+    __slots__ = ("key", "message", "value")
+
+    def __init__(self, message: Any) -> None:
+        self.key = message.key
+        self.value = message.value
+        self.message = message

@@ -6,9 +6,12 @@ import asyncio
 import random
 from collections import Counter
 
+import faust
 import pytest
+from faust.types import TP, Message
 
 from streams.core.eventtime import DAY_MS
+from streams.worker.restore import Change
 
 from .conftest import StackFactory
 from .events import day_base, ev
@@ -86,3 +89,28 @@ async def test_a_restart_restores_every_user_a_fetch_at_a_time(make_stack: Stack
     # Faust's loop takes a whole fetch only when its queue still held a record (rare): the
     # bulk goes by fetch.
     assert by_fetch >= 0.9 * changelog, (by_fetch, by_faust, changelog)
+
+
+@pytest.mark.parametrize("value", [b"\x93state", None], ids=["state", "tombstone"])
+async def test_a_raw_changelog_record_is_applied_as_fausts_decode_gives_it(
+    value: bytes | None,
+) -> None:
+    """Records of the state table's changelog (raw bytes) skip Faust's decode: what the store
+    reads of them (key, value, message) is what the decode would have given."""
+    app = faust.App("pulse-restore-check", broker="kafka://127.0.0.1:1", store="memory://")
+    table = app.Table("user-state", key_type=bytes, value_type=bytes, partitions=2)
+    topic = table.changelog_topic
+    assert (topic.key_serializer, topic.value_serializer) == ("raw", "raw")
+    tp = TP(topic.get_topic_name(), 1)
+    message = Message(
+        topic=tp.topic, partition=1, offset=7, timestamp=0.0, timestamp_type=0, headers=[],
+        key=b"u1", value=value, checksum=None, tp=tp,
+    )  # fmt: skip
+    decoded, change = await topic.decode(message), Change(message)
+    assert (change.key, change.value, change.message) == (
+        decoded.key,
+        decoded.value,
+        decoded.message,
+    )
+    table.apply_changelog_batch([change])
+    assert table.data.get(b"u1") == value
