@@ -209,47 +209,6 @@ def same_cohorts(old: Cohorted | None, new: Cohorted | None) -> bool:
     )
 
 
-# The field names of periods 0..31, made once: `move` runs at every change of a user's cohorts.
-_ACTIVE_IN = tuple(f"a{k}" for k in range(32))
-_ACTIVE_SINCE = tuple(f"s{k}" for k in range(32))
-
-
-def moved(old: Cohorted | None, new: Cohorted | None) -> Counter[Cell]:
-    """`cells(new) - cells(old)`, negative counts kept: what a user's change does to the
-    cohort counts."""
-    out: Counter[Cell] = Counter()
-    move(out, old, new)
-    return out
-
-
-def move(counts: Counter[Cell], old: Cohorted | None, new: Cohorted | None) -> None:
-    """Add `moved(old, new)` to `counts` (no counter in between). Most changes are one more
-    period in the same cohort, which touches a cell or two; those are computed directly instead
-    of from both users' twenty-odd cells."""
-    if old is None or new is None or old.cohort_day is None or old.cohort_day != new.cohort_day:
-        counts.update(cells(new))
-        counts.subtract(cells(old))
-        return
-    day = old.cohort_day
-    for period, cohort, n, before, after in (
-        (DAY, day, MAX_DAYS, old.cohort_day_bits, new.cohort_day_bits),
-        (WEEK, week_of(day), MAX_WEEKS, old.cohort_week_bits, new.cohort_week_bits),
-    ):
-        if before == after:
-            continue
-        changed = (before ^ after) & ((1 << (n + 1)) - 1)
-        while changed:
-            k = (changed & -changed).bit_length() - 1
-            counts[(period, cohort, _ACTIVE_IN[k])] += 1 if after >> k & 1 else -1
-            changed &= changed - 1
-        since_before = min(before.bit_length() - 1, n)
-        since_after = min(after.bit_length() - 1, n)
-        for k in range(since_before + 1, since_after + 1):
-            counts[(period, cohort, _ACTIVE_SINCE[k])] += 1
-        for k in range(since_after + 1, since_before + 1):
-            counts[(period, cohort, _ACTIVE_SINCE[k])] -= 1
-
-
 def totals(states: Iterable[Cohorted]) -> Counter[Cell]:
     """The sum of the users' cells."""
     out: Counter[Cell] = Counter()

@@ -1,5 +1,5 @@
 """What a worker keeps in memory about one table partition: who falls due when, and how many
-users are in each stage and tier, their recall tallies and their retention cohorts.
+users are in each stage, tier and RFM segment, and their recall tallies.
 
 Derived from the table (rebuilt after every rebalance), so it needs no changelog of its own. The
 due-time heap makes a sweep cost what is due, not what is known: entries are invalidated
@@ -12,7 +12,6 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 
-from streams.core import retention
 from streams.core.checkpoints import NEVER
 from streams.core.recall import cell_counts
 from streams.core.state import Summary
@@ -29,8 +28,6 @@ class PartitionIndex:
         self.rfm: Counter[str] = Counter()  # RFM segment ("": none) -> users
         # (group, tier, reason, outcome) -> warnings: the recall tallies of these users.
         self.recall: Counter[tuple[str, str, str, str]] = Counter()
-        # (period, cohort, field) -> users: the retention cohorts of these users.
-        self.retention: Counter[retention.Cell] = Counter()
 
     def __len__(self) -> int:
         return len(self.next_check)
@@ -55,8 +52,8 @@ class PartitionIndex:
         self.schedule(key, new.next_check if new is not None else NEVER)
 
     def count(self, old: Summary | None, new: Summary | None) -> None:
-        """Move one user between the stage and tier counts, the recall tallies and the
-        retention cohorts."""
+        """Move one user between the stage, tier and RFM segment counts and the recall
+        tallies."""
         if old is not None:
             self.stages[old.stage] -= 1
             self.tiers[old.tier] -= 1
@@ -70,8 +67,6 @@ class PartitionIndex:
         if before is not after and before != after:  # unchanged tallies are the same tuple
             self.recall.subtract(cell_counts(before))
             self.recall.update(cell_counts(after))
-        if not retention.same_cohorts(old, new):
-            retention.move(self.retention, old, new)
 
     def schedule(self, key: bytes, next_check: int) -> None:
         """`key` falls due at `next_check` (NEVER: not at all)."""

@@ -6,7 +6,6 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.core import retention
 from streams.core.checkpoints import NEVER
 from streams.core.state import UserState, decode_summary, encode_state
 from streams.worker.partindex import PartitionIndex
@@ -94,25 +93,6 @@ def test_a_rebuilt_index_is_the_one_kept_user_by_user(found: list[tuple[str, str
     assert +rebuilt.stages == +kept.stages and +rebuilt.tiers == +kept.tiers
     assert rebuilt.next_check == kept.next_check
     assert rebuilt.pop_due(NEVER - 1) == kept.pop_due(NEVER - 1)
-
-
-def test_retention_cohorts_follow_a_user_who_moves_and_is_erased() -> None:
-    index = PartitionIndex()
-    first = msgspec.structs.replace(
-        _state(), cohort_day=20_001, cohort_day_bits=0b1, cohort_week_bits=0b1
-    )
-    index.put(b"u", None, first)
-    assert +index.retention == retention.cells(first)
-    moved = msgspec.structs.replace(first, cohort_day=20_000, cohort_day_bits=0b11)
-    index.put(b"u", first, moved)
-    assert +index.retention == retention.cells(moved)
-    assert ("day", 20_001, "n") not in +index.retention
-    # A summary (what a rebuild reads) counts the same cells as the state.
-    rebuilt = PartitionIndex()
-    rebuilt.load(b"u", decode_summary(encode_state(moved)))
-    assert +rebuilt.retention == +index.retention
-    index.put(b"u", moved, None)
-    assert +index.retention == {}
 
 
 def test_rfm_segments_are_counted_per_partition() -> None:

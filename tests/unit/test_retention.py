@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
@@ -21,7 +20,6 @@ from streams.core.retention import (
     cohort_label,
     mark,
     marked,
-    moved,
     parts,
     periods_of,
     totals,
@@ -219,21 +217,3 @@ def test_out_of_order_events_give_the_cohorts_of_their_active_days(
         day_bits,
         week_bits,
     )
-
-
-@given(
-    day=st.one_of(st.none(), st.integers(19_000, 19_100)),
-    other_day=st.one_of(st.none(), st.integers(19_000, 19_100)),
-    bits=st.tuples(*[st.integers(0, 2**33 - 1)] * 4),
-    same_day=st.booleans(),
-)
-def test_a_users_move_is_the_difference_of_their_cells(
-    day: int | None, other_day: int | None, bits: tuple[int, int, int, int], same_day: bool
-) -> None:
-    old = SimpleNamespace(cohort_day=day, cohort_day_bits=bits[0], cohort_week_bits=bits[1])
-    new_day = day if same_day else other_day
-    new = SimpleNamespace(cohort_day=new_day, cohort_day_bits=bits[2], cohort_week_bits=bits[3])
-    want = cells(new)
-    want.subtract(cells(old))
-    assert +moved(old, new) == +want and -moved(old, new) == -want
-    assert +moved(old, None) == Counter() and -moved(old, None) == +cells(old)
