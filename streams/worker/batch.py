@@ -36,6 +36,9 @@ class Batch:
         self.proc = proc
         self.policy = proc.policy
         self.now = proc.now()
+        # Per batch, not per record: `event` runs for every record.
+        self.skew_ms = int(self.policy.max_future_skew_seconds * 1000)
+        self.max_bytes = proc.settings.max_event_bytes
         self.before: dict[bytes, UserState | None] = {}
         self.after: dict[bytes, UserState | None] = {}
         self.touched: dict[bytes, int] = {}  # key -> partition, for keys to write back
@@ -57,7 +60,9 @@ class Batch:
     def event(self, msg: Any) -> None:
         proc = self.proc
         proc.read_offsets[msg.partition] = msg.offset
-        proc.high_marks[msg.partition] = max(proc.high_marks.get(msg.partition, -1), msg.offset)
+        high = proc.high_marks.get(msg.partition, -1)
+        if msg.offset > high:  # (not max(): a builtin call costs more, once per record)
+            proc.high_marks[msg.partition] = msg.offset
         self.consumed += 1
         if msg.value is None:
             try:
@@ -75,8 +80,8 @@ class Batch:
                 msg.key,
                 now_ms=self.now,
                 min_ts_ms=self.policy.min_valid_ts_ms,
-                max_future_skew_ms=int(self.policy.max_future_skew_seconds * 1000),
-                max_bytes=proc.settings.max_event_bytes,
+                max_future_skew_ms=self.skew_ms,
+                max_bytes=self.max_bytes,
                 require_key=True,
             )
             user_id = ev.user_id
