@@ -161,13 +161,12 @@ def window_exit_day(
         day = _threshold_change_day(buckets, f, d, policy, last_day)
         if day is not None and day <= last_day:
             found, last_day = day, day - 1
+    # The first day with spend in the tier window, as of today, leaves it by `last_day`.
     first_spend = scanned.first_spend
     window = policy.tier_window_days
-    if (
-        first_spend is not None
-        and (first_spend if first_spend > today - window + 1 else today - window + 1) + window
-        <= last_day
-    ):
+    if first_spend is not None and first_spend < today - window + 1:
+        first_spend = today - window + 1
+    if first_spend is not None and first_spend + window <= last_day:
         day = _tier_change_day(buckets, f, policy, last_day)
         if day is not None and day <= last_day:
             found, last_day = day, day - 1

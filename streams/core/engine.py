@@ -433,7 +433,8 @@ def apply_event(
 
     ts, etype = event.ts, event.type
     active = etype not in d.passive_types
-    spend = event.amount_cents if etype in d.spend_types else 0
+    bought = etype in d.spend_types
+    spend = event.amount_cents if bought else 0
     ids = seen + fp
     if len(ids) > 8 * policy.dedup_capacity:
         ids = ids[-8 * policy.dedup_capacity :]
@@ -445,7 +446,7 @@ def apply_event(
     # The day statistics go into the one copy of the state below (no copy of their own).
     days: dict[str, object] = {}
     purchases = state.rfm_days
-    if etype in d.spend_types:
+    if bought:
         days = _purchase_day(state, event, d)
         purchases = add_purchase(purchases, ts // DAY_MS, spend)
     cohorts: dict[str, int] = {}
@@ -479,7 +480,7 @@ def apply_event(
         ts if ts > state.evaluated_at else state.evaluated_at,
         policy,
         state.version + 1,
-        etype in d.spend_types,
+        bought,
     )
     outs.extend(o)
     return Result(state, tuple(outs), Status.APPLIED)

@@ -125,14 +125,13 @@ def marked(state: Cohorted, had_activity: bool, day: int) -> dict[str, int]:
             return {}
     elif day >= c:
         # Most events land on a day and in a week already marked: nothing to build. (The
-        # bits' positions as `mark` finds them, spelled out: this runs at every event.)
+        # bits' positions as `mark` finds them; conditional expressions, not `min`: this runs
+        # at every event.)
         k = day - c
-        w = (day + 3) // 7 - (c + 3) // 7
-        if (
-            state.cohort_day_bits >> (k if k <= MAX_DAYS else MAX_DAYS + 1) & 1
-            and state.cohort_week_bits >> (w if w <= MAX_WEEKS else MAX_WEEKS + 1) & 1
-        ):
-            return {}
+        if state.cohort_day_bits >> (k if k <= MAX_DAYS else MAX_DAYS + 1) & 1:
+            w = week_of(day) - week_of(c)
+            if state.cohort_week_bits >> (w if w <= MAX_WEEKS else MAX_WEEKS + 1) & 1:
+                return {}
     cohort, day_bits, week_bits = mark(
         state.cohort_day, state.cohort_day_bits, state.cohort_week_bits, day
     )
