@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 from streams import metrics
 from streams.core.outputs import Kind, Output
 from streams.core.recall import cell_counts
-from streams.core.retention import parts
+from streams.core.retention import DAY, MAX_DAYS, MAX_WEEKS, WEEK, parts, week_of
 from streams.core.state import UserState, encode_state
 from streams.view.keys import (
     TIMELINE_BUCKET_MS,
@@ -42,6 +42,7 @@ from streams.view.keys import (
     TRANSITIONS_KEPT,
     WARNINGS_KEPT_MS,
     epoch_key,
+    retention_key,
     timeline_field,
 )
 
@@ -53,11 +54,13 @@ _msgpack = msgspec.msgpack.Encoder()
 # round trip and a command per batch, not per user. Key names follow streams/view/keys.py.
 # ARGV: prefix, transitions kept, warnings kept ms, the batch, the timeline's bucket width
 #   (ms) and buckets kept. An item is
-#   ['w', uid, version, stage, tier, risk, state, outputs, recall, retention, rfm]  (state:
-#   the encode_state bytes; outputs: [[kind, idempotency_key, event_time_ms, document,
+#   ['w', uid, version, stage, tier, risk, state, outputs, recall, retention, rfm, shift]
+#   (state: the encode_state bytes; outputs: [[kind, idempotency_key, event_time_ms, document,
 #   timeline field (stage changes only: 'from>to')], ...];
 #   recall: JSON, '' when never warned; retention: JSON, '' without a cohort; rfm: the RFM
-#   segment, '' without one), or ['e', uid].
+#   segment, '' without one; shift: how the retention counts move from the part the worker
+#   believes the view holds, '' when it does not know or they do not move; View.shift), or
+#   ['e', uid].
 #   Numbers travel as strings: Lua would print big ones in exponent form, and the risk's text
 #   is compared as it was stored.
 # Returns how many user states it wrote (a state at or below the view's version is not).
@@ -72,18 +75,69 @@ local stage_counts, tier_counts = p .. ':count:stage', p .. ':count:tier'
 local warnings, recall_counts = p .. ':warnings', p .. ':count:recall'
 
 -- A number passed to redis.call is turned into text with sprintf ('%.17g'), and `'a' .. k`
--- formats k the same way ('%.14g'): over a thousand instructions each, at every count moved.
--- Increments and field names go as text, the names made once per call.
+-- formats k the same way ('%.14g'): over a thousand instructions each. Field names are made
+-- once per call, and counts go as text made with '%d' (apply_counts).
 local ACTIVE_IN, ACTIVE_SINCE = {}, {}
 for k = 0, 63 do ACTIVE_IN[k], ACTIVE_SINCE[k] = 'a' .. k, 's' .. k end
 setmetatable(ACTIVE_IN, {__index = function(_, k) return 'a' .. k end})
 setmetatable(ACTIVE_SINCE, {__index = function(_, k) return 's' .. k end})
 
+-- Counts (stage, tier, RFM and recall totals, retention cohorts, timeline buckets) move by
+-- deltas gathered over the whole call and applied once at its end (apply_counts): one HMGET
+-- and one HSET per count hash touched, instead of a command per user and field. A command
+-- from a script costs several times what reading or writing a field does, and the 500 users
+-- of a call share a few count hashes. The result is what applying each delta as it came
+-- would leave (a count at zero or below goes), because this script is the counts' only writer
+-- and the call is atomic.
+local counted, counted_keys = {}, {}
+local function bump(key, f, n)
+  local d = counted[key]
+  if not d then
+    d = {fields = {}, delta = {}}
+    counted[key] = d
+    counted_keys[#counted_keys + 1] = key
+  end
+  local had = d.delta[f]
+  if had == nil then
+    d.fields[#d.fields + 1] = f
+    d.delta[f] = n
+  else
+    d.delta[f] = had + n
+  end
+end
+
+local function apply_counts()
+  for _, key in ipairs(counted_keys) do
+    local d = counted[key]
+    if d then
+      local fields = {}
+      for _, f in ipairs(d.fields) do
+        if d.delta[f] ~= 0 then fields[#fields + 1] = f end
+      end
+      if #fields > 0 then
+        local have = redis.call('HMGET', key, unpack(fields))
+        local set, gone = {}, {}
+        for i, f in ipairs(fields) do
+          local n = (tonumber(have[i]) or 0) + d.delta[f]
+          if n > 0 then
+            set[#set + 1] = f
+            set[#set + 1] = string.format('%d', n)
+          else
+            gone[#gone + 1] = f
+          end
+        end
+        if #set > 0 then redis.call('HSET', key, unpack(set)) end
+        if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+      end
+    end
+  end
+end
+
 -- Takes the user out of one segment set and its count (value false: the user had none).
 local function leave(kind, counts, value, uid)
   if not value then return end
   redis.call('ZREM', p .. ':seg:' .. kind .. ':' .. value, uid)
-  if redis.call('HINCRBY', counts, value, '-1') <= 0 then redis.call('HDEL', counts, value) end
+  bump(counts, value, -1)
 end
 
 -- Puts the user in the segment set of `value` (scored by risk) and its count, leaving the
@@ -95,57 +149,34 @@ local function move(kind, counts, old, value, old_risk, risk, uid)
   end
   leave(kind, counts, old, uid)
   redis.call('ZADD', p .. ':seg:' .. kind .. ':' .. value, risk, uid)
-  redis.call('HINCRBY', counts, value, '1')
+  bump(counts, value, 1)
 end
 
 -- RFM value segments (streams/core/rfm.py): the user's segment in their hash's `rfm` field
 -- (absent: none), the set {p}:seg:rfm:<segment> scored by risk, and {p}:count:rfm. Moved only
--- where the state's version advances, like the stage and tier sets.
+-- where the state's version advances, like the stage and tier sets. Answers whether the
+-- hash's field changes.
 local rfm_counts = p .. ':count:rfm'
-local function rfm_move(ukey, uid, old, segment, old_risk, risk)
-  old = old or ''
+local function rfm_move(uid, old, segment, old_risk, risk)
   if old == segment then
     if segment ~= '' and old_risk ~= risk then
       redis.call('ZADD', p .. ':seg:rfm:' .. segment, risk, uid)
     end
-    return
+    return false
   end
   if old ~= '' then leave('rfm', rfm_counts, old, uid) end
-  if segment == '' then redis.call('HDEL', ukey, 'rfm') return end
-  redis.call('ZADD', p .. ':seg:rfm:' .. segment, risk, uid)
-  redis.call('HINCRBY', rfm_counts, segment, '1')
-  redis.call('HSET', ukey, 'rfm', segment)
+  if segment ~= '' then
+    redis.call('ZADD', p .. ':seg:rfm:' .. segment, risk, uid)
+    bump(rfm_counts, segment, 1)
+  end
+  return true
 end
 
 local function recall_cells(text, sign)
   if not text or text == '' then return end
   for _, c in ipairs(cjson.decode(text)) do
-    local f = c[1] .. '|' .. c[2] .. '|' .. c[3] .. '|' .. c[4]
-    if redis.call('HINCRBY', recall_counts, f, sign * c[5]) <= 0 then
-      redis.call('HDEL', recall_counts, f)
-    end
+    bump(recall_counts, c[1] .. '|' .. c[2] .. '|' .. c[3] .. '|' .. c[4], sign * c[5])
   end
-end
-
--- Adds deltas[i] (+1 or -1) to field fields[i] of the count hash `key`; a count that falls to
--- zero goes. One HMGET and one HSET (an HDEL when a count goes) for all the fields: one
--- HINCRBY per field was one command per field, and a command from a script costs several
--- times what reading or writing a field of the hash does. Each field appears once in
--- `fields`, so this leaves what one HINCRBY per field (and HDEL at zero or below) would.
-local function add_counts(key, fields, deltas)
-  local have = redis.call('HMGET', key, unpack(fields))
-  local set, gone = {}, {}
-  for i, f in ipairs(fields) do
-    local n = (tonumber(have[i]) or 0) + deltas[i]
-    if n > 0 then
-      set[#set + 1] = f
-      set[#set + 1] = string.format('%d', n)
-    else
-      gone[#gone + 1] = f
-    end
-  end
-  if #set > 0 then redis.call('HSET', key, unpack(set)) end
-  if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
 end
 
 -- Retention cohorts (streams/core/retention.py; keys in streams/view/keys.py): per cohort a
@@ -154,20 +185,29 @@ end
 -- part (the hash's `retention` field, JSON [[period, cohort, [k active...], last k], ...]):
 -- the old part leaves, the new one joins, so the counts are the sum of the parts the view
 -- holds. Called only where the state's version advances, so a redelivery counts nothing.
+-- A cohort a user joined or left is listed in its period's index, or taken out of it, once
+-- its counts are applied (retention_indexes).
+local cohorts_moved, cohorts_listed = {}, {}
 local function retention_part(text, sign)
   if not text or text == '' then return end
   for _, c in ipairs(cjson.decode(text)) do
     local index = p .. ':retention:' .. c[1]
     local key = index .. ':' .. c[2]
-    local fields, deltas = {'n'}, {sign}
-    for _, k in ipairs(c[3]) do
-      fields[#fields + 1], deltas[#deltas + 1] = ACTIVE_IN[k], sign
+    bump(key, 'n', sign)
+    for _, k in ipairs(c[3]) do bump(key, ACTIVE_IN[k], sign) end
+    for k = 0, c[4] do bump(key, ACTIVE_SINCE[k], sign) end
+    if not cohorts_listed[key] then
+      cohorts_listed[key] = true
+      cohorts_moved[#cohorts_moved + 1] = {index, c[2], key}
     end
-    for k = 0, c[4] do fields[#fields + 1], deltas[#deltas + 1] = ACTIVE_SINCE[k], sign end
-    add_counts(key, fields, deltas)
-    -- the score is the cohort's number, given as its text (c[2]) so Lua does not format it
-    if redis.call('EXISTS', key) == 0 then redis.call('ZREM', index, c[2])
-    else redis.call('ZADD', index, c[2], c[2]) end
+  end
+end
+
+local function retention_indexes()
+  for _, m in ipairs(cohorts_moved) do
+    -- the score is the cohort's number, given as its text so Lua does not format it
+    if redis.call('EXISTS', m[3]) == 0 then redis.call('ZREM', m[1], m[2])
+    else redis.call('ZADD', m[1], m[2], m[2]) end
   end
 end
 
@@ -175,18 +215,27 @@ end
 -- fields that differ move, not the whole part out and back in. `n` and the cohort's place in
 -- its index stay as they are: this user is counted in it before and after.
 local function retention_shift(a, b)
-  local fields, deltas = {}, {}
-  local function bump(f, n) fields[#fields + 1], deltas[#deltas + 1] = f, n end
+  local key = p .. ':retention:' .. a[1] .. ':' .. a[2]
   local had, has = {}, {}
   for _, k in ipairs(a[3]) do had[k] = true end
   for _, k in ipairs(b[3]) do
     has[k] = true
-    if not had[k] then bump(ACTIVE_IN[k], 1) end
+    if not had[k] then bump(key, ACTIVE_IN[k], 1) end
   end
-  for _, k in ipairs(a[3]) do if not has[k] then bump(ACTIVE_IN[k], -1) end end
-  for k = a[4] + 1, b[4] do bump(ACTIVE_SINCE[k], 1) end
-  for k = b[4] + 1, a[4] do bump(ACTIVE_SINCE[k], -1) end
-  if #fields > 0 then add_counts(p .. ':retention:' .. a[1] .. ':' .. a[2], fields, deltas) end
+  for _, k in ipairs(a[3]) do if not has[k] then bump(key, ACTIVE_IN[k], -1) end end
+  for k = a[4] + 1, b[4] do bump(key, ACTIVE_SINCE[k], 1) end
+  for k = b[4] + 1, a[4] do bump(key, ACTIVE_SINCE[k], -1) end
+end
+
+-- The same move given by the worker (View.shift: [the part it moves from, cohort key, fields,
+-- field, delta, ...]), used when the view holds that part: no JSON to decode.
+local function retention_deltas(shift)
+  local i, n = 2, #shift
+  while i <= n do
+    local key, count = shift[i], shift[i + 1]
+    for j = i + 2, i + 2 * count, 2 do bump(key, shift[j], shift[j + 1]) end
+    i = i + 2 + 2 * count
+  end
 end
 
 local function same_cohorts(a, b)
@@ -197,43 +246,55 @@ local function same_cohorts(a, b)
   return true
 end
 
-local function retention_move(ukey, old, new)
-  old = old or ''
-  if old == new then return end
+-- Moves the user's part from `old` to `new` (both JSON text, '' without a cohort).
+local function retention_move(old, new)
   local a = old ~= '' and cjson.decode(old) or nil
   local b = new ~= '' and cjson.decode(new) or nil
   if a and b and same_cohorts(a, b) then
     for i = 1, #a do retention_shift(a[i], b[i]) end
-    redis.call('HSET', ukey, 'retention', new)
     return
   end
   retention_part(old, -1)
   retention_part(new, 1)
-  if new == '' then redis.call('HDEL', ukey, 'retention')
-  else redis.call('HSET', ukey, 'retention', new) end
 end
 
 -- Stores the state and moves the user's indexes from `cur` (HMGET version, stage, tier, risk,
 -- recall, state, retention, rfm) to the new values. The recall totals follow the user's tally
 -- (its hash's `recall` field): the old cells leave, the new ones join, so the totals are always
--- the sum of the tallies the view holds, whatever order or how often writes arrive.
+-- the sum of the tallies the view holds, whatever order or how often writes arrive. The hash
+-- takes one HSET, and one HDEL when a field goes.
 local function store(ukey, uid, cur, version, stage, tier, risk, state, new_recall, retention,
-                     rfm)
-  retention_move(ukey, cur[7], retention)
-  rfm_move(ukey, uid, cur[8], rfm, cur[4], risk)
+                     rfm, shift)
+  local set = {'version', version, 'stage', stage, 'tier', tier, 'risk', risk, 'state', state}
+  local gone = {}
+  local function field(name, old, new)
+    if new ~= '' then
+      set[#set + 1] = name
+      set[#set + 1] = new
+    elseif old ~= '' then
+      gone[#gone + 1] = name
+    end
+  end
+  local old_retention = cur[7] or ''
+  if old_retention ~= retention then
+    if type(shift) == 'table' and shift[1] == old_retention then retention_deltas(shift)
+    else retention_move(old_retention, retention) end
+    field('retention', old_retention, retention)
+  end
+  local old_rfm = cur[8] or ''
+  if rfm_move(uid, old_rfm, rfm, cur[4], risk) then field('rfm', old_rfm, rfm) end
   move('stage', stage_counts, cur[2], stage, cur[4], risk, uid)
   move('tier', tier_counts, cur[3], tier, cur[4], risk, uid)
   local old_recall = cur[5] or ''
   if old_recall ~= new_recall then
     recall_cells(old_recall, -1)
     recall_cells(new_recall, 1)
-    if new_recall == '' then redis.call('HDEL', ukey, 'recall')
-    else redis.call('HSET', ukey, 'recall', new_recall) end
+    field('recall', old_recall, new_recall)
   end
-  redis.call('HSET', ukey, 'version', version, 'stage', stage, 'tier', tier, 'risk', risk,
-             'state', state)
+  redis.call('HSET', ukey, unpack(set))
   -- A hash written before the state was stored holds the document instead: it goes.
-  if cur[1] and not cur[6] then redis.call('HDEL', ukey, 'doc') end
+  if cur[1] and not cur[6] then gone[#gone + 1] = 'doc' end
+  if #gone > 0 then redis.call('HDEL', ukey, unpack(gone)) end
 end
 
 -- Lifecycle timeline (issue 18; keys.py: {p}:timeline*). Users entering and leaving each
@@ -276,15 +337,14 @@ local function tl_add(start, field, n)
         redis.call('DEL', tl_index .. ':' .. old)
         redis.call('ZREM', tl_index, old)
         tl_listed[tonumber(old)] = nil
+        counted[tl_index .. ':' .. old] = nil  -- what this call counted there goes with it
       end
     elseif start < newest then
       redis.call('ZADD', tl_index, member, member)
     end
     tl_listed[start] = member
   end
-  if redis.call('HINCRBY', tl_index .. ':' .. member, field, n) == 0 then
-    redis.call('HDEL', tl_index .. ':' .. member, field)
-  end
+  bump(tl_index .. ':' .. member, field, n)
   if not tl_width_set then
     redis.call('SET', tl_index .. ':width', string.format('%d', tl_width))
     tl_width_set = true
@@ -295,7 +355,7 @@ local function tl_count(outs)
   for _, out in ipairs(outs) do
     if out[5] then
       local ts = tonumber(out[3])
-      tl_add(ts - ts % tl_width, out[5], '1')
+      tl_add(ts - ts % tl_width, out[5], 1)
     end
   end
 end
@@ -304,27 +364,30 @@ end
 local function tl_erase(stage)
   if not stage then return end
   local newest = tl_top()
-  if newest then tl_add(newest, stage .. '>', '1') end
+  if newest then tl_add(newest, stage .. '>', 1) end
 end
 
 -- Whether a write of this call added a churn warning: the warnings older than the kept span
 -- go once, at the end of the call (see trim_warnings).
 local warned = false
 
-local function write(uid, version, stage, tier, risk, state, outs, new_recall, retention, rfm)
+local function write(uid, version, stage, tier, risk, state, outs, new_recall, retention, rfm,
+                     shift)
   local ukey, tkey = p .. ':user:' .. uid, p .. ':transitions:' .. uid
   local cur = redis.call('HMGET', ukey, 'version', 'stage', 'tier', 'risk', 'recall', 'state',
                         'retention', 'rfm')
-  if cur[1] and tonumber(cur[1]) > tonumber(version) then return 0 end
-  if not cur[1] or tonumber(cur[1]) < tonumber(version) then tl_count(outs) end
+  -- versions read once: a string's tonumber is a strtod
+  local had, v = cur[1] and tonumber(cur[1]), tonumber(version)
+  if had and had > v then return 0 end
+  if not had or had < v then tl_count(outs) end
   local written = 0
-  if not (cur[1] and tonumber(cur[1]) == tonumber(version) and cur[6]) then
+  if not (had == v and cur[6]) then
     -- A newer version, or the same one stored as a document (a view written before the
     -- state was stored, brought up to date by a resync or a rebuild).
-    store(ukey, uid, cur, version, stage, tier, risk, state, new_recall, retention, rfm)
+    store(ukey, uid, cur, version, stage, tier, risk, state, new_recall, retention, rfm, shift)
     written = 1
   end
-  if cur[1] and tonumber(cur[1]) == tonumber(version) then
+  if had == v then
     -- The same state again: a redelivery, a resync or a rebuild. Only a rebuild brings
     -- outputs the list lacks (the view lost them, the state came back without them); its
     -- outputs are the user's latest from the topics, so they replace the list.
@@ -367,8 +430,8 @@ local function erase(uid)
   leave('stage', stage_counts, old[1], uid)
   leave('tier', tier_counts, old[2], uid)
   recall_cells(old[3], -1)
-  retention_move(ukey, old[4], '')
-  rfm_move(ukey, uid, old[5], '')
+  retention_part(old[4], -1)
+  rfm_move(uid, old[5] or '', '')
   redis.call('DEL', ukey, p .. ':transitions:' .. uid)
 end
 
@@ -378,9 +441,11 @@ for _, item in ipairs(cmsgpack.unpack(ARGV[4])) do
     erase(item[2])
   else
     written = written + write(item[2], item[3], item[4], item[5], item[6], item[7], item[8],
-                              item[9], item[10], item[11])
+                              item[9], item[10], item[11], item[12])
   end
 end
+apply_counts()
+retention_indexes()
 if warned then
   -- Warnings older than the kept span before the newest warning kept go: relative to the
   -- newest, so the result does not depend on write order. Once per call, not per write: the
@@ -424,6 +489,56 @@ def retention_doc(state: UserState) -> str:
     return doc
 
 
+_ACTIVE_IN = [f"a{k}" for k in range(64)]
+_ACTIVE_SINCE = [f"s{k}" for k in range(64)]
+# _moves' answers by (old bits, new bits, periods kept): users active on the same periods
+# share them. Emptied when full, so it stays small.
+_MOVES: dict[tuple[int, int, int], list[Any]] = {}
+
+
+def _moves(old: int, new: int, n: int) -> list[Any]:
+    """[field, delta, ...]: how one cohort's counts move when a user's period bits go from
+    `old` to `new` (streams.core.retention.periods_of: periods 0..n)."""
+    moves = _MOVES.get((old, new, n))
+    if moves is None:
+        moves = []
+        kept = (1 << (n + 1)) - 1
+        for bits, delta in (((new & ~old) & kept, 1), ((old & ~new) & kept, -1)):
+            while bits:
+                low = bits & -bits
+                moves += (_ACTIVE_IN[low.bit_length() - 1], delta)
+                bits ^= low
+        last_old = min(old.bit_length() - 1, n)
+        last_new = min(new.bit_length() - 1, n)
+        for k in range(last_old + 1, last_new + 1):
+            moves += (_ACTIVE_SINCE[k], 1)
+        for k in range(last_new + 1, last_old + 1):
+            moves += (_ACTIVE_SINCE[k], -1)
+        if len(_MOVES) >= _RETENTION_DOCS_KEPT:
+            _MOVES.clear()
+        _MOVES[(old, new, n)] = moves
+    return moves
+
+
+def retention_shift(prefix: str, before: UserState, after: UserState) -> list[Any]:
+    """How the user's retention counts move from `before` to `after` when both are in the same
+    cohorts (the usual change: one more period active), as the script takes it: [the part
+    the view must hold (retention_doc(before)), cohort key, fields, field, delta, ...,
+    cohort key, ...]; [] when the cohorts differ (the script then moves the parts itself).
+    The same moves as streams.core.retention.cells(after) - cells(before)."""
+    day = before.cohort_day
+    if day is None or day != after.cohort_day:
+        return []
+    shift: list[Any] = [retention_doc(before)]
+    old, new = before.cohort_day_bits, after.cohort_day_bits
+    if old != new and (moves := _moves(old, new, MAX_DAYS)):
+        shift += (retention_key(prefix, DAY, day), len(moves) >> 1, *moves)
+    old, new = before.cohort_week_bits, after.cohort_week_bits
+    if old != new and (moves := _moves(old, new, MAX_WEEKS)):
+        shift += (retention_key(prefix, WEEK, week_of(day)), len(moves) >> 1, *moves)
+    return shift if len(shift) > 1 else []
+
+
 def _output_item(out: Output, wire: str) -> list[Any]:
     """An output as the script takes it; a stage change carries its timeline field
     ("from>to"), so the script counts it without decoding the document."""
@@ -461,6 +576,10 @@ class Pending:
     # `encode_state(state)` when the caller has it already (the worker's changelog record):
     # the view stores the same bytes without encoding the state a second time.
     encoded: bytes | None = None
+    # The state the view holds, as far as the writer knows (the state before this flush's
+    # first update): the script checks it, and moves the retention counts by the deltas from
+    # it without decoding the stored part.
+    before: UserState | None = None
 
 
 class View:
@@ -484,10 +603,24 @@ class View:
         self.timeline_buckets = timeline_buckets
         self._batch = client.register_script(BATCH_LUA)
 
+    def shift(self, before: UserState | None, after: UserState) -> list[Any] | str:
+        """retention_shift(before -> after), '' when there is nothing to move."""
+        if before is None or (
+            before.cohort_day_bits == after.cohort_day_bits
+            and before.cohort_week_bits == after.cohort_week_bits
+        ):
+            return ""
+        return retention_shift(self.prefix, before, after) or ""
+
     def item(
-        self, state: UserState, outputs: list[Published], encoded: bytes | None = None
+        self,
+        state: UserState,
+        outputs: list[Published],
+        encoded: bytes | None = None,
+        before: UserState | None = None,
     ) -> list[Any]:
-        """One user's write as the script takes it (`encoded`: the state's bytes, if known)."""
+        """One user's write as the script takes it (`encoded`: the state's bytes, if known;
+        `before`: the state the view holds, if known)."""
         return [
             "w",
             state.user_id,
@@ -500,6 +633,7 @@ class View:
             recall_doc(state),
             retention_doc(state),
             state.rfm_segment,
+            self.shift(before, state),
         ]
 
     async def write(self, state: UserState, outputs: list[Published]) -> bool:
@@ -516,7 +650,9 @@ class View:
             if pending.state is None:
                 batch.append(["e", user_id])
             else:
-                batch.append(self.item(pending.state, pending.outputs, pending.encoded))
+                batch.append(
+                    self.item(pending.state, pending.outputs, pending.encoded, pending.before)
+                )
         head: list[Any] = [self.prefix, TRANSITIONS_KEPT, WARNINGS_KEPT_MS]
         pipe = self.client.pipeline(transaction=False)
         for start in range(0, len(batch), self.BATCH):
@@ -560,12 +696,19 @@ class ViewWriter:
         # Read at scrape time: setting a gauge at every event took a lock per event.
         metrics.VIEW_PENDING.set_function(lambda: len(self.pending) + self.in_flight)
 
-    def put(self, state: UserState, outputs: list[Published], encoded: bytes | None = None) -> None:
+    def put(
+        self,
+        state: UserState,
+        outputs: list[Published],
+        encoded: bytes | None = None,
+        before: UserState | None = None,
+    ) -> None:
         """Queue `state` (and its outputs); `encoded` is `encode_state(state)` when the caller
-        has it."""
+        has it, `before` the user's state before this change (what the view holds when no
+        other update of the user is pending)."""
         item = self.pending.get(state.user_id)
         if item is None or item.state is None:
-            self.pending[state.user_id] = Pending(state, list(outputs), encoded)
+            self.pending[state.user_id] = Pending(state, list(outputs), encoded, before)
         else:
             item.state = state
             item.encoded = encoded
@@ -598,6 +741,7 @@ class ViewWriter:
                     self.pending[user_id] = item
                 elif newer.state is not None and item.state is not None:
                     newer.outputs[:0] = item.outputs
+                    newer.before = item.before
             raise
         finally:
             self.in_flight = 0

@@ -200,7 +200,7 @@ class Batch:
             store[key] = raw
             record = Record(changelog, key, raw, partition)
             if writer is not None:
-                writer.put(new, self.published.get(key, []), raw)
+                writer.put(new, self.published.get(key, []), raw, old)
         proc.index(partition).count(old, new)
         return record
 

@@ -209,12 +209,14 @@ def _calls(stats: dict[str, Any], *commands: str) -> dict[str, int]:
 
 
 async def test_a_write_touches_the_indexes_only_for_what_changed() -> None:
-    """Most writes change a user's figures, not their stage, tier or risk: those move no
-    segment set and no count. Counted on a redis-server of this test's own."""
+    """Most writes change a user's figures, not their stage, tier or risk: those are one HMGET
+    and one HSET of the user's hash, and move no segment set and no count. Counts move in one
+    HMGET and one HSET per count hash a call touches. Counted on a redis-server of this test's
+    own."""
     server = start_redis()
     client = aioredis.from_url(f"redis://127.0.0.1:{server.port}/0")
     view = View(client, "touch")
-    indexes = ("zadd", "zrem", "hincrby", "hdel")
+    indexes = ("zadd", "zrem", "hincrby", "hdel", "hmget", "hset", "exists")
 
     async def write(state: UserState) -> dict[str, int]:
         before = _calls(await client.info("commandstats"), *indexes)
@@ -224,23 +226,24 @@ async def test_a_write_touches_the_indexes_only_for_what_changed() -> None:
 
     try:
         first = user("t", 1)
-        # Joins a stage and a tier, and the day and week cohorts (their counts move in one
-        # HMGET and one HSET per cohort, not counted here; the cohorts' indexes are ZADDs).
-        assert await write(first) == {"zadd": 4, "hincrby": 2}
+        # Joins a stage and a tier (sets and counts), and the day and week cohorts (counts,
+        # and the cohorts' indexes after them).
+        assert await write(first) == {"zadd": 4, "hmget": 5, "hset": 5, "exists": 2}
         figures = user("t", 2)
         assert (figures.stage, figures.tier, figures.risk) == (first.stage, first.tier, 0.0)
-        assert await write(figures) == {}
+        assert await write(figures) == {"hmget": 1, "hset": 1}
         riskier = replace(figures, version=figures.version + 1, risk=0.5)
-        assert await write(riskier) == {"zadd": 2}  # the same sets, a new score
+        assert await write(riskier) == {"hmget": 1, "hset": 1, "zadd": 2}  # a new score
         moved = replace(riskier, version=riskier.version + 1, stage="active")
         # Out of `new` (its count falls to 0: the field goes), into `active`; the tier stays.
-        assert await write(moved) == {"zrem": 1, "zadd": 1, "hincrby": 2, "hdel": 1}
+        assert await write(moved) == {"hmget": 2, "hset": 2, "zrem": 1, "zadd": 1, "hdel": 1}
         warned = replace(
             moved,
             version=moved.version + 1,
             recall_tally=(RecallCell("treated", moved.tier, "silence_exceeds_normal", warned=1),),
         )
-        assert await write(warned) == {"hincrby": 1}  # its recall cell joins the totals
+        # its recall cell joins the totals
+        assert await write(warned) == {"hmget": 2, "hset": 2}
         assert await client.zrange("touch:seg:stage:active", 0, -1, withscores=True) == [
             (b"t", 0.5)
         ]
@@ -254,14 +257,17 @@ async def test_a_write_touches_the_indexes_only_for_what_changed() -> None:
         server.stop()
 
 
+@pytest.mark.parametrize("hints", ["none", "right", "wrong"])
 async def test_indexes_follow_the_latest_state_whatever_the_write_order(
-    client: aioredis.Redis, prefix: str
+    client: aioredis.Redis, prefix: str, hints: str
 ) -> None:
     """Versions of 40 users with changing stage, tier, risk, recall cells, cohorts and RFM
     segments, written in a shuffled order (so most arrive stale), in batches, some users erased
     at the end: the segment sets, counts, recall totals and retention cohorts are those of the
-    states the view holds."""
-    rng = random.Random(7)
+    states the view holds. The same whether the writes say which state the view holds (the
+    retention counts then move by the worker's deltas), say nothing, or say a wrong one (the
+    script sees that the part it holds differs and moves the parts itself)."""
+    rng, hint_rng = random.Random(7), random.Random(11)
     view = View(client, prefix)
     base = user("x")
     versions: list[UserState] = []
@@ -289,11 +295,28 @@ async def test_indexes_follow_the_latest_state_whatever_the_write_order(
             versions.append(state)
             latest[state.user_id] = state
     rng.shuffle(versions)
+    held: dict[str, UserState] = {}  # the version the view holds
+    shifted = 0  # writes whose hint moved retention counts by deltas
+
+    def hint(state: UserState) -> UserState | None:
+        if hints == "right":
+            return held.get(state.user_id)
+        if hints == "wrong":
+            return hint_rng.choice([v for v in versions if v.user_id == state.user_id])
+        return None
+
     start = 0
     while start < len(versions):
         chunk = versions[start : start + rng.randint(1, 30)]
         start += len(chunk)
-        await view.write_many({s.user_id: Pending(s) for s in chunk})
+        batch = {s.user_id: Pending(s, before=hint(s)) for s in chunk}
+        shifted += sum(1 for p in batch.values() if p.state and view.shift(p.before, p.state))
+        await view.write_many(batch)
+        for p in batch.values():
+            assert p.state is not None
+            if p.state.user_id not in held or held[p.state.user_id].version < p.state.version:
+                held[p.state.user_id] = p.state
+    assert (shifted > 10) == (hints != "none")
     for state in latest.values():  # a batch holds one version per user: the last one wins
         await view.write(state, [])
     erased = sorted(latest)[::5]
