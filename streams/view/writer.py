@@ -53,14 +53,17 @@ _msgpack = msgspec.msgpack.Encoder()
 # One script call writes or erases a batch of users (a msgpack array; see View.write_many): a
 # round trip and a command per batch, not per user. Key names follow streams/view/keys.py.
 # ARGV: prefix, transitions kept, warnings kept ms, the batch, the timeline's bucket width
-#   (ms) and buckets kept. An item is
-#   ['w', uid, version, stage, tier, risk, state, outputs, recall, retention, rfm, shift]
-#   (state: the encode_state bytes; outputs: [[kind, idempotency_key, event_time_ms, document,
-#   timeline field (stage changes only: 'from>to')], ...];
-#   recall: JSON, '' when never warned; retention: JSON, '' without a cohort; rfm: the RFM
-#   segment, '' without one; shift: how the retention counts move from the part the worker
-#   believes the view holds, '' when it does not know or they do not move; View.shift), or
-#   ['e', uid].
+#   (ms) and buckets kept. The batch is one flat array, read by position: the msgpack
+#   library inside Redis grows every array it makes one element at a time, and a table per
+#   user and per output cost more than the work the script does with them. A user's write is
+#   'w', uid, version, stage, tier, risk, state, recall, retention, rfm,
+#   n, shift (n elements), m, outputs (m times: kind, idempotency_key, event_time_ms,
+#   document, timeline field)
+#   (state: the encode_state bytes; recall: JSON, '' when never warned; retention: JSON, ''
+#   without a cohort; rfm: the RFM segment, '' without one; shift: how the retention counts
+#   move from the part the worker believes the view holds, none when it does not know or they
+#   do not move (View.shift); timeline field: 'from>to' for a stage change, else ''); an
+#   erasure is 'e', uid.
 #   Numbers travel as strings: Lua would print big ones in exponent form, and the risk's text
 #   is compared as it was stored.
 # Returns how many user states it wrote (a state at or below the view's version is not).
@@ -71,6 +74,7 @@ _msgpack = msgspec.msgpack.Encoder()
 # writer and changes them together with the hash.
 BATCH_LUA = """
 local p, kept, warn_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local b = cmsgpack.unpack(ARGV[4])  -- the batch
 local stage_counts, tier_counts = p .. ':count:stage', p .. ':count:tier'
 local warnings, recall_counts = p .. ':warnings', p .. ':count:recall'
 
@@ -227,13 +231,14 @@ local function retention_shift(a, b)
   for k = b[4] + 1, a[4] do bump(key, ACTIVE_SINCE[k], -1) end
 end
 
--- The same move given by the worker (View.shift: [the part it moves from, cohort key, fields,
--- field, delta, ...]), used when the view holds that part: no JSON to decode.
-local function retention_deltas(shift)
-  local i, n = 2, #shift
-  while i <= n do
-    local key, count = shift[i], shift[i + 1]
-    for j = i + 2, i + 2 * count, 2 do bump(key, shift[j], shift[j + 1]) end
+-- The same move given by the worker, the ns elements of the batch from b[s] (View.shift: the
+-- part it moves from, then cohort key, fields, field, delta, ... per cohort), used when the
+-- view holds that part: no JSON to decode.
+local function retention_deltas(s, ns)
+  local i, last = s + 1, s + ns - 1
+  while i <= last do
+    local key, count = b[i], b[i + 1]
+    for j = i + 2, i + 2 * count, 2 do bump(key, b[j], b[j + 1]) end
     i = i + 2 + 2 * count
   end
 end
@@ -259,12 +264,12 @@ local function retention_move(old, new)
 end
 
 -- Stores the state and moves the user's indexes from `cur` (HMGET version, stage, tier, risk,
--- recall, state, retention, rfm) to the new values. The recall totals follow the user's tally
+-- recall, doc, retention, rfm) to the new values. The recall totals follow the user's tally
 -- (its hash's `recall` field): the old cells leave, the new ones join, so the totals are always
 -- the sum of the tallies the view holds, whatever order or how often writes arrive. The hash
 -- takes one HSET, and one HDEL when a field goes.
 local function store(ukey, uid, cur, version, stage, tier, risk, state, new_recall, retention,
-                     rfm, shift)
+                     rfm, s, ns)
   local set = {'version', version, 'stage', stage, 'tier', tier, 'risk', risk, 'state', state}
   local gone = {}
   local function field(name, old, new)
@@ -277,7 +282,7 @@ local function store(ukey, uid, cur, version, stage, tier, risk, state, new_reca
   end
   local old_retention = cur[7] or ''
   if old_retention ~= retention then
-    if type(shift) == 'table' and shift[1] == old_retention then retention_deltas(shift)
+    if ns > 0 and b[s] == old_retention then retention_deltas(s, ns)
     else retention_move(old_retention, retention) end
     field('retention', old_retention, retention)
   end
@@ -293,7 +298,7 @@ local function store(ukey, uid, cur, version, stage, tier, risk, state, new_reca
   end
   redis.call('HSET', ukey, unpack(set))
   -- A hash written before the state was stored holds the document instead: it goes.
-  if cur[1] and not cur[6] then gone[#gone + 1] = 'doc' end
+  if cur[6] then gone[#gone + 1] = 'doc' end
   if #gone > 0 then redis.call('HDEL', ukey, unpack(gone)) end
 end
 
@@ -351,11 +356,13 @@ local function tl_add(start, field, n)
   end
 end
 
-local function tl_count(outs)
-  for _, out in ipairs(outs) do
-    if out[5] then
-      local ts = tonumber(out[3])
-      tl_add(ts - ts % tl_width, out[5], 1)
+-- Counts the stage changes among the m outputs of the batch from b[o] (five elements each).
+local function tl_count(o, m)
+  for j = o, o + 5 * (m - 1), 5 do
+    local f = b[j + 4]
+    if f ~= '' then
+      local ts = tonumber(b[j + 2])
+      tl_add(ts - ts % tl_width, f, 1)
     end
   end
 end
@@ -371,53 +378,61 @@ end
 -- go once, at the end of the call (see trim_warnings).
 local warned = false
 
-local function write(uid, version, stage, tier, risk, state, outs, new_recall, retention, rfm,
-                     shift)
+-- The write at b[i] (see the layout at the top); answers 1 when it stored the state, or when
+-- the state was current and the list got outputs it lacked, else 0.
+local function write(i)
+  local uid, version = b[i + 1], b[i + 2]
+  local ns = b[i + 10]
+  local m, o = b[i + 11 + ns], i + 12 + ns  -- the outputs: m of them from b[o]
   local ukey, tkey = p .. ':user:' .. uid, p .. ':transitions:' .. uid
-  local cur = redis.call('HMGET', ukey, 'version', 'stage', 'tier', 'risk', 'recall', 'state',
+  -- `doc`, not `state`: whether the hash holds a state is whether it holds no document (every
+  -- write stores the state and drops the document), and the state's bytes are not copied
+  -- into Lua for that.
+  local cur = redis.call('HMGET', ukey, 'version', 'stage', 'tier', 'risk', 'recall', 'doc',
                         'retention', 'rfm')
   -- versions read once: a string's tonumber is a strtod
   local had, v = cur[1] and tonumber(cur[1]), tonumber(version)
   if had and had > v then return 0 end
-  if not had or had < v then tl_count(outs) end
+  if not had or had < v then tl_count(o, m) end
   local written = 0
-  if not (had == v and cur[6]) then
+  if not (had == v and not cur[6]) then
     -- A newer version, or the same one stored as a document (a view written before the
     -- state was stored, brought up to date by a resync or a rebuild).
-    store(ukey, uid, cur, version, stage, tier, risk, state, new_recall, retention, rfm, shift)
+    store(ukey, uid, cur, version, b[i + 3], b[i + 4], b[i + 5], b[i + 6], b[i + 7], b[i + 8],
+          b[i + 9], i + 11, ns)
     written = 1
   end
   if had == v then
     -- The same state again: a redelivery, a resync or a rebuild. Only a rebuild brings
     -- outputs the list lacks (the view lost them, the state came back without them); its
     -- outputs are the user's latest from the topics, so they replace the list.
-    if #outs == 0 then return written end
+    if m == 0 then return written end
     local have = {}
     for _, kept_doc in ipairs(redis.call('LRANGE', tkey, 0, -1)) do
       have[cjson.decode(kept_doc)['idempotency_key']] = true
     end
     local missing = false
-    for _, out in ipairs(outs) do
-      if not have[out[2]] then missing = true end
+    for j = o, o + 5 * (m - 1), 5 do
+      if not have[b[j + 1]] then missing = true end
     end
     if not missing then return written end
     redis.call('DEL', tkey)
   end
-  if #outs == 0 then return 1 end
+  if m == 0 then return 1 end
   -- The outputs go in one LPUSH (oldest first: the list is newest first), in chunks of 100
   -- after a long outage (Lua's unpack has a limit); LPUSH answers the list's length, so LTRIM
   -- runs only when the list is longer than kept.
   local docs = {}
-  for i, out in ipairs(outs) do
-    docs[i] = out[4]
-    if out[1] == 'churn_warning' then
-      redis.call('ZADD', warnings, out[3], out[2])
+  for j = o, o + 5 * (m - 1), 5 do
+    docs[#docs + 1] = b[j + 3]
+    if b[j] == 'churn_warning' then
+      redis.call('ZADD', warnings, b[j + 2], b[j + 1])
       warned = true
     end
   end
   local length = 0
-  for i = 1, #docs, 100 do
-    length = redis.call('LPUSH', tkey, unpack(docs, i, math.min(i + 99, #docs)))
+  for k = 1, #docs, 100 do
+    length = redis.call('LPUSH', tkey, unpack(docs, k, math.min(k + 99, #docs)))
   end
   if length > kept then redis.call('LTRIM', tkey, 0, kept - 1) end
   return 1
@@ -435,13 +450,15 @@ local function erase(uid)
   redis.call('DEL', ukey, p .. ':transitions:' .. uid)
 end
 
-local written = 0
-for _, item in ipairs(cmsgpack.unpack(ARGV[4])) do
-  if item[1] == 'e' then
-    erase(item[2])
+local written, i, n = 0, 1, #b
+while i <= n do
+  if b[i] == 'e' then
+    erase(b[i + 1])
+    i = i + 2
   else
-    written = written + write(item[2], item[3], item[4], item[5], item[6], item[7], item[8],
-                              item[9], item[10], item[11], item[12])
+    written = written + write(i)
+    local ns = b[i + 10]
+    i = i + 12 + ns + 5 * b[i + 11 + ns]
   end
 end
 apply_counts()
@@ -539,13 +556,13 @@ def retention_shift(prefix: str, before: UserState, after: UserState) -> list[An
     return shift if len(shift) > 1 else []
 
 
-def _output_item(out: Output, wire: str) -> list[Any]:
+def _output_item(out: Output, wire: str) -> tuple[str, str, str, str, str]:
     """An output as the script takes it; a stage change carries its timeline field
     ("from>to"), so the script counts it without decoding the document."""
-    item: list[Any] = [out.kind, out.idempotency_key, str(out.ts), wire]
     if out.kind == Kind.LIFECYCLE:
-        item.append(timeline_field(out.payload["from_stage"], out.payload["to_stage"]))
-    return item
+        field = timeline_field(out.payload["from_stage"], out.payload["to_stage"])
+        return (out.kind, out.idempotency_key, str(out.ts), wire, field)
+    return (out.kind, out.idempotency_key, str(out.ts), wire, "")
 
 
 def _msgpack_str(data: bytes) -> msgspec.Raw:
@@ -603,14 +620,14 @@ class View:
         self.timeline_buckets = timeline_buckets
         self._batch = client.register_script(BATCH_LUA)
 
-    def shift(self, before: UserState | None, after: UserState) -> list[Any] | str:
-        """retention_shift(before -> after), '' when there is nothing to move."""
+    def shift(self, before: UserState | None, after: UserState) -> list[Any]:
+        """retention_shift(before -> after); [] when there is nothing to move."""
         if before is None or (
             before.cohort_day_bits == after.cohort_day_bits
             and before.cohort_week_bits == after.cohort_week_bits
         ):
-            return ""
-        return retention_shift(self.prefix, before, after) or ""
+            return []
+        return retention_shift(self.prefix, before, after)
 
     def item(
         self,
@@ -619,9 +636,10 @@ class View:
         encoded: bytes | None = None,
         before: UserState | None = None,
     ) -> list[Any]:
-        """One user's write as the script takes it (`encoded`: the state's bytes, if known;
-        `before`: the state the view holds, if known)."""
-        return [
+        """One user's write as the script takes it, its part of the flat batch (`encoded`: the
+        state's bytes, if known; `before`: the state the view holds, if known)."""
+        shift = self.shift(before, state)
+        item: list[Any] = [
             "w",
             state.user_id,
             str(state.version),
@@ -629,12 +647,16 @@ class View:
             state.tier,
             repr(state.risk),  # the shortest text that reads back as the same float
             _msgpack_str(encode_state(state) if encoded is None else encoded),
-            [_output_item(o, wire) for o, wire in outputs],
             recall_doc(state),
             retention_doc(state),
             state.rfm_segment,
-            self.shift(before, state),
+            len(shift),
+            *shift,
+            len(outputs),
         ]
+        for out, wire in outputs:
+            item += _output_item(out, wire)
+        return item
 
     async def write(self, state: UserState, outputs: list[Published]) -> bool:
         """Compare-and-set one user's state; False when the view already has a newer version."""
@@ -645,19 +667,18 @@ class View:
 
     async def write_many(self, items: dict[str, Pending]) -> int:
         """Write or erase these users, in batches sent together; returns the states written."""
-        batch: list[list[Any]] = []
-        for user_id, pending in items.items():
-            if pending.state is None:
-                batch.append(["e", user_id])
-            else:
-                batch.append(
-                    self.item(pending.state, pending.outputs, pending.encoded, pending.before)
-                )
         head: list[Any] = [self.prefix, TRANSITIONS_KEPT, WARNINGS_KEPT_MS]
+        timeline = [self.timeline_bucket_ms, self.timeline_buckets]
         pipe = self.client.pipeline(transaction=False)
-        for start in range(0, len(batch), self.BATCH):
-            packed = _msgpack.encode(batch[start : start + self.BATCH])
-            timeline = [self.timeline_bucket_ms, self.timeline_buckets]
+        pending = list(items.items())
+        for start in range(0, len(pending), self.BATCH):
+            batch: list[Any] = []
+            for user_id, p in pending[start : start + self.BATCH]:
+                if p.state is None:
+                    batch += ("e", user_id)
+                else:
+                    batch += self.item(p.state, p.outputs, p.encoded, p.before)
+            packed = _msgpack.encode(batch)
             await self._batch(keys=[], args=[*head, packed, *timeline], client=pipe)
         return sum(int(n) for n in await pipe.execute())
 
