@@ -45,7 +45,7 @@ from streams.core.outputs import encode_output  # noqa: E402
 from streams.core.state import UserState, encode_state  # noqa: E402
 from streams.local.embedded import Server, free_port, redis_bin, start_redis, wait_port  # noqa: E402
 from streams.view.keys import TRANSITIONS_KEPT, WARNINGS_KEPT_MS  # noqa: E402
-from streams.view.writer import Pending, View, ViewWriter, _msgpack  # noqa: E402
+from streams.view.writer import Pending, View, ViewWriter  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 Flush = dict[str, Pending]
@@ -114,20 +114,8 @@ def collect(events: int, users: int, coalesce: int) -> list[Flush]:
 
 def build(view: View, flushes: list[Flush]) -> tuple[list[list[bytes]], float]:
     """What View.write_many sends, per flush; and the CPU seconds it took."""
-    packed: list[list[bytes]] = []
     t0 = time.process_time()
-    for items in flushes:
-        users = list(items.items())
-        chunks = []
-        for start in range(0, len(users), view.BATCH):
-            batch: list[Any] = []
-            for user_id, p in users[start : start + view.BATCH]:
-                if p.state is None:
-                    batch += ("e", user_id)
-                else:
-                    batch += view.item(p.state, p.outputs, p.encoded, p.before)
-            chunks.append(_msgpack.encode(batch))
-        packed.append(chunks)
+    packed = [view.pack(items) for items in flushes]
     return packed, time.process_time() - t0
 
 

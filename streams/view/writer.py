@@ -665,12 +665,10 @@ class View:
     async def erase(self, user_id: str) -> None:
         await self.write_many({user_id: Pending(None)})
 
-    async def write_many(self, items: dict[str, Pending]) -> int:
-        """Write or erase these users, in batches sent together; returns the states written."""
-        head: list[Any] = [self.prefix, TRANSITIONS_KEPT, WARNINGS_KEPT_MS]
-        timeline = [self.timeline_bucket_ms, self.timeline_buckets]
-        pipe = self.client.pipeline(transaction=False)
+    def pack(self, items: dict[str, Pending]) -> list[bytes]:
+        """These users' writes and erasures as the script's batches, BATCH users each."""
         pending = list(items.items())
+        packed = []
         for start in range(0, len(pending), self.BATCH):
             batch: list[Any] = []
             for user_id, p in pending[start : start + self.BATCH]:
@@ -678,7 +676,15 @@ class View:
                     batch += ("e", user_id)
                 else:
                     batch += self.item(p.state, p.outputs, p.encoded, p.before)
-            packed = _msgpack.encode(batch)
+            packed.append(_msgpack.encode(batch))
+        return packed
+
+    async def write_many(self, items: dict[str, Pending]) -> int:
+        """Write or erase these users, in batches sent together; returns the states written."""
+        head: list[Any] = [self.prefix, TRANSITIONS_KEPT, WARNINGS_KEPT_MS]
+        timeline = [self.timeline_bucket_ms, self.timeline_buckets]
+        pipe = self.client.pipeline(transaction=False)
+        for packed in self.pack(items):
             await self._batch(keys=[], args=[*head, packed, *timeline], client=pipe)
         return sum(int(n) for n in await pipe.execute())
 
