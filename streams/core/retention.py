@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import date, timedelta
+from functools import lru_cache
 from typing import Protocol
 
 # The periods kept after the cohort's own (k = 0..MAX): 30 days and 26 weeks.
@@ -182,6 +183,11 @@ def parts(state: Cohorted) -> list[Part]:
     return [(DAY, day, days, days_since), (WEEK, week_of(day), weeks, weeks_since)]
 
 
+# The count fields of periods 0..63: "active in period k", "active in period k or later".
+ACTIVE_IN = tuple(f"a{k}" for k in range(64))
+ACTIVE_SINCE = tuple(f"s{k}" for k in range(64))
+
+
 def cells(state: Cohorted | None) -> Counter[Cell]:
     """The user's cells: (period, cohort, "n"), (.., "a<k>") per period active, (.., "s<k>")
     for k up to the last period active. An erased or absent user (None) has none."""
@@ -191,10 +197,33 @@ def cells(state: Cohorted | None) -> Counter[Cell]:
     for period, cohort, active, since in parts(state):
         out[(period, cohort, "n")] = 1
         for k in active:
-            out[(period, cohort, f"a{k}")] = 1
+            out[(period, cohort, ACTIVE_IN[k])] = 1
         for k in range(since + 1):
-            out[(period, cohort, f"s{k}")] = 1
+            out[(period, cohort, ACTIVE_SINCE[k])] = 1
     return out
+
+
+@lru_cache(maxsize=65_536)
+def period_moves(old: int, new: int, n: int) -> tuple[str | int, ...]:
+    """(field, delta, field, delta, ...): how one cohort's fields move when a user's period
+    bits go from `old` to `new` (periods 0..n, read as `periods_of` reads them), that is the
+    `cells` of the new bits minus those of the old within one cohort; `n` does not move.
+    Cached: most users' changes are one more period, and users active on the same periods
+    share the answer."""
+    moves: list[str | int] = []
+    kept = (1 << (n + 1)) - 1
+    for bits, delta in (((new & ~old) & kept, 1), ((old & ~new) & kept, -1)):
+        while bits:
+            low = bits & -bits
+            moves += (ACTIVE_IN[low.bit_length() - 1], delta)
+            bits ^= low
+    last_old = min(old.bit_length() - 1, n)
+    last_new = min(new.bit_length() - 1, n)
+    for k in range(last_old + 1, last_new + 1):
+        moves += (ACTIVE_SINCE[k], 1)
+    for k in range(last_new + 1, last_old + 1):
+        moves += (ACTIVE_SINCE[k], -1)
+    return tuple(moves)
 
 
 def same_cohorts(old: Cohorted | None, new: Cohorted | None) -> bool:

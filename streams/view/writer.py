@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 from streams import metrics
 from streams.core.outputs import Kind, Output
 from streams.core.recall import cell_counts
-from streams.core.retention import DAY, MAX_DAYS, MAX_WEEKS, WEEK, parts, week_of
+from streams.core.retention import DAY, MAX_DAYS, MAX_WEEKS, WEEK, parts, period_moves, week_of
 from streams.core.state import UserState, encode_state
 from streams.view.keys import (
     TIMELINE_BUCKET_MS,
@@ -268,33 +268,35 @@ end
 -- (its hash's `recall` field): the old cells leave, the new ones join, so the totals are always
 -- the sum of the tallies the view holds, whatever order or how often writes arrive. The hash
 -- takes one HSET, and one HDEL when a field goes.
+-- A changed field of the user's hash: set to `new`, or gone when `new` is ''.
+local function field(set, gone, name, old, new)
+  if new ~= '' then
+    set[#set + 1] = name
+    set[#set + 1] = new
+  elseif old ~= '' then
+    gone[#gone + 1] = name
+  end
+end
+
 local function store(ukey, uid, cur, version, stage, tier, risk, state, new_recall, retention,
                      rfm, s, ns)
   local set = {'version', version, 'stage', stage, 'tier', tier, 'risk', risk, 'state', state}
   local gone = {}
-  local function field(name, old, new)
-    if new ~= '' then
-      set[#set + 1] = name
-      set[#set + 1] = new
-    elseif old ~= '' then
-      gone[#gone + 1] = name
-    end
-  end
   local old_retention = cur[7] or ''
   if old_retention ~= retention then
     if ns > 0 and b[s] == old_retention then retention_deltas(s, ns)
     else retention_move(old_retention, retention) end
-    field('retention', old_retention, retention)
+    field(set, gone, 'retention', old_retention, retention)
   end
   local old_rfm = cur[8] or ''
-  if rfm_move(uid, old_rfm, rfm, cur[4], risk) then field('rfm', old_rfm, rfm) end
+  if rfm_move(uid, old_rfm, rfm, cur[4], risk) then field(set, gone, 'rfm', old_rfm, rfm) end
   move('stage', stage_counts, cur[2], stage, cur[4], risk, uid)
   move('tier', tier_counts, cur[3], tier, cur[4], risk, uid)
   local old_recall = cur[5] or ''
   if old_recall ~= new_recall then
     recall_cells(old_recall, -1)
     recall_cells(new_recall, 1)
-    field('recall', old_recall, new_recall)
+    field(set, gone, 'recall', old_recall, new_recall)
   end
   redis.call('HSET', ukey, unpack(set))
   -- A hash written before the state was stored holds the document instead: it goes.
@@ -506,37 +508,6 @@ def retention_doc(state: UserState) -> str:
     return doc
 
 
-_ACTIVE_IN = [f"a{k}" for k in range(64)]
-_ACTIVE_SINCE = [f"s{k}" for k in range(64)]
-# _moves' answers by (old bits, new bits, periods kept): users active on the same periods
-# share them. Emptied when full, so it stays small.
-_MOVES: dict[tuple[int, int, int], list[Any]] = {}
-
-
-def _moves(old: int, new: int, n: int) -> list[Any]:
-    """[field, delta, ...]: how one cohort's counts move when a user's period bits go from
-    `old` to `new` (streams.core.retention.periods_of: periods 0..n)."""
-    moves = _MOVES.get((old, new, n))
-    if moves is None:
-        moves = []
-        kept = (1 << (n + 1)) - 1
-        for bits, delta in (((new & ~old) & kept, 1), ((old & ~new) & kept, -1)):
-            while bits:
-                low = bits & -bits
-                moves += (_ACTIVE_IN[low.bit_length() - 1], delta)
-                bits ^= low
-        last_old = min(old.bit_length() - 1, n)
-        last_new = min(new.bit_length() - 1, n)
-        for k in range(last_old + 1, last_new + 1):
-            moves += (_ACTIVE_SINCE[k], 1)
-        for k in range(last_new + 1, last_old + 1):
-            moves += (_ACTIVE_SINCE[k], -1)
-        if len(_MOVES) >= _RETENTION_DOCS_KEPT:
-            _MOVES.clear()
-        _MOVES[(old, new, n)] = moves
-    return moves
-
-
 def retention_shift(prefix: str, before: UserState, after: UserState) -> list[Any]:
     """How the user's retention counts move from `before` to `after` when both are in the same
     cohorts (the usual change: one more period active), as the script takes it: [the part
@@ -548,10 +519,10 @@ def retention_shift(prefix: str, before: UserState, after: UserState) -> list[An
         return []
     shift: list[Any] = [retention_doc(before)]
     old, new = before.cohort_day_bits, after.cohort_day_bits
-    if old != new and (moves := _moves(old, new, MAX_DAYS)):
+    if old != new and (moves := period_moves(old, new, MAX_DAYS)):
         shift += (retention_key(prefix, DAY, day), len(moves) >> 1, *moves)
     old, new = before.cohort_week_bits, after.cohort_week_bits
-    if old != new and (moves := _moves(old, new, MAX_WEEKS)):
+    if old != new and (moves := period_moves(old, new, MAX_WEEKS)):
         shift += (retention_key(prefix, WEEK, week_of(day)), len(moves) >> 1, *moves)
     return shift if len(shift) > 1 else []
 

@@ -21,6 +21,7 @@ from streams.core.retention import (
     mark,
     marked,
     parts,
+    period_moves,
     periods_of,
     totals,
     triangle,
@@ -217,3 +218,23 @@ def test_out_of_order_events_give_the_cohorts_of_their_active_days(
         day_bits,
         week_bits,
     )
+
+
+@given(
+    old=st.integers(min_value=0, max_value=(1 << 40) - 1),
+    new=st.integers(min_value=0, max_value=(1 << 40) - 1),
+    n=st.sampled_from([MAX_DAYS, MAX_WEEKS]),
+)
+def test_period_moves_are_the_difference_of_the_cells(old: int, new: int, n: int) -> None:
+    """What the view's writer sends instead of both parts: the fields that differ between the
+    two bitmaps' cells in one cohort, +1 joining and -1 leaving."""
+
+    def fields(bits: int) -> set[str]:
+        active, since = periods_of(bits, n)
+        return {f"a{k}" for k in active} | {f"s{k}" for k in range(since + 1)}
+
+    moves = period_moves(old, new, n)
+    got = dict(zip(moves[::2], moves[1::2], strict=True))
+    assert len(got) == len(moves) // 2  # each field once
+    want = {f: 1 for f in fields(new) - fields(old)} | {f: -1 for f in fields(old) - fields(new)}
+    assert got == want
