@@ -74,7 +74,7 @@ _msgpack = msgspec.msgpack.Encoder()
 # writer and changes them together with the hash.
 BATCH_LUA = """
 local p, kept, warn_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local b = cmsgpack.unpack(ARGV[4])  -- the batch
+local batch = cmsgpack.unpack(ARGV[4])
 local stage_counts, tier_counts = p .. ':count:stage', p .. ':count:tier'
 local warnings, recall_counts = p .. ':warnings', p .. ':count:recall'
 
@@ -231,14 +231,14 @@ local function retention_shift(a, b)
   for k = b[4] + 1, a[4] do bump(key, ACTIVE_SINCE[k], -1) end
 end
 
--- The same move given by the worker, the ns elements of the batch from b[s] (View.shift: the
+-- The same move given by the worker, the ns elements of the batch from batch[s] (View.shift: the
 -- part it moves from, then cohort key, fields, field, delta, ... per cohort), used when the
 -- view holds that part: no JSON to decode.
 local function retention_deltas(s, ns)
   local i, last = s + 1, s + ns - 1
   while i <= last do
-    local key, count = b[i], b[i + 1]
-    for j = i + 2, i + 2 * count, 2 do bump(key, b[j], b[j + 1]) end
+    local key, count = batch[i], batch[i + 1]
+    for j = i + 2, i + 2 * count, 2 do bump(key, batch[j], batch[j + 1]) end
     i = i + 2 + 2 * count
   end
 end
@@ -284,7 +284,7 @@ local function store(ukey, uid, cur, version, stage, tier, risk, state, new_reca
   local gone = {}
   local old_retention = cur[7] or ''
   if old_retention ~= retention then
-    if ns > 0 and b[s] == old_retention then retention_deltas(s, ns)
+    if ns > 0 and batch[s] == old_retention then retention_deltas(s, ns)
     else retention_move(old_retention, retention) end
     field(set, gone, 'retention', old_retention, retention)
   end
@@ -358,12 +358,12 @@ local function tl_add(start, field, n)
   end
 end
 
--- Counts the stage changes among the m outputs of the batch from b[o] (five elements each).
+-- Counts the stage changes among the m outputs of the batch from batch[o] (five elements each).
 local function tl_count(o, m)
   for j = o, o + 5 * (m - 1), 5 do
-    local f = b[j + 4]
+    local f = batch[j + 4]
     if f ~= '' then
-      local ts = tonumber(b[j + 2])
+      local ts = tonumber(batch[j + 2])
       tl_add(ts - ts % tl_width, f, 1)
     end
   end
@@ -380,12 +380,12 @@ end
 -- go once, at the end of the call (see trim_warnings).
 local warned = false
 
--- The write at b[i] (see the layout at the top); answers 1 when it stored the state, or when
+-- The write at batch[i] (see the layout at the top); answers 1 when it stored the state, or when
 -- the state was current and the list got outputs it lacked, else 0.
 local function write(i)
-  local uid, version = b[i + 1], b[i + 2]
-  local ns = b[i + 10]
-  local m, o = b[i + 11 + ns], i + 12 + ns  -- the outputs: m of them from b[o]
+  local uid, version = batch[i + 1], batch[i + 2]
+  local ns = batch[i + 10]
+  local m, o = batch[i + 11 + ns], i + 12 + ns  -- the outputs: m of them from batch[o]
   local ukey, tkey = p .. ':user:' .. uid, p .. ':transitions:' .. uid
   -- `doc`, not `state`: whether the hash holds a state is whether it holds no document (every
   -- write stores the state and drops the document), and the state's bytes are not copied
@@ -400,8 +400,8 @@ local function write(i)
   if not (had == v and not cur[6]) then
     -- A newer version, or the same one stored as a document (a view written before the
     -- state was stored, brought up to date by a resync or a rebuild).
-    store(ukey, uid, cur, version, b[i + 3], b[i + 4], b[i + 5], b[i + 6], b[i + 7], b[i + 8],
-          b[i + 9], i + 11, ns)
+    store(ukey, uid, cur, version, batch[i + 3], batch[i + 4], batch[i + 5], batch[i + 6],
+          batch[i + 7], batch[i + 8], batch[i + 9], i + 11, ns)
     written = 1
   end
   if had == v then
@@ -415,7 +415,7 @@ local function write(i)
     end
     local missing = false
     for j = o, o + 5 * (m - 1), 5 do
-      if not have[b[j + 1]] then missing = true end
+      if not have[batch[j + 1]] then missing = true end
     end
     if not missing then return written end
     redis.call('DEL', tkey)
@@ -426,9 +426,9 @@ local function write(i)
   -- runs only when the list is longer than kept.
   local docs = {}
   for j = o, o + 5 * (m - 1), 5 do
-    docs[#docs + 1] = b[j + 3]
-    if b[j] == 'churn_warning' then
-      redis.call('ZADD', warnings, b[j + 2], b[j + 1])
+    docs[#docs + 1] = batch[j + 3]
+    if batch[j] == 'churn_warning' then
+      redis.call('ZADD', warnings, batch[j + 2], batch[j + 1])
       warned = true
     end
   end
@@ -452,15 +452,15 @@ local function erase(uid)
   redis.call('DEL', ukey, p .. ':transitions:' .. uid)
 end
 
-local written, i, n = 0, 1, #b
+local written, i, n = 0, 1, #batch
 while i <= n do
-  if b[i] == 'e' then
-    erase(b[i + 1])
+  if batch[i] == 'e' then
+    erase(batch[i + 1])
     i = i + 2
   else
     written = written + write(i)
-    local ns = b[i + 10]
-    i = i + 12 + ns + 5 * b[i + 11 + ns]
+    local ns = batch[i + 10]
+    i = i + 12 + ns + 5 * batch[i + 11 + ns]
   end
 end
 apply_counts()
