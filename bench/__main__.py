@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import sys
 import time
 import traceback
@@ -118,6 +119,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         " (default: all; scale runs last)",
     )
     p.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="times every contender phase runs, in the order given, then reversed, and so on;"
+        " the ratios are the medians over rounds of each round's ratio (2)",
+    )
+    p.add_argument(
         "--group-workers",
         type=int,
         default=2,
@@ -148,6 +156,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.events, args.users, args.scale_users = 100_000, 10_000, 50_000
         args.latency_seconds, args.cap = 10, 300
         args.scale_cap, args.sweep_timeout, args.recovery_timeout = 600, 180, 180
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     if args.scale_events is None:
         args.scale_events = 2 * args.scale_users
     args.phases = list(dict.fromkeys(x.strip() for x in args.only.split(",") if x.strip()))
@@ -169,6 +179,9 @@ class Bench:
         self.end_ms = default_end_ms()
         # The `pulse` worker, plan and input for the latency step (see pulse_latency).
         self.latency_due: tuple[pulse_phase.PulseWorker, Plan, Loaded] | None = None
+        # Appended to every consumer group, app id and state directory of a round after the
+        # first, so that each round starts from nothing, as the first did.
+        self.suffix = ""
         self.res: dict[str, Any] = {
             "config": {
                 "events": args.events,
@@ -182,6 +195,7 @@ class Bench:
                 "cap_seconds": args.cap,
                 "quick": args.quick,
                 "phases": args.phases,
+                "rounds": args.rounds,
                 "policy": args.policy or "built-in defaults",
                 "store": args.store,
                 "peer_python": args.peer_python,
@@ -253,19 +267,44 @@ class Bench:
             "load_rate": loaded.records / loaded.seconds,
             "end_ms": self.end_ms,
         }
-        results: dict[str, Throughput] = {}
-        child_max = a.cap + 300
         data_dir = self.sup.log_dir / "data"
-        for sub in ("naive", "naive-windowed"):
-            (data_dir / sub).mkdir(parents=True, exist_ok=True)
-        # In the order asked: two phases compared in one run can be taken in both orders, so
-        # that what the host does over a run (it drifts by tens of percent here) does not
-        # always favour the same one.
-        for name in [p for p in a.phases if p in CONTENDERS]:
+        rounds: list[dict[str, Throughput]] = []
+        done: list[Throughput] = []
+        phases = [p for p in a.phases if p in CONTENDERS]
+        # Every round runs the phases in the order given, the next in reverse, and so on:
+        # the host drifts by tens of percent over a run here, so one fixed order always
+        # favours the same phase (the issue's own figures were taken the same way).
+        for k in range(1, a.rounds + 1):
+            self.suffix = "" if k == 1 else f"-r{k}"
+            order = phases if k % 2 else phases[::-1]
+            if a.rounds > 1:
+                self.say(f"round {k} of {a.rounds}: {', '.join(order)}")
+            results = await self.contenders_round(order, topic, plan, loaded, data_dir)
+            for r in results.values():
+                r.round = k
+            rounds.append(results)
+            done += results.values()
+            self.res["throughput"] = [r.to_json() for r in done]
+        self.suffix = ""
+        self.res["ratios_by_round"] = [ratios(r) for r in rounds]
+        self.res["ratios"] = median_ratios(self.res["ratios_by_round"])
+        if self.latency_due is not None:
+            try:
+                await self.pulse_latency(*self.latency_due)
+            except Exception as exc:
+                self.error("pulse latency step", exc)
+
+    async def contenders_round(
+        self, order: list[str], topic: str, plan: Plan, loaded: Loaded, data_dir: Path
+    ) -> dict[str, Throughput]:
+        """Each phase of `order` once, over the loaded input topic."""
+        results: dict[str, Throughput] = {}
+        child_max = self.args.cap + 300
+        for name in order:
             self.say(f"contender {name}")
             try:
                 if name == "ceiling":
-                    run = start_ceiling(self.sup, self.bootstrap, topic, child_max)
+                    run = start_ceiling(self.sup, self.bootstrap, topic, child_max, self.suffix)
                     results[name] = await self.timed(run, topic, loaded)
                     self.sup.stop(run.proc)
                 elif name in ("naive", "windowed"):
@@ -273,10 +312,11 @@ class Bench:
                         self.sup,
                         self.bootstrap,
                         topic,
-                        a.partitions,
+                        self.args.partitions,
                         child_max,
                         data_dir,
                         windowed=name == "windowed",
+                        suffix=self.suffix,
                     )
                     results[name] = await self.timed(run, topic, loaded)
                     self.sup.stop(run.proc)
@@ -290,13 +330,7 @@ class Bench:
                     results[name] = await self.pulse_group(topic, loaded, data_dir)
             except Exception as exc:
                 self.error(f"contender {name}", exc)
-            self.res["throughput"] = [r.to_json() for r in results.values()]
-        self.res["ratios"] = ratios(results)
-        if self.latency_due is not None:
-            try:
-                await self.pulse_latency(*self.latency_due)
-            except Exception as exc:
-                self.error("pulse latency step", exc)
+        return results
 
     async def peer(self, name: str, topic: str, loaded: Loaded, data_dir: Path) -> Throughput:
         """A peer doing the naive job, or a `skipped` result saying what is missing."""
@@ -306,7 +340,9 @@ class Bench:
             self.say(f"{name}: skipped: {why}")
             return Throughput(name, loaded.records, status="skipped", note=why)
         child_max = self.args.cap + 300
-        run = start_peer(self.sup, peer, python, self.bootstrap, topic, child_max, data_dir)
+        run = start_peer(
+            self.sup, peer, python, self.bootstrap, topic, child_max, data_dir, self.suffix
+        )
         try:
             return await self.timed(run, topic, loaded)
         finally:
@@ -321,7 +357,7 @@ class Bench:
         return pulse_phase.PulseWorker(
             self.sup,
             self.bootstrap,
-            app_id,
+            app_id + self.suffix,
             events_topic,
             self.args.partitions,
             data_dir,
@@ -341,18 +377,20 @@ class Bench:
     async def pulse_main(
         self, topic: str, plan: Plan, loaded: Loaded, data_dir: Path
     ) -> Throughput:
-        """Throughput, RSS and state size of one worker; the latency step waits for every
-        other throughput phase (see pulse_latency)."""
+        """Throughput of one worker; in the first round also its RSS and state size, and the
+        latency step waits for every other throughput phase (see pulse_latency)."""
         a = self.args
+        first = "pulse" not in self.res
         idle = await self.idle_rss(data_dir)
         worker = self.worker("bench-pulse", topic, data_dir)
         await worker.create_topics()
         run = worker.start()
         out: dict[str, Any] = {"users": a.users}
-        self.res["pulse"] = out
+        if first:
+            self.res["pulse"] = out
         try:
             result = await self.timed(run, topic, loaded)
-            if result.status != "ok":
+            if result.status != "ok" or not first:
                 return result
             rss = sample(run.proc.pid).rss_bytes
             out.update(
@@ -438,12 +476,14 @@ class Bench:
                     caught_up = time.monotonic() - ended
                     written = total(await scrape(run.metrics_port), "pulse_view_writes_total")
                     redis_cpu = sample(redis.proc.pid).cpu_seconds - redis_cpu0
-                    self.res["pulse_view"] = {
+                    view = {
                         "view_caught_up_after_s": caught_up,
                         "view_writes": written,
                         "redis_cpu_seconds": redis_cpu,
                     }
-                    self.say(f"pulse-view: {self.res['pulse_view']}")
+                    self.res.setdefault("pulse_view", view)  # the first round's
+                    self.res.setdefault("pulse_view_by_round", []).append(view)
+                    self.say(f"pulse-view: {view}")
                 return result
             finally:
                 self.sup.stop(run.proc)
@@ -564,6 +604,15 @@ def ratios(results: dict[str, Throughput]) -> dict[str, float | None]:
                 continue
             base = rate(other)
             out[f"{prefix}_{key}"] = pulse / base if pulse and base else None
+    return out
+
+
+def median_ratios(by_round: list[dict[str, float | None]]) -> dict[str, float | None]:
+    """Each ratio's median over the rounds that have it (None where none has)."""
+    out: dict[str, float | None] = {}
+    for key in by_round[0] if by_round else ():
+        got = [v for r in by_round if (v := r.get(key)) is not None]
+        out[key] = statistics.median(got) if got else None
     return out
 
 

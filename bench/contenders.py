@@ -54,6 +54,7 @@ class Throughput:
     startup_seconds: float | None = None  # process start -> first record consumed
     note: str = ""
     log: str = ""
+    round: int = 1  # python -m bench --rounds: which round this run belongs to
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,8 +78,10 @@ class Running:
         return [self, *self.peers]
 
 
-def start_ceiling(sup: Supervisor, bootstrap: str, topic: str, max_seconds: float) -> Running:
-    port, group = free_port(), "bench-ceiling"
+def start_ceiling(
+    sup: Supervisor, bootstrap: str, topic: str, max_seconds: float, suffix: str = ""
+) -> Running:
+    port, group = free_port(), f"bench-ceiling{suffix}"
     argv = ["-m", "bench.ceiling", "--bootstrap", bootstrap, "--topic", topic]
     argv += ["--group", group, "--metrics-port", str(port), "--max-seconds", str(max_seconds)]
     proc = sup.spawn("ceiling", argv)
@@ -94,12 +97,13 @@ def start_naive(
     data_dir: Path,
     *,
     windowed: bool,
+    suffix: str = "",
 ) -> Running:
     name = "naive-windowed" if windowed else "naive"
-    port, app_id = free_port(), f"bench-{name}"
+    port, app_id = free_port(), f"bench-{name}{suffix}"
     argv = ["-m", "bench.naive", "--bootstrap", bootstrap, "--topic", topic]
     argv += ["--app-id", app_id, "--partitions", str(partitions), "--metrics-port", str(port)]
-    argv += ["--datadir", str(data_dir / name), "--max-seconds", str(max_seconds)]
+    argv += ["--datadir", str(data_dir / f"{name}{suffix}"), "--max-seconds", str(max_seconds)]
     if windowed:
         argv.append("--windowed")
     proc = sup.spawn(name, argv)

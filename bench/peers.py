@@ -78,11 +78,12 @@ def start_peer(
     topic: str,
     max_seconds: float,
     data_dir: Path,
+    suffix: str = "",
 ) -> Running:
-    """Start `peer` on `topic` in its own consumer group `bench-<name>`, its state under
-    `data_dir`/<name>; its consumed counter is `bench_events_consumed_total`."""
-    port, group = free_port(), f"bench-{peer.name}"
-    state = data_dir / peer.name
+    """Start `peer` on `topic` in its own consumer group `bench-<name><suffix>`, its state
+    under `data_dir`/<name><suffix>; its consumed counter is `bench_events_consumed_total`."""
+    port, group = free_port(), f"bench-{peer.name}{suffix}"
+    state = data_dir / f"{peer.name}{suffix}"
     state.mkdir(parents=True, exist_ok=True)
     argv = [python, "-m", peer.module, "--bootstrap", bootstrap, "--topic", topic]
     argv += ["--group", group, "--metrics-port", str(port), "--max-seconds", str(max_seconds)]

@@ -49,6 +49,10 @@ class Supervisor:
         if argv[0] == "-m":
             argv = [sys.executable, *argv]
         path = self.log_dir / f"{name}.log"
+        k = 1
+        while path.exists():  # a name started again (python -m bench --rounds) keeps both logs
+            k += 1
+            path = self.log_dir / f"{name}.{k}.log"
         log = open(path, "wb")  # noqa: SIM115 - the child owns it from here
         try:
             proc = subprocess.Popen(
