@@ -206,6 +206,15 @@ async def measure(args: argparse.Namespace, flushes: list[Flush]) -> None:
         else:
             print(f"redis-server: {redis_s / writes * 1e6:.1f} µs CPU per write")
         print(f"worker: {build_s / writes * 1e6:.2f} µs CPU per write (View.item + msgpack)")
+        print("commands inside the script, per write (Redis's commandstats):")
+        stats = await client.info("commandstats")
+        for name, st in sorted(stats.items(), key=lambda kv: -kv[1]["usec"]):
+            if name in ("cmdstat_info", "cmdstat_ping", "cmdstat_script|load"):
+                continue
+            print(
+                f"  {name.removeprefix('cmdstat_'):<16} {st['calls'] / writes:6.2f} calls, "
+                f"{st['usec'] / writes:6.2f} µs ({st['usec_per_call']:.2f} µs per call)"
+            )
         await send(view, client, packed[-3:])  # redelivered: the same versions
         await send(view, client, packed[len(packed) // 2 :][:1])  # stale versions
         print(f"{written} states written; keyspace: {await digest(client)}")

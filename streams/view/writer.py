@@ -35,7 +35,7 @@ from streams import metrics
 from streams.core.outputs import Kind, Output
 from streams.core.recall import cell_counts
 from streams.core.retention import DAY, MAX_DAYS, MAX_WEEKS, WEEK, parts, period_moves, week_of
-from streams.core.state import UserState, encode_state
+from streams.core.state import RecallCell, UserState, encode_state
 from streams.view.keys import (
     TIMELINE_BUCKET_MS,
     TIMELINE_BUCKETS,
@@ -477,13 +477,26 @@ return written
 """
 
 
+# recall_doc's answers by tally (frozen cells, so hashable): a warned user's tally changes only
+# at a warning or its outcome, and is written again at every other update. Emptied when full.
+_RECALL_DOCS: dict[tuple[RecallCell, ...], str] = {}
+_RECALL_DOCS_KEPT = 65_536
+
+
 def recall_doc(state: UserState) -> str:
     """The user's recall tally as the view stores it: JSON [[group, tier, reason, outcome,
     warnings], ...] in a fixed order ('' when the user was never warned)."""
-    if not state.recall_tally:
+    tally = state.recall_tally
+    if not tally:
         return ""
-    cells = sorted(cell_counts(state.recall_tally).items())
-    return _json.encode([[*k, n] for k, n in cells]).decode() if cells else ""
+    doc = _RECALL_DOCS.get(tally)
+    if doc is None:
+        cells = sorted(cell_counts(tally).items())
+        doc = _json.encode([[*k, n] for k, n in cells]).decode() if cells else ""
+        if len(_RECALL_DOCS) >= _RECALL_DOCS_KEPT:
+            _RECALL_DOCS.clear()
+        _RECALL_DOCS[tally] = doc
+    return doc
 
 
 # retention_doc's answers by (cohort_day, cohort_day_bits, cohort_week_bits), the only fields

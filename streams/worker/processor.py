@@ -84,7 +84,9 @@ class Processor:
                 settings.timeline_bucket_ms,
                 settings.timeline_buckets,
             )
-            self.writer = ViewWriter(view, resync=self.view_states)
+            self.writer = ViewWriter(
+                view, interval_s=settings.view_flush_seconds, resync=self.view_states
+            )
         # partition -> offset of the last events record handled here.
         self.read_offsets: dict[int, int] = {}
         # (group, tier, reason, outcome) label sets of pulse_recall_warnings published so far.
