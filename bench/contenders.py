@@ -101,6 +101,7 @@ def start_naive(
 ) -> Running:
     name = "naive-windowed" if windowed else "naive"
     port, app_id = free_port(), f"bench-{name}{suffix}"
+    (data_dir / f"{name}{suffix}").mkdir(parents=True, exist_ok=True)
     argv = ["-m", "bench.naive", "--bootstrap", bootstrap, "--topic", topic]
     argv += ["--app-id", app_id, "--partitions", str(partitions), "--metrics-port", str(port)]
     argv += ["--datadir", str(data_dir / f"{name}{suffix}"), "--max-seconds", str(max_seconds)]
