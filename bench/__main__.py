@@ -1,7 +1,9 @@
 """`python -m bench`: the whole benchmark in one run (issue 5). Prints a table, writes JSON.
 
 One embedded Tansu broker; the input topic is generated deterministically and loaded once;
-then every contender reads it with its own consumer group, one after the other:
+then every contender reads it with its own consumer group, one after the other, and again
+in every further round (--rounds, default 2), each round in the reverse order of the one
+before:
 
 1. ceiling: raw aiokafka consumer + JSON decode (bench/ceiling.py)
 2. naive Faust, and naive Faust with hopping windowed tables (bench/naive.py); the same
@@ -23,8 +25,9 @@ Every process is stopped at the end, also on failure, Ctrl-C or SIGTERM. Logs ar
 directory: to measure another checkout (e.g. a `git worktree` of an older commit), run
 `/path/to/.venv/bin/python -m bench` from that checkout.
 
-A full run (1M events, 1M scale users) takes ~35 minutes on two cores, mostly the naive
-windowed contender and loading the scale users; --quick takes a few minutes.
+A full run (1M events, 1M scale users) takes about an hour on two cores with its two rounds
+(~35 minutes with --rounds 1), mostly the naive windowed contender and loading the scale
+users; --quick takes several minutes.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ from streams.local.embedded import Server, start_redis, start_tansu
 
 EXAMPLES = """examples:
   python -m bench --quick          # 100k events: a few minutes
-  python -m bench                  # 1M events, 1M scale users: about 35 minutes on two cores
+  python -m bench                  # 1M events, 1M scale users, two rounds: about an hour
   python -m bench --only ceiling,pulse --events 200000 --users 20000
   # the Python peers beside Pulse, from a venv made with bench/requirements-peers.txt:
   python -m bench --only naive,quix,bytewax,pulse,pulse-view --events 200000 --users 20000 \\

@@ -66,10 +66,10 @@ class WorkerSettings(SharedSettings):
     # event-time buckets and how many it keeps (daily, the last 90 days; the demo's clock
     # runs a virtual day in seconds, so days suit it too).
     timeline_bucket_hours: float = Field(default=24.0, gt=0, le=24 * 366)
+    timeline_buckets: int = Field(default=90, ge=1, le=10_000)
     # How often the worker writes its pending view updates to Redis: how far the API may
     # trail the stream. A longer interval folds more of a user's updates into one write.
     view_flush_seconds: float = Field(default=0.05, gt=0, le=60)
-    timeline_buckets: int = Field(default=90, ge=1, le=10_000)
 
     @property
     def timeline_bucket_ms(self) -> int:
