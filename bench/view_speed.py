@@ -10,13 +10,13 @@
    every `--coalesce` batches the pending users are one flush, as the writer's 50 ms interval
    coalesces them under load (the `pulse-view` phase of `python -m bench` writes about 2.9
    events per write; `--coalesce 15` gives 2.3, `--coalesce 4` 1.3).
-2. Builds every flush's script arguments (`View.item` and msgpack): the worker's CPU per write.
+2. Builds every flush's script arguments (`View.add_item` and msgpack): the worker's CPU per write.
 3. Sends them through the script, in order, to a fresh redis-server: its CPU per write from
    /proc, or its instructions per write under callgrind (`--callgrind PREFIX`, deterministic
    on a shared machine; needs valgrind). `--redis-bin` runs another redis-server build (one
    with symbols, for `callgrind_annotate`).
 4. Redelivers a few flushes (same versions, then stale ones) and prints a sha256 over the whole
-   keyspace: a change of the script or of `View.item` must leave it unchanged.
+   keyspace: a change of the script or of `View.add_item` must leave it unchanged.
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ async def measure(args: argparse.Namespace, flushes: list[Flush]) -> None:
             print(f"redis-server: {ir / writes:,.0f} instructions per write (callgrind)")
         else:
             print(f"redis-server: {redis_s / writes * 1e6:.1f} µs CPU per write")
-        print(f"worker: {build_s / writes * 1e6:.2f} µs CPU per write (View.item + msgpack)")
+        print(f"worker: {build_s / writes * 1e6:.2f} µs CPU per write (View.add_item + msgpack)")
         print("commands inside the script, per write (Redis's commandstats):")
         stats = await client.info("commandstats")
         for name, st in sorted(stats.items(), key=lambda kv: -kv[1]["usec"]):

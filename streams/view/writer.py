@@ -613,17 +613,18 @@ class View:
             return []
         return retention_shift(self.prefix, before, after)
 
-    def item(
+    def add_item(
         self,
+        batch: list[Any],
         state: UserState,
         outputs: list[Published],
         encoded: bytes | None = None,
         before: UserState | None = None,
-    ) -> list[Any]:
-        """One user's write as the script takes it, its part of the flat batch (`encoded`: the
-        state's bytes, if known; `before`: the state the view holds, if known)."""
+    ) -> None:
+        """One user's write as the script takes it, appended to the flat `batch` (`encoded`:
+        the state's bytes, if known; `before`: the state the view holds, if known)."""
         shift = self.shift(before, state)
-        item: list[Any] = [
+        batch += (
             "w",
             state.user_id,
             str(state.version),
@@ -635,12 +636,12 @@ class View:
             retention_doc(state),
             state.rfm_segment,
             len(shift),
-            *shift,
-            len(outputs),
-        ]
+        )
+        if shift:
+            batch += shift
+        batch.append(len(outputs))
         for out, wire in outputs:
-            item += _output_item(out, wire)
-        return item
+            batch += _output_item(out, wire)
 
     async def write(self, state: UserState, outputs: list[Published]) -> bool:
         """Compare-and-set one user's state; False when the view already has a newer version."""
@@ -659,7 +660,7 @@ class View:
                 if p.state is None:
                     batch += ("e", user_id)
                 else:
-                    batch += self.item(p.state, p.outputs, p.encoded, p.before)
+                    self.add_item(batch, p.state, p.outputs, p.encoded, p.before)
             packed.append(_msgpack.encode(batch))
         return packed
 
