@@ -207,14 +207,15 @@ class Processor:
             yield [s for s in states if s is not None and s.partition in active]
 
     def index(self, partition: int) -> PartitionIndex:
-        """The partition's due times and counts, rebuilt from the table after a rebalance."""
+        """The partition's due times and counts, rebuilt from the table after a rebalance
+        (normally already built when the rebalance completed: build_indexes)."""
         index = self.indexes.get(partition)
         if index is None:
-            self._rebuild_indexes()
+            self.build_indexes()
             index = self.indexes.setdefault(partition, PartitionIndex())
         return index
 
-    def _rebuild_indexes(self) -> None:
+    def build_indexes(self) -> None:
         """One pass over the table for every partition without an index (after a rebalance)."""
         fresh: dict[int, PartitionIndex] = {}
         for key, raw in self.table.items():
