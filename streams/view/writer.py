@@ -21,11 +21,12 @@ without the view (the epoch token it saw is gone), it writes its users again fro
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import redis.asyncio as aioredis
@@ -477,48 +478,41 @@ return written
 """
 
 
-# recall_doc's answers by tally (frozen cells, so hashable): a warned user's tally changes only
-# at a warning or its outcome, and is written again at every other update. Emptied when full.
-_RECALL_DOCS: dict[tuple[RecallCell, ...], str] = {}
-_RECALL_DOCS_KEPT = 65_536
-
-
 def recall_doc(state: UserState) -> str:
     """The user's recall tally as the view stores it: JSON [[group, tier, reason, outcome,
     warnings], ...] in a fixed order ('' when the user was never warned)."""
-    tally = state.recall_tally
-    if not tally:
-        return ""
-    doc = _RECALL_DOCS.get(tally)
-    if doc is None:
-        cells = sorted(cell_counts(tally).items())
-        doc = _json.encode([[*k, n] for k, n in cells]).decode() if cells else ""
-        if len(_RECALL_DOCS) >= _RECALL_DOCS_KEPT:
-            _RECALL_DOCS.clear()
-        _RECALL_DOCS[tally] = doc
-    return doc
+    return _recall_doc(state.recall_tally) if state.recall_tally else ""
 
 
-# retention_doc's answers by (cohort_day, cohort_day_bits, cohort_week_bits), the only fields
-# `parts` reads: many users share them (same cohort, same days active), and a write whose
-# cohorts did not change asks again for the same. Emptied when full, so it stays small.
-_RETENTION_DOCS: dict[tuple[int | None, int, int], str] = {}
-_RETENTION_DOCS_KEPT = 65_536
+# A warned user's tally changes only at a warning or its outcome, and is written again at
+# every other update; its cells are frozen, so the tally is a cache key.
+@functools.lru_cache(maxsize=65_536)
+def _recall_doc(tally: tuple[RecallCell, ...]) -> str:
+    cells = sorted(cell_counts(tally).items())
+    return _json.encode([[*k, n] for k, n in cells]).decode() if cells else ""
+
+
+class _Cohorts(NamedTuple):
+    """The only fields `parts` reads (streams.core.retention.Cohorted)."""
+
+    cohort_day: int | None
+    cohort_day_bits: int
+    cohort_week_bits: int
 
 
 def retention_doc(state: UserState) -> str:
     """The user's part of the retention cohorts as the view stores it: JSON [[period, cohort,
     [periods active], last period active on or after], ...] ('' without a cohort; see
     streams.core.retention.parts). The cohort is a string: it is part of a key name."""
-    key = (state.cohort_day, state.cohort_day_bits, state.cohort_week_bits)
-    doc = _RETENTION_DOCS.get(key)
-    if doc is None:
-        mine = parts(state)
-        doc = _json.encode([[p, str(c), a, k] for p, c, a, k in mine]).decode() if mine else ""
-        if len(_RETENTION_DOCS) >= _RETENTION_DOCS_KEPT:
-            _RETENTION_DOCS.clear()
-        _RETENTION_DOCS[key] = doc
-    return doc
+    return _retention_doc(state.cohort_day, state.cohort_day_bits, state.cohort_week_bits)
+
+
+# Many users share these three fields (same cohort, same days active), and a write whose
+# cohorts did not change asks again for the same.
+@functools.lru_cache(maxsize=65_536)
+def _retention_doc(day: int | None, day_bits: int, week_bits: int) -> str:
+    mine = parts(_Cohorts(day, day_bits, week_bits))
+    return _json.encode([[p, str(c), a, k] for p, c, a, k in mine]).decode() if mine else ""
 
 
 def retention_shift(prefix: str, before: UserState, after: UserState) -> list[Any]:
