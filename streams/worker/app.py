@@ -89,7 +89,7 @@ def build_app(settings: WorkerSettings, policy: Policy) -> tuple[PulseApp, Proce
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _forget_indexes(app: Any, revoked: Any, **kwargs: Any) -> None:
-        proc.indexes.clear()
+        proc.forget_indexes()
         # Positions read before the rebalance would make lag (and tick holding) count from a
         # stale offset once partitions come back; the committed offsets take over.
         proc.read_offsets.clear()

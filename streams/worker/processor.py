@@ -71,6 +71,7 @@ class Processor:
         }
         # partition -> due times and stage/tier counts; rebuilt from the table after a rebalance.
         self.indexes: dict[int, PartitionIndex] = {}
+        self.indexes_built = False  # build_indexes ran since the last revocation
         # partition -> what Faust's stores read as the current event (see in_partition).
         self.carriers: dict[int, _Carrier] = {}
         self.publisher = Publisher(settings.bootstrap)
@@ -211,9 +212,16 @@ class Processor:
         (normally already built when the rebalance completed: build_indexes)."""
         index = self.indexes.get(partition)
         if index is None:
-            self.build_indexes()
+            # Built since the rebalance: the partition had no users then (no second pass).
+            if not self.indexes_built:
+                self.build_indexes()
             index = self.indexes.setdefault(partition, PartitionIndex())
         return index
+
+    def forget_indexes(self) -> None:
+        """Partitions are being revoked: every index is rebuilt after the rebalance."""
+        self.indexes.clear()
+        self.indexes_built = False
 
     def build_indexes(self) -> None:
         """One pass over the table for every partition without an index (after a rebalance)."""
@@ -228,6 +236,7 @@ class Processor:
             index.load(key, user)
         for partition, index in fresh.items():
             self.indexes[partition] = index.seal()
+        self.indexes_built = True
 
     def dead_letter_doc(self, msg: Any, reason: str, detail: str, user_id: str | None) -> bytes:
         return encode_dead_letter(

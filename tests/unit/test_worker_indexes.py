@@ -43,3 +43,20 @@ def test_indexes_built_when_the_rebalance_completes(tmp_path: Path) -> None:
     assert proc.indexes[0].stages == {"active": 1, "at_risk": 1}
     assert proc.indexes[3].stages == {"new": 1}
     assert proc.indexes[0].next_check == {b"a": 100, b"b": 50}
+
+
+def test_a_partition_without_users_costs_no_second_pass(tmp_path: Path) -> None:
+    app, proc = build_app(WorkerSettings(redis_url="", data_dir=str(tmp_path)), Policy())
+    proc.table.data[b"a"] = encode_state(_state("a", 0, "active", 100))
+    asyncio.run(app.on_rebalance_complete.send())
+    # A user the table gets after the build is counted by the batch that writes it, not by
+    # a pass over the table: partition 5 starts empty.
+    proc.table.data[b"z"] = encode_state(_state("z", 5, "active", 10))
+    assert len(proc.index(5)) == 0
+    assert proc.indexes[0].stages == {"active": 1}
+
+    # After a revocation the next index asked for takes one pass again.
+    proc.forget_indexes()
+    assert proc.indexes == {}
+    assert proc.index(5).stages == {"active": 1}
+    assert proc.indexes[0].stages == {"active": 1}
