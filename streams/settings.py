@@ -70,6 +70,13 @@ class WorkerSettings(SharedSettings):
     # How often the worker writes its pending view updates to Redis: how far the API may
     # trail the stream. A longer interval folds more of a user's updates into one write.
     view_flush_seconds: float = Field(default=0.05, gt=0, le=60)
+    # The interval while the worker reads a backlog (a partition with more than batch_max
+    # events unread): the view then trails by the backlog anyway, and a longer interval folds
+    # a third of the writes at 1M events / 100k users. Never shorter than view_flush_seconds.
+    view_catchup_flush_seconds: float = Field(default=2.0, gt=0, le=60)
+    # Pending users that make the writer flush at once, whatever the interval: bounds the
+    # memory the updates waiting for Redis hold (the PulseViewBacklog alert's figure).
+    view_max_pending: int = Field(default=10_000, ge=1)
 
     @property
     def timeline_bucket_ms(self) -> int:

@@ -18,7 +18,7 @@ from streams.core.outputs import Kind, Output
 from streams.core.state import UserState, decode_state
 from streams.settings import WorkerSettings
 from streams.view.keys import TRANSITIONS_KEPT, timeline_field, timeline_start
-from streams.view.writer import Pending, Published, View
+from streams.view.writer import Pending, Published, View, output_items
 
 _CHUNK = 2000  # users per write_many: one round trip each
 
@@ -180,7 +180,8 @@ async def rebuild_view(settings: WorkerSettings, view: View) -> int:
     users = list(states.items())
     for start in range(0, len(users), _CHUNK):
         chunk = users[start : start + _CHUNK]
-        written += await view.write_many({u: Pending(s, outputs.get(u, [])) for u, s in chunk})
+        items = {u: Pending(s, output_items(outputs.get(u, []))) for u, s in chunk}
+        written += await view.write_many(items)
     # The state writes above counted only the changes of the outputs they carry, and only
     # where the view lacked the state: the series is recounted from every published change.
     series = timeline(raw, set(states), view.timeline_bucket_ms, view.timeline_buckets)

@@ -35,7 +35,16 @@ from redis.exceptions import RedisError
 from streams import metrics
 from streams.core.outputs import Kind, Output
 from streams.core.recall import cell_counts
-from streams.core.retention import DAY, MAX_DAYS, MAX_WEEKS, WEEK, parts, period_moves, week_of
+from streams.core.retention import (
+    DAY,
+    MAX_DAYS,
+    MAX_WEEKS,
+    WEEK,
+    Cohorted,
+    parts,
+    period_moves,
+    week_of,
+)
 from streams.core.state import RecallCell, UserState, encode_state
 from streams.view.keys import (
     TIMELINE_BUCKET_MS,
@@ -500,7 +509,11 @@ class _Cohorts(NamedTuple):
     cohort_week_bits: int
 
 
-def retention_doc(state: UserState) -> str:
+def _cohorts(state: Cohorted) -> _Cohorts:
+    return _Cohorts(state.cohort_day, state.cohort_day_bits, state.cohort_week_bits)
+
+
+def retention_doc(state: Cohorted) -> str:
     """The user's part of the retention cohorts as the view stores it: JSON [[period, cohort,
     [periods active], last period active on or after], ...] ('' without a cohort; see
     streams.core.retention.parts). The cohort is a string: it is part of a key name."""
@@ -515,7 +528,7 @@ def _retention_doc(day: int | None, day_bits: int, week_bits: int) -> str:
     return _json.encode([[p, str(c), a, k] for p, c, a, k in mine]).decode() if mine else ""
 
 
-def retention_shift(prefix: str, before: UserState, after: UserState) -> list[Any]:
+def retention_shift(prefix: str, before: Cohorted, after: UserState) -> list[Any]:
     """How the user's retention counts move from `before` to `after` when both are in the same
     cohorts (the usual change: one more period active), as the script takes it: [the part
     the view must hold (retention_doc(before)), cohort key, fields, field, delta, ...,
@@ -534,7 +547,12 @@ def retention_shift(prefix: str, before: UserState, after: UserState) -> list[An
     return shift if len(shift) > 1 else []
 
 
-def _output_item(out: Output, wire: str) -> tuple[str, str, str, str, str]:
+# An output as the script takes it: kind, idempotency key, event time, the published JSON and
+# the timeline field.
+OutputItem = tuple[str, str, str, str, str]
+
+
+def _output_item(out: Output, wire: str) -> OutputItem:
     """An output as the script takes it; a stage change carries its timeline field
     ("from>to"), so the script counts it without decoding the document."""
     if out.kind == Kind.LIFECYCLE:
@@ -562,19 +580,25 @@ def _msgpack_str(data: bytes) -> msgspec.Raw:
 Published = tuple[Output, str]
 
 
+def output_items(published: Iterable[Published]) -> list[OutputItem]:
+    """These outputs as the script takes them."""
+    return [_output_item(out, wire) for out, wire in published]
+
+
 @dataclass
 class Pending:
     """A user's update for the view: its state (None: erase it) and new outputs."""
 
     state: UserState | None  # None: erase
-    outputs: list[Published] = field(default_factory=list)
+    # As the script takes them (output_items): a waiting update keeps no Output objects.
+    outputs: list[OutputItem] = field(default_factory=list)
     # `encode_state(state)` when the caller has it already (the worker's changelog record):
     # the view stores the same bytes without encoding the state a second time.
     encoded: bytes | None = None
     # The state the view holds, as far as the writer knows (the state before this flush's
     # first update): the script checks it, and moves the retention counts by the deltas from
-    # it without decoding the stored part.
-    before: UserState | None = None
+    # it without decoding the stored part. Only its cohort fields are read.
+    before: Cohorted | None = None
 
 
 class View:
@@ -598,7 +622,7 @@ class View:
         self.timeline_buckets = timeline_buckets
         self._batch = client.register_script(BATCH_LUA)
 
-    def shift(self, before: UserState | None, after: UserState) -> list[Any]:
+    def shift(self, before: Cohorted | None, after: UserState) -> list[Any]:
         """retention_shift(before -> after); [] when there is nothing to move."""
         if before is None or (
             before.cohort_day_bits == after.cohort_day_bits
@@ -611,9 +635,9 @@ class View:
         self,
         batch: list[Any],
         state: UserState,
-        outputs: list[Published],
+        outputs: list[OutputItem],
         encoded: bytes | None = None,
-        before: UserState | None = None,
+        before: Cohorted | None = None,
     ) -> None:
         """One user's write as the script takes it, appended to the flat `batch` (`encoded`:
         the state's bytes, if known; `before`: the state the view holds, if known)."""
@@ -634,12 +658,12 @@ class View:
         if shift:
             batch += shift
         batch.append(len(outputs))
-        for out, wire in outputs:
-            batch += _output_item(out, wire)
+        for item in outputs:
+            batch += item
 
     async def write(self, state: UserState, outputs: list[Published]) -> bool:
         """Compare-and-set one user's state; False when the view already has a newer version."""
-        return await self.write_many({state.user_id: Pending(state, outputs)}) == 1
+        return await self.write_many({state.user_id: Pending(state, output_items(outputs))}) == 1
 
     async def erase(self, user_id: str) -> None:
         await self.write_many({user_id: Pending(None)})
@@ -676,6 +700,12 @@ Resync = Callable[[], Iterable[list[UserState]]]
 class ViewWriter:
     """Coalesces view updates per user and writes them in the background, retrying on errors.
 
+    It writes every `interval_s` while the worker keeps up, and every `catchup_interval_s`
+    while `behind()` says the worker reads a backlog: the view then trails the stream by the
+    backlog whatever the interval, and a user's updates fold into fewer writes (Kafka Streams
+    folds a table's updates in its cache the same way, until the commit interval). As soon as
+    `max_pending` users wait, it writes at once, so the memory they hold stays bounded.
+
     It also notices when Redis lost the view (restarted without persistence, flushed): the
     `{p}:epoch` token it saw last is gone or replaced. It then writes every user of `resync`
     again, so users without news since the loss come back too, not only those updated after.
@@ -689,9 +719,19 @@ class ViewWriter:
         max_backoff_s: float = 5.0,
         resync: Resync | None = None,
         epoch_check_s: float = 1.0,
+        catchup_interval_s: float | None = None,
+        behind: Callable[[], bool] | None = None,
+        max_pending: int = 20_000,
     ) -> None:
         self.view = view
         self.interval_s = interval_s
+        self.catchup_interval_s = max(interval_s, catchup_interval_s or interval_s)
+        self.behind = behind
+        self.max_pending = max_pending
+        self._written_at = float("-inf")  # loop time of the last flush that got through
+        # One flush at a time: the last one at shutdown (drain) waits for the task's, so a
+        # user's older write never lands after its newer one (it would lose its outputs).
+        self._flushing = asyncio.Lock()
         self.max_backoff_s = max_backoff_s
         self.pending: dict[str, Pending] = {}
         self.resync = resync
@@ -712,13 +752,17 @@ class ViewWriter:
         """Queue `state` (and its outputs); `encoded` is `encode_state(state)` when the caller
         has it, `before` the user's state before this change (what the view holds when no
         other update of the user is pending)."""
+        # What waits keeps no more than the write needs: the outputs as the script takes them,
+        # and of `before` its cohorts. Holding the objects themselves until the write (seconds
+        # while catching up) cost ~50 MB at 1M events / 100k users.
         item = self.pending.get(state.user_id)
         if item is None or item.state is None:
-            self.pending[state.user_id] = Pending(state, list(outputs), encoded, before)
+            cohorts = None if before is None else _cohorts(before)
+            self.pending[state.user_id] = Pending(state, output_items(outputs), encoded, cohorts)
         else:
             item.state = state
             item.encoded = encoded
-            item.outputs.extend(outputs)
+            item.outputs += output_items(outputs)
 
     def refresh(self, state: UserState) -> None:
         """Queue `state` again (no outputs) unless a newer version or an erasure is pending."""
@@ -734,6 +778,18 @@ class ViewWriter:
 
     async def flush(self) -> None:
         """Write everything pending; on failure put it back (newer updates win) and raise."""
+        async with self._flushing:
+            await self._flush()
+
+    async def drain(self) -> None:
+        """The last flush, when the worker stops: what is pending is written, not left to the
+        users' next updates; a failure is logged (the view is derived: `pulse rebuild-view`)."""
+        try:
+            await self.flush()
+        except (RedisError, OSError) as exc:
+            log.warning("the view's last %d updates were not written (%s)", len(self.pending), exc)
+
+    async def _flush(self) -> None:
         if not self.pending:
             return
         batch, self.pending = self.pending, {}
@@ -752,6 +808,19 @@ class ViewWriter:
         finally:
             self.in_flight = 0
         metrics.VIEW_WRITES.inc(len(batch))
+
+    def due(self, now: float) -> bool:
+        """Whether the pending updates are to be written at loop time `now`."""
+        if not self.pending:
+            return False
+        if len(self.pending) >= self.max_pending:
+            return True
+        wait = now - self._written_at
+        if wait < self.interval_s:
+            return False
+        if wait >= self.catchup_interval_s or self.behind is None:
+            return True
+        return not self.behind()
 
     async def read_epoch(self) -> bytes | None:
         """The view's epoch token, made by this writer when there is none."""
@@ -792,7 +861,10 @@ class ViewWriter:
         while True:
             await asyncio.sleep(backoff)
             try:
-                await self.flush()
+                now = loop.time()
+                if self.due(now):
+                    await self.flush()
+                    self._written_at = now
                 if loop.time() >= self._epoch_due:
                     await self.check_epoch()
                     self._epoch_due = loop.time() + self.epoch_check_s

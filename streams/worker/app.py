@@ -114,6 +114,11 @@ def build_app(settings: WorkerSettings, policy: Policy) -> tuple[PulseApp, Proce
         async def _view_writer() -> None:
             await writer.run()
 
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]
+        async def _drain_view(app: Any, **kwargs: Any) -> None:
+            # Sent once the fetcher stopped (no batch runs after it), before the tasks stop.
+            await writer.drain()
+
     @app.timer(15.0)  # type: ignore[untyped-decorator]
     async def _gauges() -> None:
         refresh_gauges(proc)

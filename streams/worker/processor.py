@@ -86,7 +86,12 @@ class Processor:
                 settings.timeline_buckets,
             )
             self.writer = ViewWriter(
-                view, interval_s=settings.view_flush_seconds, resync=self.view_states
+                view,
+                interval_s=settings.view_flush_seconds,
+                resync=self.view_states,
+                catchup_interval_s=settings.view_catchup_flush_seconds,
+                behind=self.reading_backlog,
+                max_pending=settings.view_max_pending,
             )
         # partition -> offset of the last events record handled here.
         self.read_offsets: dict[int, int] = {}
@@ -285,6 +290,15 @@ class Processor:
         """
         lag = self.lag(partition)
         return lag is not None and lag <= self.settings.tick_max_lag
+
+    def reading_backlog(self) -> bool:
+        """Whether some events partition of this worker has more than a batch unread."""
+        limit = self.settings.batch_max
+        for partition in self.active_partitions():
+            lag = self.lag(partition)
+            if lag is not None and lag > limit:
+                return True
+        return False
 
     async def send_ticks(self) -> None:
         now = self.now()

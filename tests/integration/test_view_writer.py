@@ -8,6 +8,7 @@ import random
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -24,6 +25,7 @@ from streams.core.policy import Policy
 from streams.core.recall import cell_counts
 from streams.core.state import RecallCell, UserState, encode_state
 from streams.local.embedded import Server, start_redis
+from streams.settings import WorkerSettings
 from streams.view.keys import (
     TRANSITIONS_KEPT,
     WARNINGS_KEPT_MS,
@@ -36,7 +38,8 @@ from streams.view.keys import (
     timeline_width_key,
     user_key,
 )
-from streams.view.writer import Pending, Published, View, ViewWriter
+from streams.view.writer import Pending, Published, View, ViewWriter, output_items
+from streams.worker.app import build_app
 
 from .events import day_base
 from .waits import until
@@ -494,8 +497,8 @@ async def test_the_transitions_and_the_warnings_keep_the_newest_whatever_the_bat
     }
     ann = user("tw-ann")
     one_call = View(client, prefix)
-    items = {"tw-ann": Pending(ann, _published(*mine))}
-    items |= {u: Pending(user(u), _published(o)) for u, o in others.items()}
+    items = {"tw-ann": Pending(ann, output_items(_published(*mine)))}
+    items |= {u: Pending(user(u), output_items(_published(o))) for u, o in others.items()}
     await one_call.write_many(items)
 
     # The same outputs, one per write (each a newer version) and users in another order.
@@ -516,3 +519,40 @@ async def test_the_transitions_and_the_warnings_keep_the_newest_whatever_the_bat
             for o in [*mine, *others.values()]
             if o.ts >= newest - WARNINGS_KEPT_MS
         }
+
+
+async def test_while_the_worker_reads_a_backlog_the_writer_folds_updates_longer(
+    client: aioredis.Redis, prefix: str
+) -> None:
+    backlog = True
+    w = ViewWriter(
+        View(client, prefix), interval_s=0.02, catchup_interval_s=30.0, behind=lambda: backlog
+    )
+    task = asyncio.create_task(w.run())
+    try:
+        w.put(user("bk-1"), [])  # the first update after a quiet spell goes at once
+        await until(lambda: client.exists(user_key(prefix, "bk-1")), timeout=10, every=0.02)
+        w.put(user("bk-2"), [])
+        await asyncio.sleep(0.5)  # 25 intervals: kept back while the backlog lasts
+        assert not await client.exists(user_key(prefix, "bk-2"))
+        backlog = False  # caught up: written within an interval or so
+        await until(lambda: client.exists(user_key(prefix, "bk-2")), timeout=10, every=0.02)
+    finally:
+        task.cancel()
+
+
+async def test_the_worker_writes_its_pending_updates_when_it_stops(
+    redis_server: Server, prefix: str, client: aioredis.Redis, tmp_path: Path
+) -> None:
+    settings = WorkerSettings(
+        redis_url=f"redis://127.0.0.1:{redis_server.port}/0",
+        view_prefix=prefix,
+        data_dir=str(tmp_path),
+        view_catchup_flush_seconds=60,
+    )
+    app, proc = build_app(settings, POLICY)
+    assert proc.writer is not None
+    proc.writer.put(user("st-1"), [])  # no writer task runs: only the shutdown writes it
+    await app.on_before_shutdown.send()
+    assert await client.hget(user_key(prefix, "st-1"), "version") is not None
+    assert proc.writer.pending == {}

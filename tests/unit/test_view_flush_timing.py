@@ -1,0 +1,125 @@
+"""When the view writer writes: every interval while the worker keeps up, every catch-up
+interval while it reads a backlog, at once when too many users wait (no Redis is reached:
+`due` only reads the clock it is given)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from streams.core.policy import Policy
+from streams.core.state import UserState
+from streams.settings import WorkerSettings
+from streams.view.writer import View, ViewWriter
+from streams.worker.app import build_app
+
+
+def _writer(behind: bool | None, pending: int, **kw: Any) -> ViewWriter:
+    view = View(aioredis.from_url("redis://127.0.0.1:1/0"), "t")
+    w = ViewWriter(view, behind=None if behind is None else (lambda: behind), **kw)
+    for n in range(pending):
+        u = f"u{n}"
+        w.put(UserState(user_id=u, first_seen=0, last_seen=0, last_active=0, evaluated_at=0), [])
+    w._written_at = 0.0
+    return w
+
+
+# (behind, pending users, seconds since the last write, due)
+CASES = [
+    (False, 0, 10.0, False),  # nothing to write
+    (False, 1, 0.01, False),  # keeping up, within the interval
+    (False, 1, 0.05, True),  # keeping up, the interval has passed
+    (None, 1, 0.05, True),  # no backlog signal: the interval alone
+    (True, 1, 0.05, False),  # reading a backlog: the catch-up interval
+    (True, 1, 1.99, False),
+    (True, 1, 2.0, True),
+    (True, 3, 0.0, True),  # as many users wait as allowed: at once
+    (False, 3, 0.0, True),
+]
+
+
+@pytest.mark.parametrize(("behind", "pending", "since", "due"), CASES)
+def test_when_the_writer_writes(behind: bool | None, pending: int, since: float, due: bool) -> None:
+    w = _writer(behind, pending, interval_s=0.05, catchup_interval_s=2.0, max_pending=3)
+    assert w.due(since) is due
+
+
+def test_the_catch_up_interval_is_never_shorter_than_the_interval() -> None:
+    w = _writer(True, 1, interval_s=0.5, catchup_interval_s=0.1)
+    assert w.catchup_interval_s == 0.5
+    assert not w.due(0.4)
+    assert w.due(0.5)
+
+
+def test_without_a_catch_up_interval_the_backlog_changes_nothing() -> None:
+    w = _writer(True, 1, interval_s=0.05)
+    assert w.due(0.05)
+
+
+def test_the_worker_knobs_reach_its_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PULSE_VIEW_CATCHUP_FLUSH_SECONDS", "5")
+    monkeypatch.setenv("PULSE_VIEW_MAX_PENDING", "123")
+    settings = WorkerSettings(redis_url="redis://127.0.0.1:1/0", data_dir=str(tmp_path))
+    _, proc = build_app(settings, Policy())
+    assert proc.writer is not None
+    assert (proc.writer.catchup_interval_s, proc.writer.max_pending) == (5.0, 123)
+    assert proc.writer.behind == proc.reading_backlog
+
+
+def test_the_defaults(tmp_path: Path) -> None:
+    settings = WorkerSettings(redis_url="redis://127.0.0.1:1/0", data_dir=str(tmp_path))
+    _, proc = build_app(settings, Policy())
+    assert proc.writer is not None
+    w = proc.writer
+    assert (w.interval_s, w.catchup_interval_s, w.max_pending) == (0.05, 2.0, 10_000)
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [
+        ("PULSE_VIEW_CATCHUP_FLUSH_SECONDS", "0"),
+        ("PULSE_VIEW_CATCHUP_FLUSH_SECONDS", "61"),
+        ("PULSE_VIEW_MAX_PENDING", "0"),
+    ],
+)
+def test_bounds(name: str, bad: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(name, bad)
+    with pytest.raises(ValueError, match=name.removeprefix("PULSE_").lower()):
+        WorkerSettings()
+
+
+# (lag per partition, batch_max, reading a backlog)
+LAGS = [
+    ({0: 0, 1: 10}, 2000, False),
+    ({0: 2000}, 2000, False),  # one batch unread: the next fetch takes it
+    ({0: 0, 1: 2001}, 2000, True),
+    ({0: None}, 2000, False),  # high watermark not known yet
+    ({}, 2000, False),
+]
+
+
+@pytest.mark.parametrize(("lags", "batch_max", "behind"), LAGS)
+def test_reading_a_backlog(
+    lags: dict[int, int | None],
+    batch_max: int,
+    behind: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = WorkerSettings(redis_url="", data_dir=str(tmp_path), batch_max=batch_max)
+    _, proc = build_app(settings, Policy())
+    monkeypatch.setattr(proc, "active_partitions", lambda: sorted(lags))
+    monkeypatch.setattr(proc, "lag", lags.get)
+    assert proc.reading_backlog() is behind
+
+
+async def test_a_last_flush_that_fails_is_logged_and_keeps_the_updates(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    w = _writer(False, 2)  # nothing listens on port 1
+    await w.drain()
+    assert len(w.pending) == 2
+    assert "the view's last 2 updates were not written" in caplog.text
