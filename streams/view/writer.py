@@ -752,9 +752,9 @@ class ViewWriter:
         """Queue `state` (and its outputs); `encoded` is `encode_state(state)` when the caller
         has it, `before` the user's state before this change (what the view holds when no
         other update of the user is pending)."""
-        # What waits keeps no more than the write needs: the outputs as the script takes them,
-        # and of `before` its cohorts. Holding the objects themselves until the write (seconds
-        # while catching up) cost ~50 MB at 1M events / 100k users.
+        # What waits keeps little beyond the states: the outputs as the script takes them (each
+        # is converted once either way), and of `before` its cohorts. The states themselves
+        # are what a longer interval holds (see PULSE_VIEW_MAX_PENDING).
         item = self.pending.get(state.user_id)
         if item is None or item.state is None:
             cohorts = None if before is None else _cohorts(before)
