@@ -721,14 +721,14 @@ class ViewWriter:
         epoch_check_s: float = 1.0,
         catchup_interval_s: float | None = None,
         behind: Callable[[], bool] | None = None,
-        max_pending: int = 20_000,
+        max_pending: int = 10_000,
     ) -> None:
         self.view = view
         self.interval_s = interval_s
         self.catchup_interval_s = max(interval_s, catchup_interval_s or interval_s)
         self.behind = behind
         self.max_pending = max_pending
-        self._written_at = float("-inf")  # loop time of the last flush that got through
+        self._written_at = float("-inf")  # loop time when the last flush that got through began
         # One flush at a time: the last one at shutdown (drain) waits for the task's, so a
         # user's older write never lands after its newer one (it would lose its outputs).
         self._flushing = asyncio.Lock()
@@ -781,13 +781,15 @@ class ViewWriter:
         async with self._flushing:
             await self._flush()
 
-    async def drain(self) -> None:
+    async def drain(self, timeout_s: float = 10.0) -> None:
         """The last flush, when the worker stops: what is pending is written, not left to the
-        users' next updates; a failure is logged (the view is derived: `pulse rebuild-view`)."""
+        users' next updates. A failure or a Redis that does not answer within `timeout_s` is
+        logged, so a stop never hangs on the view (it is derived: `pulse rebuild-view`)."""
+        waiting = len(self.pending) + self.in_flight
         try:
-            await self.flush()
-        except (RedisError, OSError) as exc:
-            log.warning("the view's last %d updates were not written (%s)", len(self.pending), exc)
+            await asyncio.wait_for(self.flush(), timeout_s)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("the view's last %d updates were not written (%r)", waiting, exc)
 
     async def _flush(self) -> None:
         if not self.pending:

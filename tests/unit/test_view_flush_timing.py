@@ -4,6 +4,7 @@ interval while it reads a backlog, at once when too many users wait (no Redis is
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,16 @@ async def test_a_last_flush_that_fails_is_logged_and_keeps_the_updates(
     await w.drain()
     assert len(w.pending) == 2
     assert "the view's last 2 updates were not written" in caplog.text
+
+
+async def test_a_last_flush_never_waits_longer_than_its_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    w = _writer(False, 1)
+
+    async def hangs() -> None:
+        await asyncio.sleep(3600)
+
+    w._flush = hangs  # type: ignore[method-assign]  # a Redis that accepts and never answers
+    await asyncio.wait_for(w.drain(timeout_s=0.05), 5)
+    assert "the view's last 1 updates were not written (TimeoutError())" in caplog.text
