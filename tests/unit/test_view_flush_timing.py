@@ -12,9 +12,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from streams.core.policy import Policy
-from streams.core.state import UserState
+from streams.core.state import UserState, encode_state
 from streams.settings import WorkerSettings
-from streams.view.writer import View, ViewWriter
+from streams.view.writer import View, ViewWriter, indexed
 from streams.worker.app import build_app
 
 
@@ -137,3 +137,14 @@ async def test_a_last_flush_never_waits_longer_than_its_timeout(
     w._flush = hangs  # type: ignore[method-assign]  # a Redis that accepts and never answers
     await asyncio.wait_for(w.drain(timeout_s=0.05), 5)
     assert "the view's last 1 updates were not written (TimeoutError())" in caplog.text
+
+
+def test_a_waiting_update_keeps_the_fields_it_writes_not_the_state() -> None:
+    w = _writer(False, 0)
+    state = UserState(user_id="k", first_seen=0, last_seen=0, last_active=0, evaluated_at=0)
+    w.put(state, [], b"bytes")
+    kept = w.pending["k"]
+    assert kept.state == indexed(state) and kept.encoded == b"bytes"
+    # Without the bytes the state is encoded when queued: the write has no state to encode.
+    w.put(state, [])
+    assert w.pending["k"].encoded == encode_state(state)
