@@ -591,9 +591,9 @@ def output_items(published: Iterable[Published]) -> list[OutputItem]:
     return [_output_item(out, wire) for out, wire in published]
 
 
-class Written(Protocol):
+class Written(Cohorted, Protocol):
     """What a view write reads of a state (UserState, or the Indexed copy a waiting update
-    keeps)."""
+    keeps): the cohorts and these."""
 
     @property
     def user_id(self) -> str: ...
@@ -609,12 +609,6 @@ class Written(Protocol):
     def rfm_segment(self) -> str: ...
     @property
     def recall_tally(self) -> tuple[RecallCell, ...]: ...
-    @property
-    def cohort_day(self) -> int | None: ...
-    @property
-    def cohort_day_bits(self) -> int: ...
-    @property
-    def cohort_week_bits(self) -> int: ...
 
 
 class Indexed(msgspec.Struct, frozen=True, gc=False):
