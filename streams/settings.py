@@ -71,8 +71,8 @@ class WorkerSettings(SharedSettings):
     # trail the stream. A longer interval folds more of a user's updates into one write.
     view_flush_seconds: float = Field(default=0.05, gt=0, le=60)
     # The interval while the worker reads a backlog (a partition with more than batch_max
-    # events unread): the view then trails by the backlog anyway, and a longer interval folds
-    # a third of the writes at 1M events / 100k users. Never shorter than view_flush_seconds.
+    # events unread): the view then trails by the backlog anyway, and 2 s wrote 30% fewer
+    # times at 1M events / 100k users. Never shorter than view_flush_seconds.
     view_catchup_flush_seconds: float = Field(default=2.0, gt=0, le=60)
     # Pending users that make the writer flush at once, whatever the interval: bounds the
     # memory the updates waiting for Redis hold (the PulseViewBacklog alert's figure).
