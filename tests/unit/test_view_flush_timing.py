@@ -1,6 +1,6 @@
 """When the view writer writes: every interval while the worker keeps up, every catch-up
 interval while it reads a backlog, at once when too many users wait (no Redis is reached:
-`due` only reads the clock it is given)."""
+`due` only reads the clock it is given). The knobs: tests/unit/test_worker_view_settings.py."""
 
 from __future__ import annotations
 
@@ -58,38 +58,6 @@ def test_the_catch_up_interval_is_never_shorter_than_the_interval() -> None:
 def test_without_a_catch_up_interval_the_backlog_changes_nothing() -> None:
     w = _writer(True, 1, interval_s=0.05)
     assert w.due(0.05)
-
-
-def test_the_worker_knobs_reach_its_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PULSE_VIEW_CATCHUP_FLUSH_SECONDS", "5")
-    monkeypatch.setenv("PULSE_VIEW_MAX_PENDING", "123")
-    settings = WorkerSettings(redis_url="redis://127.0.0.1:1/0", data_dir=str(tmp_path))
-    _, proc = build_app(settings, Policy())
-    assert proc.writer is not None
-    assert (proc.writer.catchup_interval_s, proc.writer.max_pending) == (5.0, 123)
-    assert proc.writer.behind == proc.reading_backlog
-
-
-def test_the_defaults(tmp_path: Path) -> None:
-    settings = WorkerSettings(redis_url="redis://127.0.0.1:1/0", data_dir=str(tmp_path))
-    _, proc = build_app(settings, Policy())
-    assert proc.writer is not None
-    w = proc.writer
-    assert (w.interval_s, w.catchup_interval_s, w.max_pending) == (0.05, 2.0, 10_000)
-
-
-@pytest.mark.parametrize(
-    ("name", "bad"),
-    [
-        ("PULSE_VIEW_CATCHUP_FLUSH_SECONDS", "0"),
-        ("PULSE_VIEW_CATCHUP_FLUSH_SECONDS", "61"),
-        ("PULSE_VIEW_MAX_PENDING", "0"),
-    ],
-)
-def test_bounds(name: str, bad: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(name, bad)
-    with pytest.raises(ValueError, match=name.removeprefix("PULSE_").lower()):
-        WorkerSettings()
 
 
 # (lag per partition, batch_max, reading a backlog)
