@@ -58,5 +58,6 @@ def get_producer(request: Request) -> EventProducer:
 
 
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+PolicyDep = Annotated[Policy, Depends(get_policy)]
 ViewDep = Annotated[View, Depends(get_view)]
 ProducerDep = Annotated[EventProducer, Depends(get_producer)]

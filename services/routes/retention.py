@@ -8,11 +8,10 @@ from fastapi import APIRouter, Depends, Query
 
 from services.auth import require
 from services.clock import now_ms
-from services.deps import SettingsDep, ViewDep, get_policy
+from services.deps import PolicyDep, SettingsDep, ViewDep
 from services.errors import error_responses
 from services.models import RetentionCohort, RetentionStats
 from streams.core.eventtime import DAY_MS, format_ts
-from streams.core.policy import Policy
 from streams.core.retention import DAY, cohort_doc, triangle
 
 router = APIRouter(prefix="/v1/stats", tags=["segments"])
@@ -39,7 +38,7 @@ Cohorts = Annotated[
 async def retention_stats(
     view: ViewDep,
     settings: SettingsDep,
-    policy: Annotated[Policy, Depends(get_policy)],
+    policy: PolicyDep,
     period: Period = "week",
     cohorts: Cohorts = 8,
 ) -> RetentionStats:

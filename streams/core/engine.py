@@ -40,8 +40,8 @@ from streams.core.rfm import NONE as NO_SEGMENT
 from streams.core.rfm import Assessment, add_purchase, assess, next_change
 from streams.core.rfm import prune as prune_purchases
 from streams.core.state import UserState, fingerprint, recent_fingerprints, seen_before
-from streams.core.tiers import decide_tier
-from streams.core.windows import add_to_buckets, has_any, is_active_day, prune
+from streams.core.tiers import TierDecision, decide_tier
+from streams.core.windows import Scan, add_to_buckets, has_any, is_active_day, prune
 
 
 class Status:
@@ -81,15 +81,7 @@ def _evaluate(
     `bought`: a purchase was added to the state since its last evaluation.
     """
     d = derived(policy)
-    # Buckets that left the largest window go first, so the facts, the decisions and the next
-    # checkpoint all see the same history.
-    buckets = prune(state.buckets, at // DAY_MS, d.horizon_days)
-    if buckets is not state.buckets:
-        state = replace(state, buckets=buckets)
-    if state.rfm_days:
-        purchases = prune_purchases(state.rfm_days, at // DAY_MS, policy.rfm.window_days)
-        if purchases is not state.rfm_days:
-            state = replace(state, rfm_days=purchases)
+    state = _pruned(state, at, policy, d)
     scanned = scan_at(state, at, policy)
     f = facts_of(state, at, policy, scanned)
     prev = state.stage or None
@@ -116,23 +108,75 @@ def _evaluate(
         state.tier, state.downgrade_pending_since, f.spend_window_cents, at, policy, d
     )
     if tier.direction is not None:
-        outs.append(
-            tier_changed(
-                state.user_id,
-                at,
-                state.tier or None,
-                tier.tier,
-                tier.direction,
-                tier.reason,
-                f.spend_window_cents / 100,
-                tier.threshold,
-            )
-        )
-        changes.update(tier=tier.tier, tier_since=at)
+        _change_tier(state, at, tier, tier.direction, f, outs, changes)
     rfm, rfm_next = _rfm(state, at, policy, d, bought)
     if rfm is not None:
         _change_rfm(state, at, rfm, rfm_next, policy, d, outs, changes)
-    # The fields the checkpoint reads, as they will be (most evaluations change none of them).
+    next_check = _next_check(state, d, policy, f, scanned, stage, tier, rfm_next, changes)
+    changes.update(
+        downgrade_pending_since=tier.pending_since,
+        risk=risk,
+        evaluated_at=state.evaluated_at if state.evaluated_at > at else at,
+        next_check=next_check,
+    )
+    if version is not None:
+        changes["version"] = version
+    return replace(state, **changes), outs
+
+
+def _pruned(state: UserState, at: int, policy: Policy, d: Derived) -> UserState:
+    """`state` without the activity buckets and purchase days that left their largest window
+    by `at`: pruned first, so the facts, the decisions and the next checkpoint all see the
+    same history."""
+    buckets = prune(state.buckets, at // DAY_MS, d.horizon_days)
+    if buckets is not state.buckets:
+        state = replace(state, buckets=buckets)
+    if state.rfm_days:
+        purchases = prune_purchases(state.rfm_days, at // DAY_MS, policy.rfm.window_days)
+        if purchases is not state.rfm_days:
+            state = replace(state, rfm_days=purchases)
+    return state
+
+
+def _change_tier(
+    state: UserState,
+    at: int,
+    tier: TierDecision,
+    direction: str,
+    f: Facts,
+    outs: list[Output],
+    changes: dict[str, Any],
+) -> None:
+    """The output and state changes of a tier decision with a `direction` (initial, upgrade,
+    downgrade; appends to `outs` and `changes`)."""
+    outs.append(
+        tier_changed(
+            state.user_id,
+            at,
+            state.tier or None,
+            tier.tier,
+            direction,
+            tier.reason,
+            f.spend_window_cents / 100,
+            tier.threshold,
+        )
+    )
+    changes.update(tier=tier.tier, tier_since=at)
+
+
+def _next_check(
+    state: UserState,
+    d: Derived,
+    policy: Policy,
+    f: Facts,
+    scanned: Scan,
+    stage: str,
+    tier: TierDecision,
+    rfm_next: int | None,
+    changes: dict[str, Any],
+) -> int:
+    """The user's next checkpoint after this evaluation, from the fields it reads as `changes`
+    will leave them (most evaluations change none of them)."""
     warning_reason, returned_at, recall_at = (
         state.last_warning_reason,
         state.returned_at,
@@ -142,9 +186,9 @@ def _evaluate(
         warning_reason = changes.get("last_warning_reason", warning_reason)
         returned_at = changes.get("returned_at", returned_at)
         recall_at = changes.get("recall_at", recall_at)
-    # `at` is the new evaluated_at, so f (taken at `at` on the same buckets) holds for it. The
-    # stage is `stage` whether it changed or not.
-    next_check = checkpoint_after(
+    # The evaluation's `at` is the new evaluated_at, so f (taken at `at` on the same buckets)
+    # holds for it. The stage is `stage` whether it changed or not.
+    return checkpoint_after(
         state,
         d,
         policy,
@@ -157,15 +201,6 @@ def _evaluate(
         drop_episode=stage == Stage.AT_RISK and warning_reason == WarningReason.ACTIVITY_DROP,
         rfm_next=rfm_next,
     )
-    changes.update(
-        downgrade_pending_since=tier.pending_since,
-        risk=risk,
-        evaluated_at=state.evaluated_at if state.evaluated_at > at else at,
-        next_check=next_check,
-    )
-    if version is not None:
-        changes["version"] = version
-    return replace(state, **changes), outs
 
 
 def _rfm(
@@ -395,6 +430,63 @@ def _fresh(event: Event) -> UserState:
     )
 
 
+def _folded(
+    state: UserState,
+    event: Event,
+    policy: Policy,
+    d: Derived,
+    ids: bytes,
+    partition: int,
+    offset: int,
+) -> UserState:
+    """`state` with `event` counted: windows, totals, day statistics, purchases, cohorts, the
+    event's fingerprint (`ids`, trimmed to the dedup capacity) and its source offset; not yet
+    evaluated."""
+    ts, etype = event.ts, event.type
+    active = etype not in d.passive_types
+    bought = etype in d.spend_types
+    spend = event.amount_cents if bought else 0
+    if len(ids) > 8 * policy.dedup_capacity:
+        ids = ids[-8 * policy.dedup_capacity :]
+    last_active = state.last_active
+    if active:
+        # Conditional expressions, not min/max, here and below: a builtin call costs more
+        # on this path, which runs at every event.
+        last_active = ts if last_active is None or ts > last_active else last_active
+    # The day statistics go into the one copy of the state below (no copy of their own).
+    days: dict[str, object] = {}
+    purchases = state.rfm_days
+    if bought:
+        days = _purchase_day(state, event, d)
+        purchases = add_purchase(purchases, ts // DAY_MS, spend)
+    cohorts: dict[str, int] = {}
+    if active:
+        cohorts = marked(state, state.last_active is not None, ts // DAY_MS)
+        days.update(_active_day(state, ts // DAY_MS))
+    return replace(
+        state,
+        **cohorts,
+        rfm_days=purchases,
+        buckets=add_to_buckets(
+            state.buckets,
+            ts // DAY_MS,
+            d.type_index.get(etype, d.n_types - 1),
+            d.n_types,
+            spend,
+            active,
+        ),
+        recent_ids=ids,
+        first_seen=ts if ts < state.first_seen else state.first_seen,
+        last_seen=ts if ts > state.last_seen else state.last_seen,
+        last_active=last_active,
+        total_events=state.total_events + 1,
+        total_spend_cents=state.total_spend_cents + spend,
+        partition=partition,
+        last_offset=_advance(state, partition, offset),
+        **days,
+    )
+
+
 def apply_event(
     state: UserState | None,
     event: Event,
@@ -431,50 +523,8 @@ def apply_event(
             swept = sweep(state, event.ts, policy)
             state, outs = swept.state, list(swept.outputs)
 
-    ts, etype = event.ts, event.type
-    active = etype not in d.passive_types
-    bought = etype in d.spend_types
-    spend = event.amount_cents if bought else 0
-    ids = seen + fp
-    if len(ids) > 8 * policy.dedup_capacity:
-        ids = ids[-8 * policy.dedup_capacity :]
-    last_active = state.last_active
-    if active:
-        # Conditional expressions, not min/max, here and below: a builtin call costs more
-        # on this path, which runs at every event.
-        last_active = ts if last_active is None or ts > last_active else last_active
-    # The day statistics go into the one copy of the state below (no copy of their own).
-    days: dict[str, object] = {}
-    purchases = state.rfm_days
-    if bought:
-        days = _purchase_day(state, event, d)
-        purchases = add_purchase(purchases, ts // DAY_MS, spend)
-    cohorts: dict[str, int] = {}
-    if active:
-        cohorts = marked(state, state.last_active is not None, ts // DAY_MS)
-        days.update(_active_day(state, ts // DAY_MS))
-    state = replace(
-        state,
-        **cohorts,
-        rfm_days=purchases,
-        buckets=add_to_buckets(
-            state.buckets,
-            ts // DAY_MS,
-            d.type_index.get(etype, d.n_types - 1),
-            d.n_types,
-            spend,
-            active,
-        ),
-        recent_ids=ids,
-        first_seen=ts if ts < state.first_seen else state.first_seen,
-        last_seen=ts if ts > state.last_seen else state.last_seen,
-        last_active=last_active,
-        total_events=state.total_events + 1,
-        total_spend_cents=state.total_spend_cents + spend,
-        partition=partition,
-        last_offset=_advance(state, partition, offset),
-        **days,
-    )
+    state = _folded(state, event, policy, d, seen + fp, partition, offset)
+    ts, bought = event.ts, event.type in d.spend_types
     state, o = _evaluate(
         state,
         ts if ts > state.evaluated_at else state.evaluated_at,
