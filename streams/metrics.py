@@ -2,9 +2,65 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import threading
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.utils import INF, floatToGoString
 
 REGISTRY = CollectorRegistry()
+
+
+class BatchHistogram:
+    """A Prometheus histogram observed a batch at a time.
+
+    prometheus-client's `Histogram.observe` takes one value per call, under a lock per bucket
+    and one for the sum: about 2 µs. The worker observes every output of a batch, 0.8 outputs
+    per event, into two histograms, and all of a batch's outputs share one consume-to-emit
+    latency; so the values are counted first and the totals added under one lock. It exposes
+    the same series as `Histogram` (`_bucket` with `le`, `_count`, `_sum`).
+    """
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = (*sorted(float(b) for b in buckets if b != INF), INF)
+        self._counts = [0] * len(self.bounds)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe(self, value: float, times: int = 1) -> None:
+        """`times` observations of `value`."""
+        i = bisect_left(self.bounds, value)  # a bucket counts the values <= its bound
+        with self._lock:
+            self._counts[i] += times
+            self._sum += value * times
+
+    def observe_all(self, values: Iterable[float]) -> None:
+        counts = [0] * len(self.bounds)
+        total = 0.0
+        bounds = self.bounds
+        for v in values:
+            counts[bisect_left(bounds, v)] += 1
+            total += v
+        with self._lock:
+            self._counts = [a + b for a, b in zip(self._counts, counts, strict=True)]
+            self._sum += total
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, buckets = 0, []
+        for bound, n in zip(self.bounds, counts, strict=True):
+            cumulative += n
+            buckets.append((floatToGoString(bound), cumulative))  # type: ignore[no-untyped-call]
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=total)
+
 
 EVENTS_CONSUMED = Counter(
     "pulse_events_consumed", "Records consumed from the events topic", registry=REGISTRY
@@ -70,13 +126,13 @@ VIEW_RESYNCED_USERS = Counter(
 VIEW_PENDING = Gauge(
     "pulse_view_pending", "Users whose view update waits to be written", registry=REGISTRY
 )
-CONSUME_TO_EMIT = Histogram(
+CONSUME_TO_EMIT = BatchHistogram(
     "pulse_consume_to_emit_seconds",
     "From consuming a record to its outputs being acknowledged by the broker",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
     registry=REGISTRY,
 )
-EVENT_TIME_TO_EMIT = Histogram(
+EVENT_TIME_TO_EMIT = BatchHistogram(
     "pulse_event_time_to_emit_seconds",
     "From an output's event time to its emission (virtual clock)",
     buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 21600, 86400),

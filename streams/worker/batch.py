@@ -221,15 +221,19 @@ class Batch:
         if self.erased:
             metrics.ERASURES.inc(len(self.erased))
         if self.outputs:
-            latency = time.perf_counter() - consumed
             kinds: Counter[str] = Counter()
             stages: Counter[str] = Counter()
             for out in self.outputs:
                 kinds[out.kind] += 1
                 if out.kind == Kind.LIFECYCLE:
                     stages[out.payload["to_stage"]] += 1
-                metrics.CONSUME_TO_EMIT.observe(latency)
-                metrics.EVENT_TIME_TO_EMIT.observe(max(0, self.now - out.ts) / 1000)
+            # Every output of the batch was consumed and acknowledged at the same moments.
+            outputs = self.outputs
+            metrics.CONSUME_TO_EMIT.observe(time.perf_counter() - consumed, len(outputs))
+            now = self.now
+            metrics.EVENT_TIME_TO_EMIT.observe_all(
+                (now - out.ts) / 1000 if now > out.ts else 0.0 for out in outputs
+            )
             # A labelled child is looked up once per batch, not once per output.
             for kind, n in kinds.items():
                 metrics.OUTPUTS.labels(kind).inc(n)
