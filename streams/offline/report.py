@@ -2,14 +2,17 @@
 
 The page is static (no script, no network): the charts are PNG files next to it, drawn with
 matplotlib's Agg renderer, and every figure is also written out as text for exact reading.
+The stylesheet and the page skeleton are package data in streams/offline/templates/.
 """
 
 from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Sequence
+from importlib import resources
 from pathlib import Path
 from statistics import median
+from string import Template
 from typing import NotRequired, TypedDict
 
 import numpy as np
@@ -567,20 +570,15 @@ def _rfm_chart(rfm: RfmReport, path: Path) -> None:
 
 # -- HTML --------------------------------------------------------------------------------
 
-_CSS = """
-body { font: 15px/1.5 system-ui, sans-serif; max-width: 1240px; margin: 2em auto;
-       padding: 0 1em; color: #222; }
-h1 { margin-bottom: .2em; }
-h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
-.meta { color: #555; }
-table { border-collapse: collapse; margin: .8em 0; }
-th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-th { background: #f4f4f4; }
-img { max-width: 100%; height: auto; }
-.empty { color: #777; font-style: italic; }
-dt { font-weight: 600; }
-"""
+# The page's static parts: package data (pyproject.toml), read once at import. The files hold
+# no comments, since the stylesheet goes into every page as is and string.Template has no
+# comment syntax.
+_TEMPLATES = resources.files("streams.offline") / "templates"
+# Inlined, so the report stays one HTML file beside its PNGs.
+_CSS = (_TEMPLATES / "report.css").read_text(encoding="utf-8")
+# $css is _CSS; $title, $source, $period, $generated_at, $summary, $how_to_read and $sections
+# are HTML the code has already escaped.
+_PAGE = Template((_TEMPLATES / "report.html").read_text(encoding="utf-8"))
 
 
 def _img(name: str, alt: str, fig_size: tuple[float, float]) -> str:
@@ -1198,27 +1196,16 @@ def render_report(data: ReportData, out_dir: Path) -> Path:
         sections.append(("Retention cohorts", _retention_html(retention, out_dir)))
 
     s = data["summary"]
-    page = f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_e(data["title"])}</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<h1>{_e(data["title"])}</h1>
-<p class="meta">Source: <code>{_e(data["source"])}</code><br>
-Period (event time, UTC): {_e(_period(s))}<br>
-Generated: {_e(data["generated_at"])}</p>
-<h2>Summary</h2>
-{_summary_html(data)}
-<h2>How to read this</h2>
-{_how_to_read(evaluation)}
-{"".join(f"<h2>{_e(title)}</h2>{body}" for title, body in sections)}
-</body>
-</html>
-"""
+    page = _PAGE.substitute(
+        title=_e(data["title"]),
+        css=_CSS,
+        source=_e(data["source"]),
+        period=_e(_period(s)),
+        generated_at=_e(data["generated_at"]),
+        summary=_summary_html(data),
+        how_to_read=_how_to_read(evaluation),
+        sections="".join(f"<h2>{_e(title)}</h2>{body}" for title, body in sections),
+    )
     path = out_dir / REPORT
     path.write_text(page, encoding="utf-8")
     return path

@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import struct
 from html.parser import HTMLParser
+from importlib import resources
 from pathlib import Path
+from string import Template
 
 import pytest
 
@@ -393,6 +395,30 @@ def test_hostile_strings_are_escaped(tmp_path: Path) -> None:
     assert "<script" not in html and "<b>" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;.jsonl" in html
     assert "&lt;b&gt;vip&lt;/b&gt;" in html
+
+
+def test_stylesheet_and_page_skeleton_are_package_data_the_page_is_built_from(
+    rendered: tuple[Path, str],
+) -> None:
+    templates = resources.files("streams.offline") / "templates"
+    css = (templates / "report.css").read_text(encoding="utf-8")
+    skeleton = Template((templates / "report.html").read_text(encoding="utf-8"))
+    assert skeleton.is_valid()
+    assert set(skeleton.get_identifiers()) == {
+        "title", "css", "source", "period", "generated_at", "summary", "how_to_read", "sections",
+    }  # fmt: skip
+    html = rendered[1]
+    assert html.startswith("<!doctype html>\n") and html.endswith("</body>\n</html>\n")
+    assert f"<style>\n{css}</style>" in html and "td.num" in css
+
+
+def test_dollar_signs_in_title_and_source_are_kept_as_text(tmp_path: Path) -> None:
+    data = hand_made()
+    data["title"] = "Costs in $USD ${css} $$"
+    data["source"] = "/data/$HOME/shop.jsonl"
+    html = render_report(data, tmp_path).read_text()
+    assert "<title>Costs in $USD ${css} $$</title>" in html
+    assert "<code>/data/$HOME/shop.jsonl</code>" in html
 
 
 def test_empty_history_renders_a_page_that_says_so(tmp_path: Path) -> None:
