@@ -20,13 +20,10 @@ RUN mkdir streams services \
     && pip uninstall -y userpulse
 COPY streams ./streams
 COPY services ./services
-# pyproject.toml declares no package data for `services`, so a wheel install leaves out the
-# live page; copy it next to the installed package (a no-op once the packaging declares it).
+# The live page and the report's templates are package data: the check fails the build if a
+# wheel install left them out (the report reads its templates on import).
 RUN pip install --no-deps . \
-    && static="$(python -I -c 'import pathlib, services; print(pathlib.Path(services.__file__).parent)')/static" \
-    && mkdir -p "$static" \
-    && cp -r services/static/. "$static/" \
-    && python -I -c "import services.routes.live, streams.worker.app; assert services.routes.live.PAGE.exists()"
+    && python -I -c "import services.routes.live, streams.worker.app, streams.offline.report; assert services.routes.live.PAGE.exists()"
 
 # --- runtime: the virtualenv, a non-root user, nothing else -----------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
