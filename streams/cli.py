@@ -120,14 +120,20 @@ def _topics(_: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    """Exit 2 when the broker does not answer, or goes away while the demo sends."""
     import time
 
+    from aiokafka.errors import KafkaError
+
     from streams.local.demo import run_demo
+    from streams.preflight import Unreachable, check_broker
 
     settings = WorkerSettings()
     origin = settings.clock_origin_ms or int(time.time() * 1000)
-    counts = asyncio.run(
-        run_demo(
+
+    async def main() -> dict[str, int]:
+        await check_broker(settings.bootstrap)
+        return await run_demo(
             settings.bootstrap,
             settings.events_topic,
             origin_ms=origin,
@@ -135,7 +141,15 @@ def _demo(args: argparse.Namespace) -> int:
             users=args.users,
             seed=args.seed,
         )
-    )
+
+    try:
+        counts = asyncio.run(main())
+    except Unreachable as exc:
+        print(f"pulse demo: {exc}", file=sys.stderr)
+        return 2
+    except KafkaError as exc:
+        print(f"pulse demo: the broker at {settings.bootstrap} failed: {exc}", file=sys.stderr)
+        return 2
     print(counts)
     return 0
 

@@ -56,7 +56,7 @@ def _redis_line(command: str, env: dict[str, str]) -> str:
     )
 
 
-@pytest.mark.parametrize("command", ["topics", "worker"])
+@pytest.mark.parametrize("command", ["topics", "worker", "demo"])
 def test_a_command_that_needs_the_broker_says_so_in_one_line(tmp_path: Path, command: str) -> None:
     env = _env(tmp_path)
     done = _pulse(env, command)
