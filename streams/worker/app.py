@@ -11,7 +11,8 @@ silent users get their warnings. Outputs are acknowledged by the broker *before*
 written, so a crash in between re-emits them (same idempotency keys) instead of losing them.
 
 `build_app` wires it: `Processor` (processor.py) and `Batch` (batch.py) handle the records,
-`gauges.py` the metrics, `ticks.py` the tick records.
+`Partitions` (partitions.py) keeps each partition's indexes and offsets, `gauges.py` the metrics,
+`ticks.py` the tick records, `exits.py` the exits when going on would be wrong.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import faust
 from streams.core.policy import Policy
 from streams.settings import WorkerSettings
 from streams.worker.consumer import PulseTransport, RecordBatch
+from streams.worker.exits import EXIT_BATCH_FAILED, stop_process
 from streams.worker.gauges import refresh_gauges
-from streams.worker.processor import EXIT_BATCH_FAILED, Processor
+from streams.worker.processor import Processor
 from streams.worker.tansu import TansuTransport
 
 log = logging.getLogger("pulse.worker")
@@ -80,7 +82,7 @@ def build_app(settings: WorkerSettings, policy: Policy) -> tuple[PulseApp, Proce
             # Nothing of the failed batch was acknowledged or committed, so exiting is as safe
             # as a kill -9, and the restart is visible (retrying in place would hide a defect).
             log.exception("the batch failed")
-            proc.stop_process(f"a batch failed with {exc!r}", EXIT_BATCH_FAILED)
+            stop_process(f"a batch failed with {exc!r}", EXIT_BATCH_FAILED)
 
     # The conductor subscribes to the topics; the consumer delivers their records in batches.
     app.topics.add(proc.source)
@@ -89,17 +91,17 @@ def build_app(settings: WorkerSettings, policy: Policy) -> tuple[PulseApp, Proce
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _forget_indexes(app: Any, revoked: Any, **kwargs: Any) -> None:
-        proc.forget_indexes()
+        proc.partitions.forget_indexes()
         # Positions read before the rebalance would make lag (and tick holding) count from a
         # stale offset once partitions come back; the committed offsets take over.
-        proc.read_offsets.clear()
+        proc.partitions.read_offsets.clear()
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _build_indexes(app: Any, **kwargs: Any) -> None:
         # Sent once the tables are recovered, before the streams resume and the worker says
         # it is ready: the pass over the table (about a second per 100k users here) happens
         # now, not inside the first batch, where the events behind it would wait for it.
-        proc.build_indexes()
+        proc.partitions.build_indexes()
 
     if settings.sweep_interval_seconds > 0:
 

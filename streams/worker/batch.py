@@ -20,6 +20,7 @@ from streams.core.engine import Result, Status, apply_event, sweep
 from streams.core.outputs import Kind, Output, encode_output
 from streams.core.state import UserState, encode_state
 from streams.view.writer import Published
+from streams.worker.exits import data_lost
 from streams.worker.publisher import LogRewound, Record
 from streams.worker.ticks import decode_tick
 
@@ -34,6 +35,9 @@ class Batch:
 
     def __init__(self, proc: Processor) -> None:
         self.proc = proc
+        self.partitions = proc.partitions
+        # Bound once per batch: `index` runs for every record and every user written.
+        self.index = proc.partitions.index
         self.policy = proc.policy
         self.now = proc.now()
         # Per batch, not per record: `event` runs for every record.
@@ -58,11 +62,11 @@ class Batch:
         return state
 
     def event(self, msg: Any) -> None:
-        proc = self.proc
-        proc.read_offsets[msg.partition] = msg.offset
-        high = proc.high_marks.get(msg.partition, -1)
+        parts = self.partitions
+        parts.read_offsets[msg.partition] = msg.offset
+        high = parts.high_marks.get(msg.partition, -1)
         if msg.offset > high:  # (not max(): a builtin call costs more, once per record)
-            proc.high_marks[msg.partition] = msg.offset
+            parts.high_marks[msg.partition] = msg.offset
         self.consumed += 1
         if msg.value is None:
             try:
@@ -107,7 +111,7 @@ class Batch:
             log.warning("ignoring a malformed tick at %s@%s", msg.partition, msg.offset)
             return
         self.sweeps += 1
-        index = self.proc.index(msg.partition)
+        index = self.index(msg.partition)
         for key in index.pop_due(now):
             state = self.state(key)
             if state is None or state.partition != msg.partition:
@@ -123,7 +127,7 @@ class Batch:
         """A tombstone (key = user id, no value) erases the user: table, index, view."""
         state = self.state(key)
         if state is not None:
-            self.proc.index(state.partition).schedule(key, NEVER)
+            self.index(state.partition).schedule(key, NEVER)
         self.after[key] = None
         self.touched[key] = partition
         self.erased.add(key)
@@ -139,7 +143,7 @@ class Batch:
             self.after[key] = result.state
             self.touched[key] = partition
             # Due times follow the working state at once: a later tick of this batch sees them.
-            self.proc.index(partition).schedule(key, result.state.next_check)
+            self.index(partition).schedule(key, result.state.next_check)
 
     def dead_letter(self, msg: Any, reason: str, detail: str, user_id: str | None) -> None:
         doc = self.proc.dead_letter_doc(msg, reason, detail, user_id)
@@ -151,7 +155,7 @@ class Batch:
         try:
             await self._commit(consumed)
         except LogRewound as exc:
-            self.proc.data_lost(str(exc))
+            data_lost(str(exc))
 
     async def _commit(self, consumed: float) -> None:
         publisher = self.proc.publisher
@@ -160,9 +164,10 @@ class Batch:
         self._count(consumed)
         changelog: list[Record] = []
         current = None
+        in_partition = self.partitions.in_partition
         for key, partition in sorted(self.touched.items(), key=lambda kv: kv[1]):
             if partition != current:
-                self.proc.in_partition(partition)
+                in_partition(partition)
                 current = partition
             record = self._write(key, partition)
             if record is not None:
@@ -186,7 +191,7 @@ class Batch:
         changelog = proc.changelog_topic
         if key in self.erased:
             if old is not None:
-                proc.index(old.partition).count(old, None)
+                self.index(old.partition).count(old, None)
                 old = None
             if new is None and key in store:
                 del store[key]
@@ -201,7 +206,7 @@ class Batch:
             record = Record(changelog, key, raw, partition)
             if writer is not None:
                 writer.put(new, self.published.get(key, []), raw, old)
-        proc.index(partition).count(old, new)
+        self.index(partition).count(old, new)
         return record
 
     def _count(self, consumed: float) -> None:

@@ -15,18 +15,19 @@ if TYPE_CHECKING:
 
 def refresh_gauges(proc: Processor) -> None:
     """Set the consumer-lag, users-by-stage/tier and recall gauges from the indexes."""
-    active = proc.active_partitions()
+    partitions = proc.partitions
+    active = partitions.active_partitions()
     metrics.CONSUMER_LAG.clear()
     stages: Counter[str] = Counter()
     tiers: Counter[str] = Counter()
     rfm: Counter[str] = Counter()
     recall: Counter[tuple[str, str, str, str]] = Counter()
     for partition in active:
-        proc.check_log(partition)
-        lag = proc.lag(partition)
+        partitions.check_log(partition)
+        lag = partitions.lag(partition)
         if lag is not None:
             metrics.CONSUMER_LAG.labels(str(partition)).set(lag)
-        index = proc.indexes.get(partition)
+        index = partitions.indexes.get(partition)
         if index is not None:  # not yet rebuilt: nothing handled since the assignment
             stages.update(index.stages)
             tiers.update(index.tiers)

@@ -8,7 +8,7 @@ import signal
 import time
 
 from streams.local.embedded import Server, start_tansu
-from streams.worker.processor import EXIT_BROKER_DATA_LOST
+from streams.worker.exits import EXIT_BROKER_DATA_LOST
 from streams.worker.topics import ensure_topics
 
 from .conftest import OwnStack

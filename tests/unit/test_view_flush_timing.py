@@ -80,9 +80,10 @@ def test_reading_a_backlog(
 ) -> None:
     settings = WorkerSettings(redis_url="", data_dir=str(tmp_path), batch_max=batch_max)
     _, proc = build_app(settings, Policy())
-    monkeypatch.setattr(proc, "active_partitions", lambda: sorted(lags))
-    monkeypatch.setattr(proc, "lag", lags.get)
-    assert proc.reading_backlog() is behind
+    partitions = proc.partitions
+    monkeypatch.setattr(partitions, "active_partitions", lambda: sorted(lags))
+    monkeypatch.setattr(partitions, "lag", lags.get)
+    assert partitions.reading_backlog() is behind
 
 
 async def test_a_last_flush_that_fails_is_logged_and_keeps_the_updates(

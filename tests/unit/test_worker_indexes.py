@@ -35,14 +35,14 @@ def test_indexes_built_when_the_rebalance_completes(tmp_path: Path) -> None:
     ]
     for s in users:
         proc.table.data[s.user_id.encode()] = encode_state(s)
-    assert proc.indexes == {}
+    assert proc.partitions.indexes == {}
 
     asyncio.run(app.on_rebalance_complete.send())
 
-    assert sorted(proc.indexes) == [0, 3]
-    assert proc.indexes[0].stages == {"active": 1, "at_risk": 1}
-    assert proc.indexes[3].stages == {"new": 1}
-    assert proc.indexes[0].next_check == {b"a": 100, b"b": 50}
+    assert sorted(proc.partitions.indexes) == [0, 3]
+    assert proc.partitions.indexes[0].stages == {"active": 1, "at_risk": 1}
+    assert proc.partitions.indexes[3].stages == {"new": 1}
+    assert proc.partitions.indexes[0].next_check == {b"a": 100, b"b": 50}
 
 
 def test_a_partition_without_users_costs_no_second_pass(tmp_path: Path) -> None:
@@ -52,11 +52,11 @@ def test_a_partition_without_users_costs_no_second_pass(tmp_path: Path) -> None:
     # A user the table gets after the build is counted by the batch that writes it, not by
     # a pass over the table: partition 5 starts empty.
     proc.table.data[b"z"] = encode_state(_state("z", 5, "active", 10))
-    assert len(proc.index(5)) == 0
-    assert proc.indexes[0].stages == {"active": 1}
+    assert len(proc.partitions.index(5)) == 0
+    assert proc.partitions.indexes[0].stages == {"active": 1}
 
     # After a revocation the next index asked for takes one pass again.
-    proc.forget_indexes()
-    assert proc.indexes == {}
-    assert proc.index(5).stages == {"active": 1}
-    assert proc.indexes[0].stages == {"active": 1}
+    proc.partitions.forget_indexes()
+    assert proc.partitions.indexes == {}
+    assert proc.partitions.index(5).stages == {"active": 1}
+    assert proc.partitions.indexes[0].stages == {"active": 1}

@@ -32,7 +32,7 @@ def test_the_view_knobs_reach_the_writer(
     w = proc.writer
     assert w is not None
     assert (w.interval_s, w.catchup_interval_s, w.max_pending) == knobs
-    assert w.behind == proc.reading_backlog
+    assert w.behind == proc.partitions.reading_backlog
 
 
 def test_no_view_without_redis_url(tmp_path: Path) -> None:
