@@ -407,6 +407,24 @@ def _send(args: argparse.Namespace) -> int:
     return 0
 
 
+def _env(_: argparse.Namespace) -> int:
+    """Print `API_URL=...` and `KEY=...` of the stack `pulse run` started in this directory,
+    for `eval "$(pulse env)"`. Exit 2, with one line on stderr, when it saved none. It reads
+    the saved state only: a stack that was stopped leaves its last URL and key there."""
+    from streams.local.state import RUN_DIR, STATE_FILE, load_state, shell_assignments
+
+    state = load_state()
+    if state is None or state.api_url is None:
+        print(
+            f"pulse env: no stack state in {RUN_DIR / STATE_FILE}: start the stack with "
+            "`make run` (`pulse run`) in this directory",
+            file=sys.stderr,
+        )
+        return 2
+    print(shell_assignments(state))
+    return 0
+
+
 def _add_csv_options(parser: argparse.ArgumentParser) -> None:
     """How to read a CSV history (`pulse replay`, `pulse fit`)."""
     parser.add_argument("--user-col", default="user_id", help="CSV: user column")
@@ -542,6 +560,11 @@ def main(argv: list[str] | None = None) -> int:
     snd.add_argument(
         "--key", default=None, help="API key with the ingest scope (default: `pulse run`'s)"
     )
+    sub.add_parser(
+        "env",
+        help="print API_URL=... and KEY=... of the stack `pulse run` started here, for "
+        '`eval "$(pulse env)"`',
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     handlers = {
@@ -550,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo": _demo,
         "run": _run,
         "send": _send,
+        "env": _env,
         "rebuild-view": _rebuild_view,
         "api": _api,
         "replay": _replay,

@@ -3,7 +3,8 @@
 Only what can survive a restart: the ports it listened on (reused when they are free) and the
 demo API key (so a restarted stack answers to the key a browser or script already has). The
 embedded broker and Redis keep their data in memory, so every topic, user state and the view
-start empty on each run. `pulse send` reads the same file to find the running API and its key.
+start empty on each run. `pulse send` reads the same file to find the running API and its key,
+and `pulse env` prints them as shell variables.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,3 +62,11 @@ def save_state(state: LocalState, run_dir: Path = RUN_DIR) -> Path:
         out.write("\n")
     os.replace(tmp, path)
     return path
+
+
+def shell_assignments(state: LocalState) -> str:
+    """`API_URL=...` and `KEY=...` lines for `eval` in a POSIX shell, each value quoted when
+    it needs to be. Raises ValueError when the state has no API port (no stack started)."""
+    if state.api_url is None:
+        raise ValueError("the saved state has no API port")
+    return f"API_URL={shlex.quote(state.api_url)}\nKEY={shlex.quote(state.api_key)}"
