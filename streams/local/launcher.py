@@ -319,7 +319,8 @@ def _banner(
   live view        {api_url}/            (sign in with the API key below)
   state API        {api_url}/docs        API key: {key}
                    curl -H 'X-API-Key: {key}' {api_url}/v1/stats
-  send an event    {pulse} send --user u1 --type purchase --amount 10
+                   eval "$({pulse} env)"   sets API_URL and KEY (run it in this directory)
+  send an event    {pulse} send --user u1 --type purchase --amount 150
 
   broker (Tansu)   kafka://127.0.0.1:{broker.port}
   Redis view       redis://127.0.0.1:{redis.port}/0   (keys pulse:user:<id>, pulse:seg:..., ...)

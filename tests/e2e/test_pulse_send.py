@@ -1,6 +1,7 @@
 """During `pulse run`, `pulse send` adds your own event on the demo's clock, and the API, the
-worker and the stats agree on that clock; a restart keeps the ports and the key; with no API
-running, `pulse send` says so in one line."""
+worker and the stats agree on that clock; `pulse env` prints the banner's URL and key as shell
+variables; a restart keeps the ports and the key; with no API running, `pulse send` says so in
+one line, and `pulse env` where no stack was started."""
 
 from __future__ import annotations
 
@@ -55,7 +56,11 @@ def test_an_event_sent_during_the_demo_is_stamped_and_counted_on_the_demo_clock(
     first = banner_values(lines)
     assert "event time" in "".join(lines) and "memory-only" in "".join(lines)
     try:
-        sent = pulse(tmp_path, "send", "--user", "me-1", "--type", "purchase", "--amount", "10")
+        printed = pulse(tmp_path, "env")
+        assert printed.returncode == 0, printed.stderr
+        assert printed.stdout == f"API_URL={first['api']}\nKEY={first['key']}\n"
+
+        sent = pulse(tmp_path, "send", "--user", "me-1", "--type", "purchase", "--amount", "150")
         assert sent.returncode == 0, sent.stderr
         doc = json.loads(sent.stdout)
         assert doc["answer"]["accepted"] == 1, doc
@@ -78,6 +83,15 @@ def test_an_event_sent_during_the_demo_is_stamped_and_counted_on_the_demo_clock(
                 time.sleep(0.5)
         assert parse_ts(user["last_seen"]) == doc["sent"]["ts"]
 
+        # And the feed shows it, as the README says: the feed leaves out first sightings and
+        # users starting in bronze, but a first purchase of 150 starts the user in silver.
+        assert proc.stdout is not None
+        feed: list[str] = []
+        deadline = time.monotonic() + 30
+        while not any(re.search(r"tier +me-1 +- -> silver \(initial", line) for line in feed):
+            assert time.monotonic() < deadline, "no feed line for me-1:\n" + "".join(feed)
+            feed.append(proc.stdout.readline())
+
         # An event a day ahead of the demo's clock is refused, with the reason.
         ahead = str(doc["sent"]["ts"] + 30 * DAY_MS)
         refused = pulse(tmp_path, "send", "--user", "me-1", "--type", "purchase", "--ts", ahead)
@@ -91,6 +105,11 @@ def test_an_event_sent_during_the_demo_is_stamped_and_counted_on_the_demo_clock(
     assert idle.returncode == 2
     assert idle.stderr.count("\n") == 1 and "no Pulse API answers" in idle.stderr, idle.stderr
     assert "make run" in idle.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    none = pulse(elsewhere, "env")
+    assert none.returncode == 2 and none.stdout == ""
+    assert none.stderr.count("\n") == 1 and "no stack state" in none.stderr, none.stderr
 
     # A restart keeps the ports and the key.
     proc, lines = start_run(tmp_path)

@@ -23,17 +23,21 @@ except ImportError:  # pragma: no cover - psutil comes with the dev tools here
 BANNER_END = "Reset on every start"
 
 
-def start_run(cwd: Path) -> tuple[subprocess.Popen[str], list[str]]:
-    """`pulse run` with stdout (and stderr) into a pipe, read up to the end of its banner."""
+def start_run(
+    cwd: Path, argv: list[str] | None = None, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], list[str]]:
+    """`pulse run` (`argv`, default this interpreter's with 20 demo users) in `cwd`, with stdout
+    (and stderr) into a pipe, read up to the end of its banner. With no banner within 45 s it is
+    stopped (SIGINT, then SIGKILL) and the test fails with its output."""
     tmp = cwd / "tmp"
     tmp.mkdir(exist_ok=True)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "run", "--users", "20"],
+        argv or [sys.executable, "-m", "streams.cli", "run", "--users", "20"],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp)},
+        env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp)},
     )
     assert proc.stdout is not None
     lines: list[str] = []
@@ -45,8 +49,14 @@ def start_run(cwd: Path) -> tuple[subprocess.Popen[str], list[str]]:
         lines.append(line)
         if BANNER_END in line:
             return proc, lines
-    proc.kill()
-    raise AssertionError("no banner:\n" + "".join(lines)[-3000:])
+    # SIGINT first: pulse run stops the servers it started (SIGKILL would leave them running).
+    proc.send_signal(signal.SIGINT)
+    try:
+        rest, _ = proc.communicate(timeout=40)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rest, _ = proc.communicate()
+    raise AssertionError("no banner:\n" + ("".join(lines) + rest)[-3000:])
 
 
 def _stat(pid: int) -> tuple[int, int, str] | None:
