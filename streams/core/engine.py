@@ -73,14 +73,19 @@ class TooLate(InvalidEvent):
 
 
 def _evaluate(
-    state: UserState, at: int, policy: Policy, version: int | None = None, bought: bool = False
+    state: UserState,
+    at: int,
+    policy: Policy,
+    d: Derived,
+    version: int | None = None,
+    bought: bool = False,
 ) -> tuple[UserState, list[Output]]:
     """Decide stage, warning and tier as of `at` (>= state.evaluated_at).
 
-    `version`, when given, is set in the same step (one struct copy fewer per event).
-    `bought`: a purchase was added to the state since its last evaluation.
+    `d` is `derived(policy)`, which the caller has. `version`, when given, is set in the same
+    step (one struct copy fewer per event). `bought`: a purchase was added to the state since
+    its last evaluation.
     """
-    d = derived(policy)
     state = _pruned(state, at, policy, d)
     scanned = scan_at(state, at, policy)
     f = facts_of(state, at, policy, scanned)
@@ -128,13 +133,15 @@ def _pruned(state: UserState, at: int, policy: Policy, d: Derived) -> UserState:
     """`state` without the activity buckets and purchase days that left their largest window
     by `at`: pruned first, so the facts, the decisions and the next checkpoint all see the
     same history."""
-    buckets = prune(state.buckets, at // DAY_MS, d.horizon_days)
-    if buckets is not state.buckets:
-        state = replace(state, buckets=buckets)
-    if state.rfm_days:
-        purchases = prune_purchases(state.rfm_days, at // DAY_MS, policy.rfm.window_days)
-        if purchases is not state.rfm_days:
-            state = replace(state, rfm_days=purchases)
+    # The oldest bucket or purchase day tells whether any left (usually none): tested here, the
+    # prune functions are called only when there is something to drop.
+    today = at // DAY_MS
+    buckets = state.buckets
+    if buckets and buckets[0].day <= today - d.horizon_days:
+        state = replace(state, buckets=prune(buckets, today, d.horizon_days))
+    purchases = state.rfm_days
+    if purchases and purchases[0].day <= today - policy.rfm.window_days:
+        state = replace(state, rfm_days=prune_purchases(purchases, today, policy.rfm.window_days))
     return state
 
 
@@ -363,8 +370,9 @@ def sweep(state: UserState, now: int, policy: Policy) -> Result:
     # A sweep is one new version however many checkpoints it evaluates: each evaluation sets
     # it, and only the last state leaves the sweep.
     version = state.version + 1
+    d = derived(policy)
     while state.next_check <= now:
-        state, o = _evaluate(state, state.next_check, policy, version)
+        state, o = _evaluate(state, state.next_check, policy, d, version)
         outs.extend(o)
     return Result(state, tuple(outs), Status.SWEPT)
 
@@ -482,7 +490,12 @@ def _folded(
         total_events=state.total_events + 1,
         total_spend_cents=state.total_spend_cents + spend,
         partition=partition,
-        last_offset=_advance(state, partition, offset),
+        # _advance, inline: once per event.
+        last_offset=(
+            offset
+            if partition != state.partition or offset > state.last_offset
+            else state.last_offset
+        ),
         **days,
     )
 
@@ -509,8 +522,11 @@ def apply_event(
         state = _fresh(event)
         seen = b""
     else:
-        seen = recent_fingerprints(state.recent_ids)
-        if seen_before(seen, fp):
+        # Inline fast paths, not calls, at every event: states in the current format, and an
+        # id whose 8 bytes appear nowhere in the recent ones (the usual case).
+        ids = state.recent_ids
+        seen = ids if type(ids) is bytes else recent_fingerprints(ids)
+        if fp in seen and seen_before(seen, fp):
             moved = replace(
                 state, partition=partition, last_offset=_advance(state, partition, offset)
             )
@@ -529,6 +545,7 @@ def apply_event(
         state,
         ts if ts > state.evaluated_at else state.evaluated_at,
         policy,
+        d,
         state.version + 1,
         bought,
     )
