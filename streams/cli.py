@@ -7,10 +7,13 @@ import asyncio
 import gc
 import logging
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from streams.core.policy import PolicyError, load_policy
 from streams.settings import WorkerSettings
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from streams.offline.evaluation import Evaluation
@@ -91,64 +94,67 @@ def _api(_: argparse.Namespace) -> int:
     return 0
 
 
-def _topics(_: argparse.Namespace) -> int:
-    """Exit 2 when the broker does not answer or refuses to create the topics."""
+def _with_broker(
+    command: str, bootstrap: str, work: Callable[[], Awaitable[T]], fails: str
+) -> T | None:
+    """`work()` run once the broker answers; None, with the reason said in one line on stderr,
+    when it does not answer or `work` fails against it (`fails` says what failed)."""
     from aiokafka.errors import KafkaError
 
     from streams.preflight import Unreachable, check_broker
+
+    async def main() -> T:
+        await check_broker(bootstrap)
+        return await work()
+
+    try:
+        return asyncio.run(main())
+    except Unreachable as exc:
+        print(f"pulse {command}: {exc}", file=sys.stderr)
+    except KafkaError as exc:
+        print(f"pulse {command}: the broker at {bootstrap} {fails}: {exc}", file=sys.stderr)
+    return None
+
+
+def _topics(_: argparse.Namespace) -> int:
+    """Exit 2 when the broker does not answer or refuses to create the topics."""
     from streams.worker.topics import ensure_topics
 
     settings = WorkerSettings()
-
-    async def main() -> list[str]:
-        await check_broker(settings.bootstrap)
-        return await ensure_topics(settings)
-
-    try:
-        created = asyncio.run(main())
-    except Unreachable as exc:
-        print(f"pulse topics: {exc}", file=sys.stderr)
-        return 2
-    except KafkaError as exc:
-        print(
-            f"pulse topics: the broker at {settings.bootstrap} did not create the topics: {exc}",
-            file=sys.stderr,
-        )
+    created = _with_broker(
+        "topics",
+        settings.bootstrap,
+        lambda: ensure_topics(settings),
+        "did not create the topics",
+    )
+    if created is None:
         return 2
     print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """Exit 2 when the broker does not answer, or goes away while the demo sends."""
+    """Exit 2 when the broker does not answer, or fails while the demo sends."""
     import time
 
-    from aiokafka.errors import KafkaError
-
     from streams.local.demo import run_demo
-    from streams.preflight import Unreachable, check_broker
 
     settings = WorkerSettings()
     origin = settings.clock_origin_ms or int(time.time() * 1000)
-
-    async def main() -> dict[str, int]:
-        await check_broker(settings.bootstrap)
-        return await run_demo(
+    counts = _with_broker(
+        "demo",
+        settings.bootstrap,
+        lambda: run_demo(
             settings.bootstrap,
             settings.events_topic,
             origin_ms=origin,
             rate=settings.clock_rate,
             users=args.users,
             seed=args.seed,
-        )
-
-    try:
-        counts = asyncio.run(main())
-    except Unreachable as exc:
-        print(f"pulse demo: {exc}", file=sys.stderr)
-        return 2
-    except KafkaError as exc:
-        print(f"pulse demo: the broker at {settings.bootstrap} failed: {exc}", file=sys.stderr)
+        ),
+        "failed",
+    )
+    if counts is None:
         return 2
     print(counts)
     return 0
