@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,23 @@ def test_rebuild_view_refuses_an_unusable_policy_in_one_line(tmp_path: Path) -> 
     assert done.returncode == 2
     assert done.stderr.startswith("pulse rebuild-view: cannot read policy file")
     assert len(done.stderr.splitlines()) == 1
+
+
+def test_topics_creates_the_topics_once_the_broker_answers(
+    tmp_path: Path,
+    broker: Server,
+) -> None:
+    # Topic names of its own: the session broker is shared with the other tests.
+    run = uuid.uuid4().hex[:8]
+    names = {
+        f"PULSE_{field.upper()}_TOPIC": f"{run}-{field}"
+        for field in ("events", "lifecycle", "warnings", "tiers", "rfm", "dlq", "ticks")
+    }
+    env = _env(tmp_path, PULSE_BROKER_URL=f"kafka://127.0.0.1:{broker.port}", **names)
+    done = _pulse(env, "topics")
+    assert done.returncode == 0, done.stderr
+    created = done.stdout.strip().removeprefix("created: ").split(", ")
+    assert set(names.values()) <= set(created)
+    again = _pulse(env, "topics")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "created: nothing (all topics exist)"
