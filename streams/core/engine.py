@@ -490,12 +490,7 @@ def _folded(
         total_events=state.total_events + 1,
         total_spend_cents=state.total_spend_cents + spend,
         partition=partition,
-        # _advance, inline: once per event.
-        last_offset=(
-            offset
-            if partition != state.partition or offset > state.last_offset
-            else state.last_offset
-        ),
+        last_offset=_advance(state, partition, offset),
         **days,
     )
 
@@ -522,11 +517,8 @@ def apply_event(
         state = _fresh(event)
         seen = b""
     else:
-        # Inline fast paths, not calls, at every event: states in the current format, and an
-        # id whose 8 bytes appear nowhere in the recent ones (the usual case).
-        ids = state.recent_ids
-        seen = ids if type(ids) is bytes else recent_fingerprints(ids)
-        if fp in seen and seen_before(seen, fp):
+        seen = recent_fingerprints(state.recent_ids)
+        if seen_before(seen, fp):
             moved = replace(
                 state, partition=partition, last_offset=_advance(state, partition, offset)
             )
