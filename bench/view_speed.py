@@ -45,7 +45,7 @@ from streams.core.outputs import encode_output  # noqa: E402
 from streams.core.state import UserState, encode_state  # noqa: E402
 from streams.local.embedded import Server, free_port, redis_bin, start_redis, wait_port  # noqa: E402
 from streams.view.keys import TRANSITIONS_KEPT, WARNINGS_KEPT_MS  # noqa: E402
-from streams.view.writer import Pending, View, ViewWriter  # noqa: E402
+from streams.view.writer import Pending, View, ViewWriter, output_item  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 Flush = dict[str, Pending]
@@ -66,7 +66,7 @@ class Collecting(Driver):
     def take(self, key: bytes, result: Result) -> None:
         for out in result.outputs:
             wire = encode_output(out, self.watermark).decode()
-            self.published.setdefault(key, []).append((out, wire))
+            self.published.setdefault(key, []).append(output_item(out, wire))
         if result.changed:
             self.changed.add(key)
         super().take(key, result)
@@ -78,7 +78,7 @@ class Collecting(Driver):
                 raw = encode_state(state)
                 self.table[key] = raw
                 before = self.last.get(key)
-                ViewWriter.put(self.writer, state, self.published.get(key, []), raw, before)
+                ViewWriter.put(self.writer, state, self.published.pop(key, []), raw, before)
                 self.last[key] = state
         self.working, self.published, self.changed = {}, {}, set()
 

@@ -558,9 +558,10 @@ def _encoded(state: Written) -> bytes:
     return encode_state(state)
 
 
-def _output_item(out: Output, wire: str) -> OutputItem:
-    """An output as the script takes it; a stage change carries its timeline field
-    ("from>to"), so the script counts it without decoding the document."""
+def output_item(out: Output, wire: str) -> OutputItem:
+    """An output as the script takes it, with `wire` the JSON published for it; a stage change
+    carries its timeline field ("from>to"), so the script counts it without decoding the
+    document."""
     if out.kind == Kind.LIFECYCLE:
         field = timeline_field(out.payload["from_stage"], out.payload["to_stage"])
         return (out.kind, out.idempotency_key, str(out.ts), wire, field)
@@ -588,7 +589,7 @@ Published = tuple[Output, str]
 
 def output_items(published: Iterable[Published]) -> list[OutputItem]:
     """These outputs as the script takes them."""
-    return [_output_item(out, wire) for out, wire in published]
+    return [output_item(out, wire) for out, wire in published]
 
 
 class Written(Cohorted, Protocol):
@@ -720,9 +721,9 @@ class View:
         for item in outputs:
             batch += item
 
-    async def write(self, state: UserState, outputs: list[Published]) -> bool:
+    async def write(self, state: UserState, outputs: list[OutputItem]) -> bool:
         """Compare-and-set one user's state; False when the view already has a newer version."""
-        return await self.write_many({state.user_id: Pending(state, output_items(outputs))}) == 1
+        return await self.write_many({state.user_id: Pending(state, outputs)}) == 1
 
     async def erase(self, user_id: str) -> None:
         await self.write_many({user_id: Pending(None)})
@@ -804,13 +805,14 @@ class ViewWriter:
     def put(
         self,
         state: UserState,
-        outputs: list[Published],
+        outputs: list[OutputItem],
         encoded: bytes | None = None,
         before: UserState | None = None,
     ) -> None:
-        """Queue `state` (and its outputs); `encoded` is `encode_state(state)` when the caller
-        has it, `before` the user's state before this change (what the view holds when no
-        other update of the user is pending)."""
+        """Queue `state` and its new outputs (as `output_item` makes them: the caller converts
+        each as it publishes it, and the list is the writer's from then on); `encoded` is
+        `encode_state(state)` when the caller has it, `before` the user's state before this
+        change (what the view holds when no other update of the user is pending)."""
         # What waits keeps only what the write reads: the state's bytes and indexed fields,
         # the outputs as the script takes them (each is converted once either way), and of
         # `before` its cohorts. Keeping the states themselves cost ~45 MB of peak RSS at 1M
@@ -820,13 +822,11 @@ class ViewWriter:
         item = self.pending.get(state.user_id)
         if item is None or item.state is None:
             cohorts = None if before is None else _cohorts(before)
-            self.pending[state.user_id] = Pending(
-                indexed(state), output_items(outputs), encoded, cohorts
-            )
+            self.pending[state.user_id] = Pending(indexed(state), outputs, encoded, cohorts)
         else:
             item.state = indexed(state)
             item.encoded = encoded
-            item.outputs += output_items(outputs)
+            item.outputs += outputs
 
     def refresh(self, state: UserState) -> None:
         """Queue `state` again (no outputs) unless a newer version or an erasure is pending."""

@@ -19,7 +19,7 @@ from streams.core.contract import InvalidEvent, Reason, parse_event, tombstone_k
 from streams.core.engine import Result, Status, apply_event, sweep
 from streams.core.outputs import Kind, Output, encode_output
 from streams.core.state import UserState, encode_state
-from streams.view.writer import Published
+from streams.view.writer import OutputItem, output_item
 from streams.worker.exits import data_lost
 from streams.worker.publisher import LogRewound, Record
 from streams.worker.ticks import decode_tick
@@ -47,7 +47,9 @@ class Batch:
         self.after: dict[bytes, UserState | None] = {}
         self.touched: dict[bytes, int] = {}  # key -> partition, for keys to write back
         self.erased: set[bytes] = set()
-        self.published: dict[bytes, list[Published]] = {}
+        # Each user's new outputs as the view's script takes them (only with a view).
+        self.viewed = proc.writer is not None
+        self.view_items: dict[bytes, list[OutputItem]] = {}
         self.sends: list[Record] = []
         self.outputs: list[Output] = []
         self.dead: Counter[str] = Counter()
@@ -131,12 +133,14 @@ class Batch:
         self.after[key] = None
         self.touched[key] = partition
         self.erased.add(key)
-        self.published.pop(key, None)
+        self.view_items.pop(key, None)
 
     def take(self, key: bytes, partition: int, result: Result) -> None:
+        viewed = self.viewed
         for out in result.outputs:
             value = encode_output(out, self.now)
-            self.published.setdefault(key, []).append((out, value.decode()))
+            if viewed:  # converted once, as published (the view keeps those bytes)
+                self.view_items.setdefault(key, []).append(output_item(out, value.decode()))
             self.sends.append(Record(self.proc.settings.output_topics[out.kind], key, value))
             self.outputs.append(out)
         if result.changed:
@@ -205,7 +209,8 @@ class Batch:
             store[key] = raw
             record = Record(changelog, key, raw, partition)
             if writer is not None:
-                writer.put(new, self.published.get(key, []), raw, old)
+                # Popped: the list is the writer's from here on (it appends to it).
+                writer.put(new, self.view_items.pop(key, []), raw, old)
         self.index(partition).count(old, new)
         return record
 

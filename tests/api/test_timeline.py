@@ -7,7 +7,7 @@ from msgspec.structs import replace
 
 from streams.core.eventtime import DAY_MS, format_ts
 from streams.core.outputs import encode_output, lifecycle_changed
-from streams.view.writer import View
+from streams.view.writer import View, output_item
 from tests.api.conftest import READ_KEY, auth
 from tests.api.seed import user_state
 
@@ -28,7 +28,8 @@ async def _walk(
         state = replace(user_state(user_id, to_stage, "bronze", 0.5, version), version=version)
         at = D0 + day * DAY_MS + 3_600_000
         out = lifecycle_changed(user_id, at, from_stage, to_stage, "test", {})
-        assert await view.write(state, [(out, encode_output(out, at).decode())]) is not again
+        item = output_item(out, encode_output(out, at).decode())
+        assert await view.write(state, [item]) is not again
 
 
 async def test_the_timeline_lists_entries_exits_and_populations_per_bucket(

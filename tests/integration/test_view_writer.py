@@ -38,7 +38,7 @@ from streams.view.keys import (
     timeline_width_key,
     user_key,
 )
-from streams.view.writer import Pending, Published, View, ViewWriter, indexed, output_items
+from streams.view.writer import OutputItem, Pending, View, ViewWriter, indexed, output_item
 from streams.worker.app import build_app
 
 from .events import day_base
@@ -401,8 +401,9 @@ async def test_the_writer_stores_the_bytes_it_is_handed_and_encodes_only_without
     assert await client.hget(user_key(prefix, "h"), "state") == encode_state(newest)
 
 
-def _published(*outs: Output) -> list[Published]:
-    return [(o, encode_output(o, o.ts).decode()) for o in outs]
+def _items(*outs: Output) -> list[OutputItem]:
+    """Outputs as the worker hands them to the view: with the JSON it published."""
+    return [output_item(o, encode_output(o, o.ts).decode()) for o in outs]
 
 
 async def _timeline(client: aioredis.Redis, prefix: str) -> dict[int, dict[str, int]]:
@@ -422,13 +423,13 @@ async def test_the_timeline_counts_a_change_once_however_often_its_write_arrives
     view = View(client, prefix)
     first = user("tl-ann")
     entered = lifecycle_changed("tl-ann", day_base(3), None, "new", "first_seen", {})
-    assert await view.write(first, _published(entered))
-    assert not await view.write(first, _published(entered))  # redelivered: same version
+    assert await view.write(first, _items(entered))
+    assert not await view.write(first, _items(entered))  # redelivered: same version
     later = replace(first, version=first.version + 1, stage="active")
     settled = lifecycle_changed("tl-ann", day_base(1), "new", "active", "new_period_over", {})
-    assert await view.write(later, _published(settled))
-    assert not await view.write(first, _published(entered))  # stale: an older version
-    assert not await view.write(later, _published(settled))
+    assert await view.write(later, _items(settled))
+    assert not await view.write(first, _items(entered))  # stale: an older version
+    assert not await view.write(later, _items(settled))
     day = 86_400_000
     assert await _timeline(client, prefix) == {
         timeline_start(day_base(3), day): {">new": 1},
@@ -439,10 +440,10 @@ async def test_the_timeline_counts_a_change_once_however_often_its_write_arrives
     # Coalesced by the writer (two versions, one write): both changes count, once.
     w = ViewWriter(view)
     bob = user("tl-bob")
-    w.put(bob, _published(lifecycle_changed("tl-bob", day_base(1), None, "new", "first_seen", {})))
+    w.put(bob, _items(lifecycle_changed("tl-bob", day_base(1), None, "new", "first_seen", {})))
     w.put(
         replace(bob, version=bob.version + 1, stage="at_risk"),
-        _published(lifecycle_changed("tl-bob", day_base(1) + 5, "new", "at_risk", "silence", {})),
+        _items(lifecycle_changed("tl-bob", day_base(1) + 5, "new", "at_risk", "silence", {})),
     )
     await w.flush()
     assert (await _timeline(client, prefix))[timeline_start(day_base(1), day)] == {
@@ -471,7 +472,7 @@ async def test_the_timeline_keeps_the_newest_buckets_whatever_the_write_order(
         prefix = f"tk{uuid.uuid4().hex[:8]}"
         view = View(client, prefix, timeline_bucket_ms=hour, timeline_buckets=3)
         for uid, out in order:
-            await view.write(user(uid), _published(out))
+            await view.write(user(uid), _items(out))
         results.append(await _timeline(client, prefix))
     newest = timeline_start(day_base(0), hour)
     assert results[0] == {newest - n * hour: {">new": 1} for n in range(3)}
@@ -497,16 +498,16 @@ async def test_the_transitions_and_the_warnings_keep_the_newest_whatever_the_bat
     }
     ann = user("tw-ann")
     one_call = View(client, prefix)
-    items = {"tw-ann": Pending(ann, output_items(_published(*mine)))}
-    items |= {u: Pending(user(u), output_items(_published(o))) for u, o in others.items()}
+    items = {"tw-ann": Pending(ann, _items(*mine))}
+    items |= {u: Pending(user(u), _items(o)) for u, o in others.items()}
     await one_call.write_many(items)
 
     # The same outputs, one per write (each a newer version) and users in another order.
     one_by_one = View(client, f"{prefix}x")
     for version, out in enumerate(mine, start=ann.version):
-        assert await one_by_one.write(replace(ann, version=version), _published(out))
+        assert await one_by_one.write(replace(ann, version=version), _items(out))
     for u in reversed(others):
-        assert await one_by_one.write(user(u), _published(others[u]))
+        assert await one_by_one.write(user(u), _items(others[u]))
 
     for view in (one_call, one_by_one):
         kept = await client.lrange(f"{view.prefix}:transitions:tw-ann", 0, -1)
