@@ -23,7 +23,7 @@ from streams.core.facts import Facts, facts_of, scan_at, silence_threshold_ms
 from streams.core.lifecycle import Stage
 from streams.core.policy import Derived, Policy, derived
 from streams.core.rfm import next_change
-from streams.core.risk import warning_at
+from streams.core.risk import late_warning_at, warning_at
 from streams.core.state import UserState
 from streams.core.tiers import eligible_tier
 from streams.core.windows import DayBucket, Scan, median_of_sorted
@@ -109,15 +109,21 @@ _WARNABLE = (Stage.NEW, Stage.ACTIVE, Stage.REACTIVATED)
 
 def _churn_checkpoints(state: UserState, f: Facts, policy: Policy, stage: str) -> tuple[int, ...]:
     """With a churn model: when this silence's warning is due (if the user is not warned or
-    gone already), and the next midnight on the re-scoring schedule."""
+    gone already), at the window or at the late look, and the next midnight on the
+    re-scoring schedule."""
     model, stats = policy.churn_model, f.stats
     if model is None or stats is None or state.last_active is None:
         return ()
     out: list[int] = []
     if stage in _WARNABLE:
         due = warning_at(model, stats, state.last_active)
-        if due is not None:
+        if due is not None and due > f.at:
             out.append(due)
+        elif model.late_silence_days is not None:
+            # Only once the window cannot warn: a user it warns is at risk at the late look.
+            late = late_warning_at(model, stats, state.last_active)
+            if late is not None:
+                out.append(late)
     silent = f.at // DAY_MS - stats.last_day
     i = bisect_right(RESCORE_SILENCE_DAYS, silent)
     if i < len(RESCORE_SILENCE_DAYS):

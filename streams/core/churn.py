@@ -8,7 +8,7 @@ from typing import Any
 from streams.core.eventtime import DAY_MS
 from streams.core.facts import Facts
 from streams.core.policy import Policy
-from streams.core.risk import within_window
+from streams.core.risk import late_look_at, within_window
 
 
 class WarningReason:
@@ -20,15 +20,20 @@ class WarningReason:
 def churn_likely(f: Facts, policy: Policy) -> bool | None:
     """With a churn model: whether the probability of no activity within its horizon has
     reached the model's warning level, after the minimum silence and within the warning
-    window (streams.core.risk.within_window). None when the model does not
-    apply (no model, or a user never active): the silence rule decides then."""
+    window (streams.core.risk.within_window), or reached the late level at the model's late
+    look. None when the model does not apply (no model, or a user never active): the silence
+    rule decides then."""
     model = policy.churn_model
     if model is None or f.p_churn is None or f.warn_from is None or f.last_active is None:
         return None
+    if f.warn_from <= f.at and within_window(model, f.last_active, f.at):
+        return f.p_churn >= model.warn_probability
+    late_level = model.late_warn_probability
     return (
-        f.warn_from <= f.at
-        and within_window(model, f.last_active, f.at)
-        and f.p_churn >= model.warn_probability
+        late_level is not None
+        and f.at == late_look_at(model, f.last_active)
+        and f.at - f.last_active < int(model.horizon_days * DAY_MS)
+        and f.p_churn >= late_level
     )
 
 

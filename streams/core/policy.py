@@ -65,7 +65,9 @@ class ChurnModel(BaseModel):
     active days a user has, used where BG/NBD is absent (the history had too few repeat users
     to fit it). A churn warning fires once per silence, at the first moment the probability of
     no activity within `horizon_days` reaches `warn_probability`, not before
-    `min_silence_days` of silence and not after `max_silence_days` (when set).
+    `min_silence_days` of silence and not after `max_silence_days` (when set); failing that,
+    at the late look (when set): at `late_silence_days` of silence if the probability has
+    reached `late_warn_probability` by then.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -82,6 +84,14 @@ class ChurnModel(BaseModel):
     # that crosses the level only later in a silence warned less reliably, and the level chosen
     # before the cut kept its recall after it (docs/churn-model.md).
     max_silence_days: float | None = Field(default=None, ge=0)
+    # The late look: a user of a silence not warned in the window above is looked at once more,
+    # at the end of the day on which `late_silence_days` are complete, and warned if the
+    # probability has reached `late_warn_probability` (usually lower than `warn_probability`:
+    # a longer silence says more). `pulse fit` adds one when it judges it more precise inside
+    # the calibration (docs/churn-model.md). Both or neither; after the window, within the
+    # horizon.
+    late_silence_days: float | None = Field(default=None, gt=0)
+    late_warn_probability: float | None = Field(default=None, gt=0, lt=1)
     # Stage thresholds fitted with the model (`pulse fit` proposes them); they apply where the
     # policy file does not set its own (see load_policy).
     dormant_after_days: float | None = Field(default=None, gt=0)
@@ -104,6 +114,18 @@ class ChurnModel(BaseModel):
             )
         if self.max_silence_days is not None and self.max_silence_days < self.min_silence_days:
             raise ValueError("max_silence_days must not be below min_silence_days")
+        late, late_level = self.late_silence_days, self.late_warn_probability
+        if (late is None) != (late_level is None):
+            raise ValueError("a late look needs both late_silence_days and late_warn_probability")
+        if late is not None:
+            if self.max_silence_days is None or late <= self.max_silence_days:
+                raise ValueError(
+                    "late_silence_days must come after the warning window: set max_silence_days "
+                    "below it"
+                )
+            if late + 1 > self.horizon_days:
+                # The look is at the end of a day: up to a day after `late` days of silence.
+                raise ValueError("late_silence_days must be at least a day within horizon_days")
         return self
 
     @property

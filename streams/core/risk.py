@@ -178,16 +178,39 @@ def _search(model: ChurnModel, stats: Stats, level: float, from_day: int, last: 
     return high
 
 
-def warn_from(model: ChurnModel, last_active: int) -> int:
-    """The earliest moment a warning may fire in the silence after `last_active` (epoch ms):
-    the last millisecond of the UTC day on which `min_silence_days` of silence are complete.
+def day_end_after(last_active: int, days: float) -> int:
+    """The last millisecond of the UTC day on which `days` of silence after `last_active`
+    (epoch ms) are complete.
 
     Warnings are decided at the end of a day: the probability only changes at midnight, and a
     user active at any time of that day (date-only histories stamp every event at 00:00) is
     not warned. A decision at midnight itself would come first when an event arrives at the
     same instant, and warn a user who is back.
     """
-    return ((last_active + int(model.min_silence_days * DAY_MS)) // DAY_MS + 1) * DAY_MS - 1
+    return ((last_active + int(days * DAY_MS)) // DAY_MS + 1) * DAY_MS - 1
+
+
+def warn_from(model: ChurnModel, last_active: int) -> int:
+    """The earliest moment a warning may fire in the silence after `last_active` (epoch ms):
+    the end of the day on which `min_silence_days` of silence are complete."""
+    return day_end_after(last_active, model.min_silence_days)
+
+
+def late_look_at(model: ChurnModel, last_active: int) -> int | None:
+    """The moment of the model's late look in the silence after `last_active` (None: the
+    model has none): the end of the day on which `late_silence_days` are complete."""
+    days = model.late_silence_days
+    return None if days is None else day_end_after(last_active, days)
+
+
+def late_warning_at(model: ChurnModel, stats: Stats, last_active: int) -> int | None:
+    """When the late look warns in the silence after `last_active`: its moment, if the churn
+    probability has reached `late_warn_probability` by then (the same score the engine
+    decides with); None otherwise, or without a late look."""
+    at, level = late_look_at(model, last_active), model.late_warn_probability
+    if at is None or level is None or at - last_active >= int(model.horizon_days * DAY_MS):
+        return None
+    return at if score(model, stats, at // DAY_MS).p_churn >= level else None
 
 
 def warning_at(

@@ -48,9 +48,9 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from statistics import median, quantiles
-from typing import Protocol, TypedDict
+from typing import NamedTuple, Protocol, TypedDict
 
 from streams.core.eventtime import DAY_MS, format_ts
 from streams.core.lifecycle import Stage
@@ -471,6 +471,61 @@ class _Days:
         return self.days[: self.upto[i]]
 
 
+class Silence(NamedTuple):
+    """A silence that can hold a judged warning: after activity `last` (epoch ms) of `user`,
+    whose active days through it are `days`, until `nxt` (None: no activity by the end)."""
+
+    user: str
+    days: list[int]
+    last: int
+    nxt: int | None
+    churn: bool  # a judged churn starts at `last`
+
+
+def _silences(judge: _Judge, days: Mapping[str, _Days]) -> Iterator[Silence]:
+    start = judge.judge_from
+    for user, times in judge.times.items():
+        churns = {last for last, _ in judge.churns.get(user, ())}
+        n = len(times)
+        for i, last in enumerate(times):
+            nxt = times[i + 1] if i + 1 < n else None
+            if nxt is not None and (nxt <= last or (start is not None and nxt <= start)):
+                # No silence (two activities at one moment), or one over before J: any
+                # warning in it is not judged, so the model need not be asked.
+                continue
+            yield Silence(user, days[user].through(i), last, nxt, last in churns)
+
+
+class Silences(NamedTuple):
+    """The silences of a history as `evaluate` judges warnings in them."""
+
+    end: int
+    horizon: int  # ms
+    judge_from: int | None
+    churns: int  # the judged churns (recall's denominator)
+    silences: list[Silence]
+
+
+def judged_silences(
+    activity: Mapping[str, Sequence[int]],
+    end: int,
+    *,
+    horizon_days: float,
+    judge_from: int | None,
+) -> Silences:
+    """Every silence of `activity` (sorted epoch-ms times per user) that can hold a warning
+    judged as `evaluate` judges it, for judging other warning rules the same way. A warning at
+    t in a silence fires when t < nxt (or t <= end when there is no next activity); it is
+    judged when t >= judge_from and not censored (no next activity and t + horizon > end),
+    came true when there is no next activity or nxt - t > horizon, and catches the silence's
+    churn when t <= last + horizon (its lead: last + horizon - t)."""
+    if horizon_days <= 0:
+        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
+    judge = _Judge(activity, end, int(horizon_days * DAY_MS), judge_from, _Tiers([], ""))
+    days = {user: _Days(times) for user, times in judge.times.items()}
+    return Silences(end, judge.horizon, judge_from, judge.churn_count, list(_silences(judge, days)))
+
+
 def _rule_points(
     judge: _Judge, days: Mapping[str, _Days], risk: RiskModel, thresholds: Sequence[float]
 ) -> list[PrPoint]:
@@ -483,42 +538,32 @@ def _rule_points(
     # cost more than it saves. Each list holds the warning times of the thresholds in order,
     # as far as some silence needed them.
     known: dict[tuple[tuple[int, ...], int], list[int | None]] = {}
-    for user, times in judge.times.items():
-        churns = {last for last, _ in judge.churns.get(user, ())}
-        n = len(times)
-        for i, last in enumerate(times):
-            nxt = times[i + 1] if i + 1 < n else None
-            if nxt is not None and (nxt <= last or (start is not None and nxt <= start)):
-                # No silence (two activities at one moment), or one over before J: any
-                # warning in it is not judged, so the model need not be asked.
+    for user, prefix, last, nxt, churn in _silences(judge, days):
+        answers = known.setdefault((tuple(prefix), last), []) if len(prefix) <= 3 else []
+        for k, (th, tally) in enumerate(zip(thresholds, tallies, strict=True)):
+            if k < len(answers):
+                w = answers[k]
+            else:
+                w = risk.warning_time(prefix, last, th)
+                answers.append(w)
+            if w is None or (w >= nxt if nxt is not None else w > end):
+                break  # and no higher threshold warns in this silence either
+            if w <= last:
+                raise ValueError(
+                    f"RiskModel.warning_time gave {w} for the silence after {last} "
+                    f"(user {user!r}, threshold {th}): a warning must come after it"
+                )
+            if start is not None and w < start:
                 continue
-            prefix = days[user].through(i)
-            churn = last in churns
-            answers = known.setdefault((tuple(prefix), last), []) if len(prefix) <= 3 else []
-            for k, (th, tally) in enumerate(zip(thresholds, tallies, strict=True)):
-                if k < len(answers):
-                    w = answers[k]
-                else:
-                    w = risk.warning_time(prefix, last, th)
-                    answers.append(w)
-                if w is None or (w >= nxt if nxt is not None else w > end):
-                    break  # and no higher threshold warns in this silence either
-                if w <= last:
-                    raise ValueError(
-                        f"RiskModel.warning_time gave {w} for the silence after {last} "
-                        f"(user {user!r}, threshold {th}): a warning must come after it"
-                    )
-                if start is not None and w < start:
-                    continue
-                # The judge's rules (see _Judge.score), with the next activity known.
-                result = judge.outcome_before(w, nxt)
-                if result is not None:
-                    tally.warned += 1
-                    tally.true_positives += result[0]
-                if churn and w <= last + horizon:
-                    tally.caught += 1
-                    tally.lead.append((last + horizon - w) / DAY_MS)
-                    tally.delay.append((w - last) / DAY_MS)
+            # The judge's rules (see _Judge.score), with the next activity known.
+            result = judge.outcome_before(w, nxt)
+            if result is not None:
+                tally.warned += 1
+                tally.true_positives += result[0]
+            if churn and w <= last + horizon:
+                tally.caught += 1
+                tally.lead.append((last + horizon - w) / DAY_MS)
+                tally.delay.append((w - last) / DAY_MS)
     points: list[PrPoint] = []
     for th, tally in zip(thresholds, tallies, strict=True):
         tally.churned = judge.churn_count

@@ -30,8 +30,9 @@ from streams.core.contract import InvalidEvent, parse_event
 from streams.core.eventtime import DAY_MS, day_of, format_ts, parse_ts
 from streams.core.policy import ChurnModel
 from streams.offline.empirical import empirical_curves
-from streams.offline.evaluation import warning_rule_points
+from streams.offline.evaluation import judged_silences, warning_rule_points
 from streams.offline.history import CsvMapping, read_history
+from streams.offline.latelook import Look, choose_look, looks
 from streams.offline.riskmodel import CoreRisk
 from streams.offline.thresholds import (
     LEVELS,
@@ -251,17 +252,34 @@ def fit_history(
     window, choice, table = choose_window(choices)
     doc.update(window)
     doc["warn_probability"] = choice.level
+    moments = [float(w["max_silence_days"] or 0) for w, _, _ in choices if w["max_silence_days"]]
+    best, candidates = _choose_late_look(
+        model, users, end_day, horizon_days, inner_days, moments, target_recall, min_lead_days
+    )
+    if best is not None and best.late_days is None:
+        best = None  # a single moment: the window chosen above
+    if best is not None:
+        # More precise than any single moment inside the calibration, with the targets met.
+        doc.update(
+            min_silence_days=best.moment_days,
+            max_silence_days=best.moment_days,
+            warn_probability=best.level,
+            late_silence_days=best.late_days,
+            late_warn_probability=best.late_level,
+        )
     doc["warn_level_choice"] = {
         "rule": (
             f"the highest level with recall >= {target_recall} and median lead >= "
             f"{min_lead_days:g} days, judged on the last {inner_days} days of the calibration; "
             "of the warning windows, the most precise single moment that meets them (else the "
-            "crossing from the minimum silence)"
+            "crossing from the minimum silence); then, if it is more precise still with the "
+            "targets met, a late look: a higher level at the moment, and the users it does not "
+            "warn looked at again at 21, 30 or 45 days of silence with a level of their own"
         ),
-        "met": choice.met,
-        "precision": choice.precision,
-        "recall": choice.recall,
-        "median_lead_days": choice.median_lead_days,
+        "met": choice.met if best is None else True,
+        "precision": choice.precision if best is None else best.precision,
+        "recall": choice.recall if best is None else best.recall,
+        "median_lead_days": choice.median_lead_days if best is None else best.median_lead_days,
         "levels": table,
         "windows": [
             {
@@ -274,6 +292,8 @@ def fit_history(
             }
             for w, c, _ in choices
         ],
+        # The most precise late look of each (moment, late moment) that meets the targets.
+        "late_looks": [_look_doc(c) for c in candidates],
     }
     repeat = [s for s in stats.values() if s.x > 0]
     doc.update(
@@ -323,6 +343,58 @@ def _choose_level(
         for p in points
     ]
     return choice, table
+
+
+def _choose_late_look(
+    model: ChurnModel,
+    users: dict[str, set[int]],
+    end_day: int,
+    horizon_days: float,
+    inner_days: int,
+    moments: list[float],
+    target_recall: float,
+    min_lead_days: float,
+) -> tuple[Look | None, list[Look]]:
+    """The most precise rule of the single moments and their late looks that meets the
+    targets inside the calibration (judged as `_choose_level` judges), and the best of each
+    (moment, late moment)."""
+    if not moments:
+        return None, []
+    activity = {u: [d * DAY_MS for d in sorted(days)] for u, days in users.items()}
+    silences = judged_silences(
+        activity,
+        (end_day + 1) * DAY_MS - 1,
+        horizon_days=horizon_days,
+        judge_from=(end_day + 1 - inner_days) * DAY_MS,
+    )
+    if not silences.churns:
+        return None, []
+    judged: list[Look] = []
+    for days in moments:
+        # The fields the look reads besides the probability: its own moment, as the engine.
+        moment = model.model_copy(update={"min_silence_days": days, "max_silence_days": days})
+        judged += looks(moment, silences, days, LEVELS)
+    best = choose_look(judged, target_recall, min_lead_days)
+    each: dict[tuple[float, float | None], Look] = {}
+    for look in judged:
+        key = (look.moment_days, look.late_days)
+        chosen = choose_look([c for c in (each.get(key), look) if c], target_recall, min_lead_days)
+        if chosen is not None:
+            each[key] = chosen
+    return best, list(each.values())
+
+
+def _look_doc(look: Look) -> dict[str, Any]:
+    return {
+        "min_silence_days": look.moment_days,
+        "level": look.level,
+        "late_silence_days": look.late_days,
+        "late_level": look.late_level,
+        "warnings": look.warnings,
+        "precision": look.precision,
+        "recall": look.recall,
+        "median_lead_days": look.median_lead_days,
+    }
 
 
 def write_params(params: dict[str, Any], out: Path) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from streams.core.eventtime import day_of
 from streams.core.policy import ChurnModel
-from streams.core.risk import Stats, p_churn, warning_at
+from streams.core.risk import Stats, late_warning_at, p_churn, warning_at
 
 
 class CoreRisk:
@@ -22,6 +22,11 @@ class CoreRisk:
         return p_churn(self.model, Stats(len(days), days[0], days[-1]), day_of(at))
 
     def warning_time(self, days: Sequence[int], last_active: int, threshold: float) -> int | None:
-        """When the rule at `threshold` warns in the silence after `last_active` (epoch ms)."""
+        """When the rule at `threshold` warns in the silence after `last_active` (epoch ms):
+        the window's level is `threshold`; the model's late look, if any, stays as fitted
+        (a higher threshold still never warns sooner, which the curve's simulation uses)."""
         stats = Stats(len(days), days[0], days[-1])
-        return warning_at(self.model, stats, last_active, threshold)
+        due = warning_at(self.model, stats, last_active, threshold)
+        if due is None:
+            return late_warning_at(self.model, stats, last_active)
+        return due
