@@ -256,6 +256,18 @@ def demo_workload(users: int) -> Workload:
 POLICIES: dict[str, Policy] = {
     "default": Policy(),
     "churn-model": Policy(churn_model=CDNOW),
+    # As `pulse fit` chose for CDNOW: decided at 14 days of silence, a late look at 30.
+    "late-look": Policy(
+        churn_model=CDNOW.model_copy(
+            update={
+                "warn_probability": 0.71,
+                "min_silence_days": 14,
+                "max_silence_days": 14,
+                "late_silence_days": 30,
+                "late_warn_probability": 0.62,
+            }
+        )
+    ),
     "odd": Policy(
         windows_days=(1, 7, 30, 60),
         tier_window_days=30,

@@ -369,6 +369,9 @@ def _fit(args: argparse.Namespace) -> int:
             if latest is not None and latest == p["min_silence_days"]
             else f"from {p['min_silence_days']:g} days of silence"
         )
+        if p.get("late_silence_days") is not None:
+            late = p["late_silence_days"]
+            window += f", else {p['late_warn_probability']} at {late:g} days (late look)"
         print(
             f"warning level {p['warn_probability']} {window} "
             f"({'meets' if choice['met'] else 'misses'} the "

@@ -371,9 +371,7 @@ def _choose_late_look(
         return None, []
     judged: list[Look] = []
     for days in moments:
-        # The fields the look reads besides the probability: its own moment, as the engine.
-        moment = model.model_copy(update={"min_silence_days": days, "max_silence_days": days})
-        judged += looks(moment, silences, days, LEVELS)
+        judged += looks(model, silences, days, LEVELS)
     best = choose_look(judged, target_recall, min_lead_days)
     each: dict[tuple[float, float | None], Look] = {}
     for look in judged:

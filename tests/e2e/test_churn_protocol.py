@@ -59,7 +59,7 @@ def test_warnings_beat_every_silence_rule_on_precision_with_a_long_lead(
     ev = judged["evaluation"]
     assert ev["judge_from"].startswith(CUT)
     pulse = ev["pulse"]["overall"]
-    assert pulse["precision"] >= 0.68
+    assert pulse["precision"] >= 0.71
     assert pulse["recall"] >= 0.59
     assert pulse["lead_days"]["median"] >= 45
     for rule in ev["rules"]:
@@ -70,15 +70,23 @@ def test_warnings_beat_every_silence_rule_on_precision_with_a_long_lead(
 def test_the_level_chosen_before_the_cut_keeps_its_recall_after_it(
     judged: dict[str, Any],
 ) -> None:
-    """The fit decides the warning at one moment of silence: the level it chose for recall
-    0.60 inside the calibration gives that recall after the cut too (the crossing's did not)."""
+    """The fit decides the warning at one moment of silence, with a late look: the rule it
+    chose for recall 0.60 inside the calibration gives that recall after the cut too (the
+    crossing's did not)."""
     model, choice = judged["_model"], judged["_model"]["warn_level_choice"]
     assert model["max_silence_days"] == model["min_silence_days"] == 14
     assert [w["max_silence_days"] for w in choice["windows"]] == [None, 7, 10, 14]
-    crossing = choice["windows"][0]
-    assert crossing["met"] and crossing["level"] > model["warn_probability"]
+    moment = choice["windows"][-1]
+    # The look raises the moment's level and catches the rest later, at a level of its own
+    # (lower); inside the calibration it is more precise than the moment alone.
+    assert model["late_silence_days"] == 30
+    assert moment["level"] < model["warn_probability"]
+    assert model["late_warn_probability"] < model["warn_probability"]
+    assert choice["met"] and choice["precision"] > moment["precision"]
+    looks = {(c["min_silence_days"], c["late_silence_days"]) for c in choice["late_looks"]}
+    assert looks == {(m, late) for m in (7, 10, 14) for late in (None, 21, 30, 45)}
     recall = judged["evaluation"]["pulse"]["overall"]["recall"]
-    assert abs(recall - choice["recall"]) <= 0.02
+    assert abs(recall - choice["recall"]) <= 0.04
 
 
 def test_the_score_ranks_and_is_calibrated_out_of_sample(judged: dict[str, Any]) -> None:

@@ -31,11 +31,20 @@ CHURN_MODEL = {
     "dormant_after_days": 86,
     "churned_after_days": 355,
 }
+# The warning decided at 7 days of silence, and a late look at 30 days for those it spared.
+LATE_LOOK = {
+    **CHURN_MODEL,
+    "max_silence_days": 7,
+    "late_silence_days": 30,
+    "late_warn_probability": 0.55,
+}
 
 
-@pytest.mark.parametrize("model", [False, True], ids=["silence-rule", "churn-model"])
+@pytest.mark.parametrize(
+    "model", [None, CHURN_MODEL, LATE_LOOK], ids=["silence-rule", "churn-model", "late-look"]
+)
 async def test_live_pipeline_and_replay_emit_the_same_outputs(
-    make_stack: StackFactory, tmp_path: Path, model: bool
+    make_stack: StackFactory, tmp_path: Path, model: dict[str, float] | None
 ) -> None:
     origin = int(time.time() * 1000) // DAY_MS * DAY_MS - DAY_MS  # yesterday 00:00 UTC
     # 60 days of demo users (loyal, declining, churning, big spenders, ...) ending at origin,
@@ -46,7 +55,7 @@ async def test_live_pipeline_and_replay_emit_the_same_outputs(
     model_file = None
     if model:
         model_file = tmp_path / "churn-model.json"
-        model_file.write_text(json.dumps(CHURN_MODEL))
+        model_file.write_text(json.dumps(model))
         overrides["churn_model_file"] = str(model_file)
     stack = await make_stack(start=False, **overrides)
     await stack.produce(records)
@@ -70,8 +79,10 @@ async def test_live_pipeline_and_replay_emit_the_same_outputs(
     total = len(run.outputs)
     assert total > 100 and run.dead_letters and run.duplicates
     assert any(o.kind == "rfm_segment_changed" for o, _ in run.outputs)
-    reasons = {o.payload["reason"] for o, _ in run.outputs if o.kind == "churn_warning"}
-    assert ("churn_probability" in reasons) == model
+    warnings = [o.payload for o, _ in run.outputs if o.kind == "churn_warning"]
+    assert any(w["reason"] == "churn_probability" for w in warnings) == (model is not None)
+    if model is LATE_LOOK:  # some warnings came from the look, 30 days into a silence
+        assert any(w["figures"]["silence_days"] >= 30 for w in warnings)
 
     deadline = time.monotonic() + 120
     while True:

@@ -22,4 +22,5 @@ def test_the_commented_churn_model_loads_once_uncommented(tmp_path: Path) -> Non
     model = load_policy(path).churn_model
     assert model is not None
     assert model.min_silence_days == model.max_silence_days == 14
-    assert model.warn_probability == 0.60
+    assert model.warn_probability == 0.71
+    assert (model.late_silence_days, model.late_warn_probability) == (30, 0.62)
