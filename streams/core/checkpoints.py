@@ -119,11 +119,18 @@ def _churn_checkpoints(state: UserState, f: Facts, policy: Policy, stage: str) -
         due = warning_at(model, stats, state.last_active)
         if due is not None and due > f.at:
             out.append(due)
-        elif model.late_silence_days is not None:
-            # Only once the window cannot warn: a user it warns is at risk at the late look.
-            late = late_warning_at(model, stats, state.last_active)
-            if late is not None:
-                out.append(late)
+        elif model.late_silence_days is not None and f.warn_from is not None:
+            # Only once the window cannot warn (a user it warns is at risk at the late look),
+            # and only from the moment's day on: asked at every event of a user who is never
+            # silent that long, it cost 5% of the core with a look configured. Before then the
+            # start of that day is a checkpoint (usually a re-scoring one already).
+            moment_day = f.warn_from - DAY_MS + 1
+            if f.at < moment_day:
+                out.append(moment_day)
+            else:
+                late = late_warning_at(model, stats, state.last_active)
+                if late is not None:
+                    out.append(late)
     silent = f.at // DAY_MS - stats.last_day
     i = bisect_right(RESCORE_SILENCE_DAYS, silent)
     if i < len(RESCORE_SILENCE_DAYS):
