@@ -269,6 +269,8 @@ def _print_evaluation(ev: Evaluation) -> None:
     """The judged figures, one line per rule: what an analyst reads before the report."""
     since = f" from {ev['judge_from'][:10]}" if ev["judge_from"] else ""
     print(f"judged{since} at a {ev['horizon_days']:g}-day horizon (lead: days before it closes):")
+    if ev["pr_curve"] is not None:
+        print(f"  pulse's rule: {ev['pr_curve']['operating_rule']}")
     rows = [("pulse", ev["pulse"]["overall"])] + [(r["rule"], r["overall"]) for r in ev["rules"]]
     for name, s in rows:
         print(
@@ -311,8 +313,10 @@ def _fit(args: argparse.Namespace) -> int:
 
     from streams.core.bgnbd import FitError
     from streams.core.eventtime import TimestampError
+    from streams.core.policy import ChurnModel
     from streams.offline.fit import fit_history, parse_until, write_params, write_policy
     from streams.offline.history import HistoryError
+    from streams.offline.riskmodel import rule_text
 
     try:
         policy = load_policy(args.policy)
@@ -363,17 +367,8 @@ def _fit(args: argparse.Namespace) -> int:
             "calibration's last 120 days; a longer history would choose it)"
         )
     else:
-        latest = p.get("max_silence_days")
-        window = (
-            f"at {latest:g} days of silence"
-            if latest is not None and latest == p["min_silence_days"]
-            else f"from {p['min_silence_days']:g} days of silence"
-        )
-        if p.get("late_silence_days") is not None:
-            late = p["late_silence_days"]
-            window += f", else {p['late_warn_probability']} at {late:g} days (late look)"
         print(
-            f"warning level {p['warn_probability']} {window} "
+            f"warning rule: {rule_text(ChurnModel.model_validate(p))} "
             f"({'meets' if choice['met'] else 'misses'} the "
             f"targets inside the calibration: precision {choice['precision']} recall "
             f"{choice['recall']} median lead {choice['median_lead_days']} days); "

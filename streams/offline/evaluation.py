@@ -71,6 +71,7 @@ class RiskModel(Protocol):
     """
 
     threshold: float  # the operating threshold the replay warned at
+    rule: str  # the operating rule in words (its moments, a late look)
 
     def score(self, days: Sequence[int], at: int) -> float:
         """P0 at epoch ms `at`."""
@@ -175,6 +176,7 @@ class PrPoint(TypedDict):
 
 class PrCurve(TypedDict):
     operating_threshold: float
+    operating_rule: str
     churns: int  # judged churns, the recall's denominator at every point
     points: list[PrPoint]  # by threshold, ascending
 
@@ -751,6 +753,7 @@ def evaluate(
         calibration_at_warnings = calibration(risk_scores, came_true)
         pr_curve = {
             "operating_threshold": risk.threshold,
+            "operating_rule": risk.rule,
             "churns": judge.churn_count,
             "points": _rule_points(judge, days, risk, [*PR_THRESHOLDS, risk.threshold]),
         }

@@ -438,7 +438,7 @@ def _pr_chart(curve: PrCurve, evaluation: Evaluation, path: Path) -> None:
                 color=_SNAPSHOT_COLOUR,
                 markeredgecolor="#252525",
                 linestyle="none",
-                label=f"operating threshold {threshold:g}",
+                label=f"operating: {curve['operating_rule']}",
             )
     pulse = evaluation["pulse"]["overall"]
     if pulse["precision"] is not None and pulse["recall"] is not None:

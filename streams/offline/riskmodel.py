@@ -10,12 +10,28 @@ from streams.core.policy import ChurnModel
 from streams.core.risk import Stats, late_warning_at, p_churn, warning_at
 
 
+def rule_text(model: ChurnModel) -> str:
+    """The model's warning rule in words, as the report and `pulse fit` state it."""
+    level, low, high = model.warn_probability, model.min_silence_days, model.max_silence_days
+    if high is not None and high == low:
+        text = f"P0 >= {level:g} at {low:g} days of silence"
+    elif high is not None:
+        text = f"P0 reaches {level:g} between {low:g} and {high:g} days of silence"
+    else:
+        text = f"P0 reaches {level:g} from {low:g} days of silence"
+    if model.late_silence_days is not None and model.late_warn_probability is not None:
+        late, late_level = model.late_silence_days, model.late_warn_probability
+        text += f", else P0 >= {late_level:g} at {late:g} days (late look)"
+    return text
+
+
 class CoreRisk:
     """Scores and warning times of `model` for users given as their sorted active UTC days."""
 
     def __init__(self, model: ChurnModel, threshold: float | None = None) -> None:
         self.model = model
         self.threshold = model.warn_probability if threshold is None else threshold
+        self.rule = rule_text(model.model_copy(update={"warn_probability": self.threshold}))
 
     def score(self, days: Sequence[int], at: int) -> float:
         """P(no activity within the horizon) at epoch ms `at`, `days` the active days so far."""

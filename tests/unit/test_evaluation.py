@@ -66,6 +66,7 @@ class SilenceModel:
 
     def __init__(self, threshold: float = 0.35) -> None:
         self.threshold = threshold
+        self.rule = f"silent {threshold * 20:g} days"
         self.calls = 0
 
     def score(self, days: Sequence[int], at: int) -> float:
@@ -342,6 +343,7 @@ def test_pr_curve_points_are_the_equivalent_silence_rules() -> None:
     result = run([], model_history(), 120, horizon=H, rules=(7, 10, 14), risk=risk)
     curve = result["pr_curve"]
     assert curve is not None and curve["operating_threshold"] == 0.42
+    assert curve["operating_rule"] == "silent 8.4 days"  # the model's own words
     by_threshold = {p["threshold"]: p for p in curve["points"]}
     assert sorted(by_threshold) == sorted({*PR_THRESHOLDS, 0.42})
     assert [p["threshold"] for p in curve["points"] if p["operating"]] == [0.42]

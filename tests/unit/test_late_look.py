@@ -16,7 +16,7 @@ from streams.core.policy import ChurnModel, Policy
 from streams.core.state import UserState
 from streams.offline.evaluation import judged_silences, warning_rule_points
 from streams.offline.latelook import Look, choose_look, looks
-from streams.offline.riskmodel import CoreRisk
+from streams.offline.riskmodel import CoreRisk, rule_text
 
 from .pulse_testkit import at, purchase, run, sweep_in_steps
 
@@ -186,3 +186,22 @@ def test_the_fit_keeps_the_most_precise_look_that_meets_the_targets(
 ) -> None:
     best = choose_look(candidates, target_recall=0.60, min_lead_days=45)
     assert best is (None if chosen is None else candidates[chosen])
+
+
+@pytest.mark.parametrize(
+    ("update", "text"),
+    [
+        ({}, "P0 reaches 0.7 from 7 days of silence"),
+        ({"max_silence_days": 30}, "P0 reaches 0.7 between 7 and 30 days of silence"),
+        ({"max_silence_days": 7}, "P0 >= 0.7 at 7 days of silence"),
+        (
+            {"max_silence_days": 7, "late_silence_days": 30, "late_warn_probability": 0.5},
+            "P0 >= 0.7 at 7 days of silence, else P0 >= 0.5 at 30 days (late look)",
+        ),
+    ],
+)
+def test_the_rule_is_stated_as_the_engine_applies_it(update: dict[str, float], text: str) -> None:
+    assert rule_text(PAPER.model_copy(update=update)) == text
+    assert CoreRisk(PAPER.model_copy(update=update), threshold=0.6).rule == text.replace(
+        "0.7 ", "0.6 ", 1
+    )

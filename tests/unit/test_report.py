@@ -153,6 +153,7 @@ def hand_evaluation() -> Evaluation:
         "calibration_at_warnings": deciles([(0.55, 0.5), (0.7, 0.75)], n=6),
         "pr_curve": {
             "operating_threshold": 0.6,
+            "operating_rule": "P0 >= 0.6 at 14 days of silence",
             "churns": 9,
             "points": [
                 pr_point(t, w, p, r)
