@@ -644,7 +644,7 @@ def indexed(state: UserState) -> Indexed:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     """A user's update for the view: its state (None: erase it) and new outputs."""
 
