@@ -32,7 +32,7 @@ from streams.core.policy import ChurnModel
 from streams.offline.empirical import empirical_curves
 from streams.offline.evaluation import judged_silences, warning_rule_points
 from streams.offline.history import CsvMapping, read_history
-from streams.offline.latelook import Look, choose_look, looks
+from streams.offline.latelook import LATE_MOMENTS_DAYS, Look, choose_look, looks
 from streams.offline.riskmodel import CoreRisk
 from streams.offline.thresholds import (
     LEVELS,
@@ -370,8 +370,10 @@ def _choose_late_look(
     if not silences.churns:
         return None, []
     judged: list[Look] = []
+    # A look is at the end of a day: at least a day within the horizon (ChurnModel's check).
+    late_moments = [days for days in LATE_MOMENTS_DAYS if days + 1 <= horizon_days]
     for days in moments:
-        judged += looks(model, silences, days, LEVELS)
+        judged += looks(model, silences, days, LEVELS, late_moments)
     best = choose_look(judged, target_recall, min_lead_days)
     each: dict[tuple[float, float | None], Look] = {}
     for look in judged:

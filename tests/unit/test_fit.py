@@ -148,3 +148,20 @@ def test_fit_writes_a_model_the_engine_loads_with_the_stages_it_proposes(tmp_pat
         == (params["churned_after_days"])
     )
     assert json.loads(out.read_text())["source"] == "h.csv"
+
+
+@pytest.mark.parametrize("horizon_days", [30, 45])
+def test_a_short_horizon_gets_only_looks_within_it(tmp_path: Path, horizon_days: int) -> None:
+    from streams.core.eventtime import parse_ts
+    from streams.offline.history import CsvMapping
+
+    history = _history(tmp_path / "h.csv")
+    mapping = CsvMapping(time="ts", amount="", type="", event_id="", columns=("user_id", "ts"))
+    params = fit_history(
+        history, until_ms=parse_ts("1997-10-01T00:00:00Z"), mapping=mapping,
+        horizon_days=horizon_days,
+    )  # fmt: skip
+    looks = params["warn_level_choice"]["late_looks"]
+    assert all(c["late_silence_days"] in (None, 21, 30, 45) for c in looks)
+    assert all((c["late_silence_days"] or 0) + 1 <= horizon_days for c in looks)
+    ChurnModel.model_validate(params)  # whatever it chose, the engine loads it
