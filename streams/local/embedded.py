@@ -7,6 +7,7 @@ everything; nothing binds beyond 127.0.0.1.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -23,8 +24,36 @@ class EmbeddedError(RuntimeError):
     """A server binary is missing or did not come up."""
 
 
+# Where the kernel takes the local ports of outgoing connections from, and so where
+# `bind(port 0)` picks too (Linux's default; read from /proc where there is one).
+_EPHEMERAL_LOW = 32768
+_SEARCH_SPAN = 12_000
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _EPHEMERAL_LOW
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback port a server can listen on now, below the kernel's ephemeral range.
+
+    A port from `bind(port 0)` lies in that range, which every outgoing connection (a Kafka
+    client's, a test's HTTP client's) draws from as well: one of them could take it before the
+    server binds it (seen in CI: a worker's metrics port, "Address already in use"). Below the
+    range only other servers compete, and a random pick makes two of them meeting unlikely.
+    """
+    low = _ephemeral_low()
+    start = max(1024, low - _SEARCH_SPAN)
+    pick = random.Random()
+    if start < low:
+        for _ in range(100):
+            port = pick.randrange(start, low)
+            if port_is_free(port):
+                return port
+    with socket.socket() as s:  # no room below the range (or all taken): the kernel's pick
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
