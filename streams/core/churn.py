@@ -28,11 +28,11 @@ def churn_likely(f: Facts, policy: Policy) -> bool | None:
         return None
     if f.warn_from <= f.at and within_window(model, f.last_active, f.at):
         return f.p_churn >= model.warn_probability
+    # (The look lies within the horizon: ChurnModel's validation sees to it.)
     late_level = model.late_warn_probability
     return (
         late_level is not None
         and f.at == late_look_at(model, f.last_active)
-        and f.at - f.last_active < int(model.horizon_days * DAY_MS)
         and f.p_churn >= late_level
     )
 

@@ -206,9 +206,10 @@ def late_look_at(model: ChurnModel, last_active: int) -> int | None:
 def late_warning_at(model: ChurnModel, stats: Stats, last_active: int) -> int | None:
     """When the late look warns in the silence after `last_active`: its moment, if the churn
     probability has reached `late_warn_probability` by then (the same score the engine
-    decides with); None otherwise, or without a late look."""
+    decides with); None otherwise, or without a late look. The look lies within the horizon
+    (ChurnModel's validation)."""
     at, level = late_look_at(model, last_active), model.late_warn_probability
-    if at is None or level is None or at - last_active >= int(model.horizon_days * DAY_MS):
+    if at is None or level is None:
         return None
     return at if score(model, stats, at // DAY_MS).p_churn >= level else None
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,7 +252,7 @@ def fit_history(
     window, choice, table = choose_window(choices)
     doc.update(window)
     doc["warn_probability"] = choice.level
-    moments = [float(w["max_silence_days"] or 0) for w, _, _ in choices if w["max_silence_days"]]
+    moments = [at for w, _, _ in choices if (at := w["max_silence_days"]) is not None]
     best, candidates = _choose_late_look(
         model, users, end_day, horizon_days, inner_days, moments, target_recall, min_lead_days
     )
@@ -374,14 +374,11 @@ def _choose_late_look(
     late_moments = [days for days in LATE_MOMENTS_DAYS if days + 1 <= horizon_days]
     for days in moments:
         judged += looks(model, silences, days, LEVELS, late_moments)
-    best = choose_look(judged, target_recall, min_lead_days)
-    each: dict[tuple[float, float | None], Look] = {}
+    groups: dict[tuple[float, float | None], list[Look]] = defaultdict(list)
     for look in judged:
-        key = (look.moment_days, look.late_days)
-        chosen = choose_look([c for c in (each.get(key), look) if c], target_recall, min_lead_days)
-        if chosen is not None:
-            each[key] = chosen
-    return best, list(each.values())
+        groups[(look.moment_days, look.late_days)].append(look)
+    each = [choose_look(group, target_recall, min_lead_days) for group in groups.values()]
+    return choose_look(judged, target_recall, min_lead_days), [c for c in each if c is not None]
 
 
 def _look_doc(look: Look) -> dict[str, Any]:
